@@ -1,0 +1,1 @@
+"""The Starlette app: routes, auth and error mapping. No business rules."""

@@ -1,0 +1,46 @@
+"""POST /webhooks/stripe: verify, record the receipt, answer. Nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.errors import ERRORS, PayloadTooLarge
+from api.metrics import WEBHOOKS
+from ledger.intake import delivery_of, verify_signature
+from ledger.service import WriteSide
+from ledger.stripe_payloads import read_envelope
+
+
+async def stripe_webhook(request: Request) -> JSONResponse:
+    write: WriteSide = request.state.write
+    settings = write.settings
+    try:
+        body = await _body(request, settings.webhook_max_body_bytes)
+        verify_signature(
+            body,
+            request.headers.get("stripe-signature"),
+            settings.webhook_secrets,
+            settings.webhook_tolerance_seconds,
+        )
+        delivery = delivery_of(read_envelope(body), body)
+        recorded = await asyncio.wrap_future(write.intake.submit(delivery))
+    except tuple(ERRORS) as exc:
+        WEBHOOKS.labels(ERRORS[type(exc)][1]).inc()
+        raise
+    WEBHOOKS.labels("recorded" if recorded else "duplicate").inc()
+    return JSONResponse({"received": True, "duplicate": not recorded})
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body over {limit} bytes")
+    return bytes(body)

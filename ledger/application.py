@@ -1,0 +1,220 @@
+"""The ledger: records receipts (stage one) and, following its own log, turns
+each receipt into domain events exactly once (stage two)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent, Repository
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, PersistenceError
+from eventsourcing.system import Follower
+from eventsourcing.utils import get_topic
+
+from ledger.money import PriceAsDict
+from ledger.receipt import Outcome, Receipt
+from ledger.stripe_payloads import read_envelope
+from ledger.translator import translate
+
+log = logging.getLogger("ledger")
+A = TypeVar("A", bound=Aggregate)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A verified Stripe delivery, ready to be recorded."""
+
+    stripe_event_id: str
+    event_type: str
+    stripe_created: int
+    api_version: str | None
+    livemode: bool
+    payload: str
+
+    def receipt(self) -> Receipt:
+        return Receipt(
+            stripe_event_id=self.stripe_event_id,
+            event_type=self.event_type,
+            stripe_created=self.stripe_created,
+            api_version=self.api_version,
+            livemode=self.livemode,
+            payload=self.payload,
+        )
+
+
+class ReceiptNotFound(LookupError):
+    pass
+
+
+class AggregateCache:
+    """The unit of work of one delivery: what it loaded and created."""
+
+    def __init__(self, repository: Repository) -> None:
+        self._repository = repository
+        self._aggregates: dict[UUID, Aggregate] = {}
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        if aggregate_id not in self._aggregates:
+            try:
+                self._aggregates[aggregate_id] = self._repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
+        aggregate = self._aggregates[aggregate_id]
+        assert isinstance(aggregate, cls)
+        return aggregate
+
+    def add(self, aggregate: Aggregate) -> None:
+        self._aggregates[aggregate.id] = aggregate
+
+    def changed(self) -> list[Aggregate]:
+        return [a for a in self._aggregates.values() if a.pending_events]
+
+
+class Ledger(Follower[UUID]):
+    name = "Ledger"
+    topics = (get_topic(Receipt.Received),)
+    pull_section_size = 500
+    log_section_size = 500
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        retry_attempts: int = 5,
+        retry_base_seconds: float = 2.0,
+    ) -> None:
+        super().__init__(env)
+        self.retry_attempts = retry_attempts
+        self.retry_base_seconds = retry_base_seconds
+        self.follow(self.name, self.notification_log)
+        self._pending_retries: dict[str, UUID] = {}
+        self._failure_cursor = 0
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(PriceAsDict())
+
+    # --- stage one ----------------------------------------------------------------
+
+    def record(self, deliveries: Sequence[Delivery]) -> list[int]:
+        """Append receipts in one transaction; raises IntegrityError if any of them
+        is already recorded (then nothing of this call is). Returns their
+        positions in the log."""
+        recordings = self.save(*(d.receipt() for d in deliveries))
+        return [r.notification.id for r in recordings]
+
+    def receipt(self, stripe_event_id: str) -> Receipt:
+        try:
+            return self.repository.get(Receipt.create_id(stripe_event_id))
+        except AggregateNotFoundError:
+            raise ReceiptNotFound(stripe_event_id) from None
+
+    # --- stage two ----------------------------------------------------------------
+
+    def process_new(self) -> None:
+        """Process receipts not yet processed, each exactly once: the tracking
+        position is written in the transaction that records what it produced.
+        Another process that got there first makes ours roll back; we move on."""
+        try:
+            self.pull_and_process(self.name)
+        except IntegrityError:
+            log.debug("another processor recorded the same position; pulling again")
+
+    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+        if isinstance(domain_event, Receipt.Received):
+            receipt = domain_event.mutate(None)
+            assert isinstance(receipt, Receipt)
+            processing_event.collect_events(*self._attempt(receipt))
+
+    def _attempt(self, receipt: Receipt, now: float | None = None) -> list[Aggregate]:
+        """Translate one receipt. Returns the aggregates to save with it: all its
+        changes and its outcome, or, when translating raised, only the failure."""
+        cache = AggregateCache(self.repository)
+        try:
+            outcome = translate(cache, read_envelope(receipt.payload.encode()))
+        except PersistenceError:
+            raise  # the store, not the receipt: retried as a whole, position unmoved
+        except Exception as exc:
+            receipt.fail(
+                f"{type(exc).__name__}: {exc}",
+                max_attempts=self.retry_attempts,
+                base_delay=self.retry_base_seconds,
+                now=time.time() if now is None else now,
+            )
+            level = logging.ERROR if receipt.is_dead else logging.WARNING
+            log.log(
+                level,
+                "receipt %s (%s) failed, attempt %d%s: %s",
+                receipt.stripe_event_id,
+                receipt.event_type,
+                receipt.attempts,
+                ", now dead" if receipt.is_dead else "",
+                receipt.last_error,
+            )
+            return [receipt]
+        changed = cache.changed()
+        if outcome is Outcome.APPLIED and not changed:
+            outcome = Outcome.UNCHANGED
+        receipt.settle(outcome)
+        return [*changed, receipt]
+
+    # --- retries ------------------------------------------------------------------
+
+    def retry_due(self, now: float | None = None) -> int:
+        """Retry failed receipts whose back-off has passed. Returns how many were tried."""
+        now = time.time() if now is None else now
+        self._scan_failures()
+        tried = 0
+        for stripe_event_id in list(self._pending_retries):
+            receipt = self.receipt(stripe_event_id)
+            if receipt.outcome is not Outcome.FAILED:
+                del self._pending_retries[stripe_event_id]
+                continue
+            if receipt.retry_at is not None and receipt.retry_at <= now:
+                self._save_attempt(receipt, now)
+                tried += 1
+        return tried
+
+    def retry(self, stripe_event_id: str) -> Receipt:
+        """An operator's retry of a failed or dead receipt, after a fix."""
+        receipt = self.receipt(stripe_event_id)
+        if receipt.outcome in (Outcome.FAILED, Outcome.DEAD):
+            self._save_attempt(receipt, time.time())
+        return self.receipt(stripe_event_id)
+
+    def dead_receipts(self) -> list[Receipt]:
+        seen: dict[UUID, Receipt] = {}
+        for notification in self._select(get_topic(Receipt.DeadLettered), start=1):
+            if notification.originator_id not in seen:
+                seen[notification.originator_id] = self.repository.get(notification.originator_id)
+        return [r for r in seen.values() if r.is_dead]
+
+    def _save_attempt(self, receipt: Receipt, now: float) -> None:
+        try:
+            self.save(*self._attempt(receipt, now))
+        except IntegrityError:
+            log.info("receipt %s was retried elsewhere at the same time", receipt.stripe_event_id)
+
+    def _scan_failures(self) -> None:
+        for notification in self._select(
+            get_topic(Receipt.AttemptFailed), start=self._failure_cursor + 1
+        ):
+            self._failure_cursor = notification.id
+            event = self.mapper.to_domain_event(notification)
+            assert isinstance(event, Receipt.AttemptFailed)
+            if event.retry_at is not None:
+                stripe_event_id = self.repository.get(event.originator_id).stripe_event_id
+                self._pending_retries[stripe_event_id] = event.originator_id
+
+    def _select(self, topic: str, start: int) -> Iterable[Any]:
+        while True:
+            batch = self.recorder.select_notifications(start=start, limit=500, topics=[topic])
+            yield from batch
+            if len(batch) < 500:
+                return
+            start = batch[-1].id + 1

@@ -1,0 +1,47 @@
+"""A completed Checkout session: who paid, for which customer and subscription."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.ids import stripe_uuid
+
+
+class Checkout(Aggregate):
+    class Completed(Aggregate.Created):
+        stripe_session_id: str
+        stripe_customer_id: str | None
+        stripe_subscription_id: str | None
+        user_id: str | None
+        mode: str
+        amount_total: int | None
+        currency: str | None
+        stripe_event_id: str
+        stripe_created: int
+
+    @event(Completed)
+    def __init__(
+        self,
+        stripe_session_id: str,
+        stripe_customer_id: str | None,
+        stripe_subscription_id: str | None,
+        user_id: str | None,
+        mode: str,
+        amount_total: int | None,
+        currency: str | None,
+        stripe_event_id: str,
+        stripe_created: int,
+    ) -> None:
+        self.stripe_session_id = stripe_session_id
+        self.stripe_customer_id = stripe_customer_id
+        self.stripe_subscription_id = stripe_subscription_id
+        self.user_id = user_id
+        self.mode = mode
+        self.amount_total = amount_total
+        self.currency = currency
+
+    @staticmethod
+    def create_id(stripe_session_id: str) -> UUID:
+        return stripe_uuid("checkout", stripe_session_id)

@@ -1,0 +1,67 @@
+"""Settings, read once from environment variables (names in DESIGN.md)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///var/ledger.db"
+DEV_SECRETS_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, alias="DATABASE_URL")
+    stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
+    # Comma-separated: during a rotation both the old and the new secret are accepted.
+    stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str | None = Field(None, alias="STRIPE_API_BASE")
+    admin_token: SecretStr | None = Field(None, alias="LEDGER_ADMIN_TOKEN")
+    plans_file: Path | None = Field(None, alias="LEDGER_PLANS_FILE")
+    allowed_origins: str = Field("", alias="LEDGER_ALLOWED_ORIGINS")
+
+    webhook_tolerance_seconds: int = Field(300, ge=1, alias="LEDGER_WEBHOOK_TOLERANCE")
+    webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="LEDGER_WEBHOOK_MAX_BODY")
+    # "inline": the API process runs stage two itself; "off": `ledger process` does it.
+    processor: str = Field("inline", pattern="^(inline|off)$", alias="LEDGER_PROCESSOR")
+    processor_interval_seconds: float = Field(0.5, gt=0, alias="LEDGER_PROCESSOR_INTERVAL")
+    retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")
+    retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        raw = self.stripe_webhook_secret.get_secret_value() if self.stripe_webhook_secret else ""
+        return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def load_settings(dev_dir: Path = DEV_SECRETS_DIR, announce: bool = True) -> Settings:
+    """Read the environment; where a secret is unset, use a development value that
+    is generated once into `var/` (and shown once, at start, so a developer can
+    sign test deliveries). Production sets both variables, and then nothing is
+    generated or shown."""
+    settings = Settings()
+    updates: dict[str, SecretStr] = {}
+    if not settings.webhook_secrets:
+        updates["stripe_webhook_secret"] = _dev_secret(
+            dev_dir / "dev-webhook-secret", "whsec_", "STRIPE_WEBHOOK_SECRET", announce
+        )
+    if settings.admin_token is None:
+        updates["admin_token"] = _dev_secret(
+            dev_dir / "dev-admin-token", "adm_", "LEDGER_ADMIN_TOKEN", announce
+        )
+    return settings.model_copy(update=updates)
+
+
+def _dev_secret(path: Path, prefix: str, name: str, announce: bool) -> SecretStr:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(prefix + secrets.token_hex(24))
+        path.chmod(0o600)
+    value = path.read_text().strip()
+    if announce:
+        print(f"{name} is unset: using the development value from {path}: {value}")
+    return SecretStr(value)

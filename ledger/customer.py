@@ -1,0 +1,76 @@
+"""A Stripe customer, the user it belongs to, and the subscriptions it holds."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.cause import Cause
+from ledger.ids import stripe_uuid
+
+
+class Customer(Aggregate):
+    class Registered(Aggregate.Created):
+        stripe_customer_id: str
+
+    class DetailsChanged(Aggregate.Event):
+        email: str | None
+        name: str | None
+        stripe_event_id: str
+        stripe_created: int
+
+    class LinkedToUser(Aggregate.Event):
+        user_id: str
+        stripe_event_id: str
+        stripe_created: int
+
+    class SubscriptionAdded(Aggregate.Event):
+        stripe_subscription_id: str
+
+    @event(Registered)
+    def __init__(self, stripe_customer_id: str) -> None:
+        self.stripe_customer_id = stripe_customer_id
+        self.email: str | None = None
+        self.name: str | None = None
+        self.user_id: str | None = None
+        self.details_cause: Cause | None = None
+        self.stripe_subscription_ids: list[str] = []
+
+    @staticmethod
+    def create_id(stripe_customer_id: str) -> UUID:
+        return stripe_uuid("customer", stripe_customer_id)
+
+    def change_details(self, email: str | None, name: str | None, cause: Cause) -> bool:
+        """Follow the newest details. Recorded even when equal, so that an older
+        delivery arriving later is still seen to be older after a replay."""
+        if not cause.newer_than(self.details_cause):
+            return False
+        self._details_changed(email, name, cause.stripe_event_id, cause.stripe_created)
+        return True
+
+    def link_to_user(self, user_id: str, cause: Cause) -> bool:
+        """A customer belongs to one user: the first user id seen links it."""
+        if self.user_id is not None:
+            return False
+        self._linked_to_user(user_id, cause.stripe_event_id, cause.stripe_created)
+        return True
+
+    def add_subscription(self, stripe_subscription_id: str) -> bool:
+        if stripe_subscription_id in self.stripe_subscription_ids:
+            return False
+        self._subscription_added(stripe_subscription_id)
+        return True
+
+    @event(DetailsChanged)
+    def _details_changed(self, email, name, stripe_event_id, stripe_created) -> None:
+        self.email, self.name = email, name
+        self.details_cause = Cause(stripe_created, stripe_event_id)
+
+    @event(LinkedToUser)
+    def _linked_to_user(self, user_id, stripe_event_id, stripe_created) -> None:
+        self.user_id = user_id
+
+    @event(SubscriptionAdded)
+    def _subscription_added(self, stripe_subscription_id) -> None:
+        self.stripe_subscription_ids.append(stripe_subscription_id)

@@ -1,0 +1,159 @@
+"""Stage one of receiving a webhook: verify the signature, then record the
+receipt. Receipts of concurrent requests are grouped into one transaction (group
+commit); each request is answered only after its group is committed."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import stripe
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from ledger.application import Delivery, Ledger
+from ledger.stripe_payloads import Envelope
+
+log = logging.getLogger("ledger.intake")
+
+
+class InvalidSignature(ValueError):
+    pass
+
+
+class StoreUnavailable(RuntimeError):
+    """The log cannot be written to now: the sender should retry."""
+
+
+def verify_signature(
+    payload: bytes, header: str | None, secrets: list[str], tolerance: int
+) -> None:
+    """Accept a payload signed with any of `secrets` (several during a rotation)
+    within `tolerance` seconds. Tolerance 0 would mean "no check" to the stripe
+    library, so it is refused here."""
+    if tolerance <= 0:
+        raise ValueError("the signature tolerance must be positive")
+    if not header:
+        raise InvalidSignature("missing Stripe-Signature header")
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(payload, header, secret, tolerance)
+            return
+        except stripe.SignatureVerificationError as exc:
+            reason = str(exc).split(" (")[0]
+        except UnicodeDecodeError:
+            reason = "payload is not UTF-8"
+    raise InvalidSignature(reason if secrets else "no webhook secret configured")
+
+
+def delivery_of(envelope: Envelope, body: bytes) -> Delivery:
+    return Delivery(
+        stripe_event_id=envelope.id,
+        event_type=envelope.type,
+        stripe_created=envelope.created,
+        api_version=envelope.api_version,
+        livemode=envelope.livemode,
+        payload=body.decode("utf-8"),
+    )
+
+
+_Item = tuple[Delivery, Future]
+
+
+class GroupCommitter:
+    """One writer thread; whatever arrived while it was writing goes into its next
+    transaction. `submit` answers a future: True when recorded now, False when the
+    event id was already in the log (a duplicate), or StoreUnavailable."""
+
+    def __init__(
+        self, ledger: Ledger, *, max_group: int = 256, on_recorded: Callable[[], None] | None = None
+    ) -> None:
+        self._ledger = ledger
+        self._max_group = max_group
+        self._on_recorded = on_recorded or (lambda: None)
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, delivery: Delivery) -> Future:
+        future: Future = Future()
+        self._queue.put((delivery, future))
+        return future
+
+    def record(self, delivery: Delivery, timeout: float = 30.0) -> bool:
+        return self.submit(delivery).result(timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self._max_group:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._commit(group)
+                    return
+                group.append(item)
+            self._commit(group)
+
+    def _commit(self, group: list[_Item]) -> None:
+        # A second delivery of one id inside the group waits for the first.
+        firsts: dict[str, _Item] = {}
+        repeats: list[_Item] = []
+        for item in group:
+            if item[0].stripe_event_id in firsts:
+                repeats.append(item)
+            else:
+                firsts[item[0].stripe_event_id] = item
+        items = list(firsts.values())
+        try:
+            self._ledger.record([d for d, _ in items])
+            results = {d.stripe_event_id: True for d, _ in items}
+        except IntegrityError:
+            results = {d.stripe_event_id: self._record_one(d) for d, _ in items}
+        except PersistenceError as exc:
+            self._fail(group, exc)
+            return
+        except Exception as exc:
+            log.exception("recording %d receipts failed", len(items))
+            self._fail(group, exc)
+            return
+        for delivery, future in items:
+            _resolve(future, results[delivery.stripe_event_id])
+        for delivery, future in repeats:
+            outcome = results[delivery.stripe_event_id]
+            _resolve(future, outcome if isinstance(outcome, BaseException) else False)
+        if any(r is True for r in results.values()):
+            self._on_recorded()
+
+    def _record_one(self, delivery: Delivery) -> bool | BaseException:
+        try:
+            self._ledger.record([delivery])
+            return True
+        except IntegrityError:
+            return False
+        except PersistenceError as exc:
+            return StoreUnavailable(str(exc))
+
+    @staticmethod
+    def _fail(group: list[_Item], exc: Exception) -> None:
+        error = StoreUnavailable(f"{type(exc).__name__}")
+        for _, future in group:
+            future.set_exception(error)
+
+
+def _resolve(future: Future, result: bool | BaseException) -> None:
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -1,0 +1,105 @@
+"""A receipt for each Stripe delivery: the raw body, byte for byte, and what became of it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.ids import stripe_uuid
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"  # changed at least one aggregate
+    UNCHANGED = "unchanged"  # newest state already held: nothing to change
+    SUPERSEDED = "superseded"  # older than the state already held
+    IGNORED = "ignored"  # a type the ledger does not handle
+    FAILED = "failed"  # processing raised; will be retried
+    DEAD = "dead"  # retries exhausted; waits for an operator
+
+
+class Receipt(Aggregate):
+    class Received(Aggregate.Created):
+        stripe_event_id: str
+        event_type: str
+        stripe_created: int
+        api_version: str | None
+        livemode: bool
+        payload: str  # the delivery's body, exactly as signed
+
+    class Processed(Aggregate.Event):
+        outcome: str
+        detail: str
+
+    class AttemptFailed(Aggregate.Event):
+        attempt: int
+        error: str
+        retry_at: float | None  # unix time of the next try; None once dead
+
+    class DeadLettered(Aggregate.Event):
+        attempts: int
+        error: str
+
+    @event(Received)
+    def __init__(
+        self,
+        stripe_event_id: str,
+        event_type: str,
+        stripe_created: int,
+        api_version: str | None,
+        livemode: bool,
+        payload: str,
+    ) -> None:
+        self.stripe_event_id = stripe_event_id
+        self.event_type = event_type
+        self.stripe_created = stripe_created
+        self.api_version = api_version
+        self.livemode = livemode
+        self.payload = payload
+        self.outcome: Outcome | None = None
+        self.attempts = 0
+        self.last_error = ""
+        self.retry_at: float | None = None
+
+    @staticmethod
+    def create_id(stripe_event_id: str) -> UUID:
+        return stripe_uuid("event", stripe_event_id)
+
+    @property
+    def is_settled(self) -> bool:
+        """Processed for good (any outcome but failed or dead)."""
+        return self.outcome not in (None, Outcome.FAILED, Outcome.DEAD)
+
+    @property
+    def is_dead(self) -> bool:
+        return self.outcome is Outcome.DEAD
+
+    def settle(self, outcome: Outcome, detail: str = "") -> None:
+        if self.is_settled:
+            return
+        self._processed(outcome.value, detail[:500])
+
+    def fail(self, error: str, *, max_attempts: int, base_delay: float, now: float) -> None:
+        """Record a failed attempt; after the last one the receipt is dead."""
+        attempt = self.attempts + 1
+        retry_at = None if attempt >= max_attempts else now + base_delay * 4 ** (attempt - 1)
+        self._attempt_failed(attempt, error[:500], retry_at)
+        if retry_at is None:
+            self._dead_lettered(attempt, error[:500])
+
+    @event(Processed)
+    def _processed(self, outcome: str, detail: str) -> None:
+        self.outcome = Outcome(outcome)
+        self.retry_at = None
+
+    @event(AttemptFailed)
+    def _attempt_failed(self, attempt: int, error: str, retry_at: float | None) -> None:
+        self.attempts = attempt
+        self.last_error = error
+        self.retry_at = retry_at
+        self.outcome = Outcome.FAILED
+
+    @event(DeadLettered)
+    def _dead_lettered(self, attempts: int, error: str) -> None:
+        self.outcome = Outcome.DEAD

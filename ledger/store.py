@@ -1,0 +1,67 @@
+"""Where the log lives: turns DATABASE_URL into the `eventsourcing` library's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+
+class UnsupportedDatabaseURL(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Store:
+    """One event store: SQLite in a file, or a PostgreSQL database (and schema)."""
+
+    url: str
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def sqlite_path(self) -> Path:
+        parsed = urlparse(self.url)
+        # sqlite:///var/ledger.db is relative, sqlite:////abs/ledger.db absolute
+        return Path(unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path))
+
+    def env(self, *, pool_size: int = 5, sqlite_path: Path | None = None) -> dict[str, str]:
+        """Environment for an eventsourcing Application, recorder or factory."""
+        if self.is_postgres:
+            parsed = urlparse(self.url)
+            query = parse_qs(parsed.query)
+            env = {
+                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                "POSTGRES_DBNAME": unquote(parsed.path.lstrip("/")) or "postgres",
+                "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+                "POSTGRES_PORT": str(parsed.port or 5432),
+                "POSTGRES_USER": unquote(parsed.username or "postgres"),
+                "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+                "POSTGRES_POOL_SIZE": str(pool_size),
+                "POSTGRES_MAX_OVERFLOW": "10",
+                "POSTGRES_CONNECT_TIMEOUT": "5",
+                "POSTGRES_LOCK_TIMEOUT": "10",
+                "POSTGRES_PRE_PING": "y",
+            }
+            if "schema" in query:
+                env["POSTGRES_SCHEMA"] = query["schema"][0]
+            return env
+        if self.url.startswith("sqlite://"):
+            path = sqlite_path or self.sqlite_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(path),
+                "SQLITE_LOCK_TIMEOUT": "30",
+            }
+        raise UnsupportedDatabaseURL(
+            f"DATABASE_URL must start with sqlite:// or postgresql://, not {self.url.split(':')[0]!r}"
+        )
+
+    def sibling_sqlite(self, name: str) -> Path:
+        """A file next to the log for a store of its own (the SQLite recorder's
+        table names are fixed, so each store needs its own file)."""
+        path = self.sqlite_path
+        return path.with_name(f"{path.stem}.{name}{path.suffix or '.db'}")

@@ -1,0 +1,267 @@
+"""The anti-corruption layer's reading half: the only module that knows Stripe's
+JSON paths. It reads both shapes Stripe renders (an endpoint's pinned API
+version decides): the current one (`2026-07-29.dahlia`: billing periods on
+`items.data[]`, an invoice's subscription at `parent.subscription_details`) and
+the pre-2025 one (top-level `current_period_*` and `plan`, `invoice.subscription`).
+What leaves this module is our own vocabulary, never a Stripe dict."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ledger.invoice import InvoiceFacts
+from ledger.money import Price
+from ledger.subscription import SubscriptionState
+
+
+class NotAnEvent(ValueError):
+    """A body that is not a Stripe event (not JSON, or missing what every event has)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def _id_of(value: Any) -> Any:
+    """Stripe sends a related object as its id, or expanded as an object."""
+    return value.get("id") if isinstance(value, dict) else value
+
+
+class Envelope(_Model):
+    id: str = Field(pattern=r"^evt_[A-Za-z0-9_]+$", max_length=255)
+    type: str = Field(min_length=1, max_length=255)
+    created: int = Field(ge=0)
+    api_version: str | None = None
+    livemode: bool = False
+    data: dict[str, Any]
+
+    @field_validator("data")
+    @classmethod
+    def _has_object(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(data.get("object"), dict):
+            raise ValueError("data.object must be an object")
+        return data
+
+    @property
+    def object(self) -> dict[str, Any]:
+        return self.data["object"]
+
+
+def read_envelope(body: bytes) -> Envelope:
+    try:
+        return Envelope.model_validate(json.loads(body))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and ValidationError
+        raise NotAnEvent(_reason(exc)) from None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}"
+    if isinstance(exc, json.JSONDecodeError):
+        return "body is not JSON"
+    return "body is not UTF-8 JSON"
+
+
+# --- objects --------------------------------------------------------------------
+
+
+class _Recurring(_Model):
+    interval: str
+    interval_count: int = 1
+
+
+class _Price(_Model):
+    id: str
+    unit_amount: int | None = None
+    currency: str
+    recurring: _Recurring | None = None
+    lookup_key: str | None = None
+    product: str | None = None
+    nickname: str | None = None
+
+    _product = field_validator("product", mode="before")(lambda v: _id_of(v))
+
+
+class _Plan(_Model):
+    """The legacy stand-in for a recurring price (what localstripe serves)."""
+
+    id: str
+    amount: int | None = None
+    currency: str
+    interval: str
+    interval_count: int = 1
+    product: str | None = None
+    nickname: str | None = None
+
+    _product = field_validator("product", mode="before")(lambda v: _id_of(v))
+
+    def to_price(self) -> Price:
+        return Price(
+            stripe_price_id=self.id,
+            unit_amount=self.amount or 0,
+            currency=self.currency,
+            interval=self.interval,
+            interval_count=self.interval_count,
+            stripe_product_id=self.product,
+            nickname=self.nickname,
+        )
+
+
+class _Item(_Model):
+    price: _Price | None = None
+    plan: _Plan | None = None
+    current_period_start: int | None = None
+    current_period_end: int | None = None
+
+    def to_price(self) -> Price | None:
+        p = self.price
+        if p is not None and p.recurring is not None:
+            return Price(
+                stripe_price_id=p.id,
+                unit_amount=p.unit_amount or 0,
+                currency=p.currency,
+                interval=p.recurring.interval,
+                interval_count=p.recurring.interval_count,
+                lookup_key=p.lookup_key,
+                stripe_product_id=p.product,
+                nickname=p.nickname,
+            )
+        return self.plan.to_price() if self.plan is not None else None
+
+
+class _Items(_Model):
+    data: list[_Item] = []
+
+
+class _Subscription(_Model):
+    id: str
+    customer: str
+    status: str
+    metadata: dict[str, str] | None = None
+    cancel_at_period_end: bool = False
+    cancel_at: int | None = None
+    trial_end: int | None = None
+    ended_at: int | None = None
+    items: _Items = _Items()
+    # pre-2025 shape
+    current_period_start: int | None = None
+    current_period_end: int | None = None
+    plan: _Plan | None = None
+
+    _customer = field_validator("customer", mode="before")(lambda v: _id_of(v))
+
+
+def read_subscription(obj: dict[str, Any]) -> SubscriptionState:
+    s = _Subscription.model_validate(obj)
+    item = s.items.data[0] if s.items.data else None
+    price = item.to_price() if item else None
+    if price is None and s.plan is not None:
+        price = s.plan.to_price()
+    start = item.current_period_start if item and item.current_period_start else None
+    end = item.current_period_end if item and item.current_period_end else None
+    return SubscriptionState(
+        stripe_subscription_id=s.id,
+        stripe_customer_id=s.customer,
+        status=s.status,
+        price=price,
+        current_period_start=start if start is not None else s.current_period_start,
+        current_period_end=end if end is not None else s.current_period_end,
+        cancel_at_period_end=s.cancel_at_period_end,
+        # Stripe also fills cancel_at when cancelling at period end: we keep one meaning.
+        cancel_at=None if s.cancel_at_period_end else s.cancel_at,
+        trial_end=s.trial_end,
+        ended_at=s.ended_at,
+        user_id=_user_id(s.metadata),
+    )
+
+
+class _Customer(_Model):
+    id: str
+    email: str | None = None
+    name: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+def read_customer(obj: dict[str, Any]) -> tuple[str, str | None, str | None, str | None]:
+    """(stripe customer id, email, name, user id)"""
+    c = _Customer.model_validate(obj)
+    return c.id, c.email, c.name, _user_id(c.metadata)
+
+
+class _SubscriptionDetails(_Model):
+    subscription: str | None = None
+
+    _subscription = field_validator("subscription", mode="before")(lambda v: _id_of(v))
+
+
+class _Parent(_Model):
+    subscription_details: _SubscriptionDetails | None = None
+
+
+class _Invoice(_Model):
+    id: str
+    customer: str
+    currency: str
+    amount_due: int = 0
+    amount_paid: int = 0
+    number: str | None = None
+    period_start: int | None = None
+    period_end: int | None = None
+    attempt_count: int = 0
+    next_payment_attempt: int | None = None
+    hosted_invoice_url: str | None = None
+    billing_reason: str | None = None
+    parent: _Parent | None = None
+    subscription: str | None = None  # pre-2025 shape
+
+    _ids = field_validator("customer", "subscription", mode="before")(lambda v: _id_of(v))
+
+
+def read_invoice(obj: dict[str, Any]) -> InvoiceFacts:
+    i = _Invoice.model_validate(obj)
+    details = i.parent.subscription_details if i.parent else None
+    subscription = (details.subscription if details else None) or i.subscription
+    return InvoiceFacts(
+        stripe_invoice_id=i.id,
+        stripe_customer_id=i.customer,
+        stripe_subscription_id=subscription,
+        number=i.number,
+        currency=i.currency,
+        amount_due=i.amount_due,
+        amount_paid=i.amount_paid,
+        period_start=i.period_start,
+        period_end=i.period_end,
+        attempt_count=i.attempt_count,
+        next_payment_attempt=i.next_payment_attempt,
+        hosted_invoice_url=i.hosted_invoice_url,
+        billing_reason=i.billing_reason,
+    )
+
+
+class CheckoutFacts(_Model):
+    id: str
+    mode: str = "subscription"
+    customer: str | None = None
+    subscription: str | None = None
+    client_reference_id: str | None = None
+    amount_total: int | None = None
+    currency: str | None = None
+    metadata: dict[str, str] | None = None
+
+    _ids = field_validator("customer", "subscription", mode="before")(lambda v: _id_of(v))
+
+    @property
+    def user_id(self) -> str | None:
+        return self.client_reference_id or _user_id(self.metadata)
+
+
+def read_checkout(obj: dict[str, Any]) -> CheckoutFacts:
+    return CheckoutFacts.model_validate(obj)
+
+
+def _user_id(metadata: dict[str, str] | None) -> str | None:
+    return (metadata or {}).get("user_id") or None

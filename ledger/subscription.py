@@ -1,0 +1,282 @@
+"""A subscription, following the newest state Stripe has told us of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.cause import Cause
+from ledger.ids import stripe_uuid
+from ledger.money import Price
+
+LIVE_STATUSES = frozenset({"trialing", "active", "past_due", "unpaid", "incomplete", "paused"})
+TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    """What Stripe said a subscription was, in our words."""
+
+    stripe_subscription_id: str
+    stripe_customer_id: str
+    status: str
+    price: Price | None
+    current_period_start: int | None
+    current_period_end: int | None
+    cancel_at_period_end: bool
+    cancel_at: int | None
+    trial_end: int | None
+    ended_at: int | None
+    user_id: str | None
+
+
+class Subscription(Aggregate):
+    class Started(Aggregate.Created):
+        stripe_subscription_id: str
+        stripe_customer_id: str
+        user_id: str | None
+        status: str
+        price: Price | None
+        current_period_start: int | None
+        current_period_end: int | None
+        cancel_at_period_end: bool
+        cancel_at: int | None
+        trial_end: int | None
+        stripe_event_id: str
+        stripe_created: int
+
+    class StatusChanged(Aggregate.Event):
+        status: str
+        previous_status: str
+        stripe_event_id: str
+        stripe_created: int
+
+    class PlanChanged(Aggregate.Event):
+        price: Price | None
+        previous_price: Price | None
+        stripe_event_id: str
+        stripe_created: int
+
+    class PeriodChanged(Aggregate.Event):
+        current_period_start: int | None
+        current_period_end: int | None
+        stripe_event_id: str
+        stripe_created: int
+
+    class TrialChanged(Aggregate.Event):
+        trial_end: int | None
+        stripe_event_id: str
+        stripe_created: int
+
+    class CancellationScheduled(Aggregate.Event):
+        at_period_end: bool  # ends when the current period does
+        cancel_at: int | None  # or at this time (None with at_period_end)
+        stripe_event_id: str
+        stripe_created: int
+
+    class CancellationWithdrawn(Aggregate.Event):
+        stripe_event_id: str
+        stripe_created: int
+
+    class TrialEndingSoon(Aggregate.Event):
+        trial_end: int | None
+        stripe_event_id: str
+        stripe_created: int
+
+    class Ended(Aggregate.Event):
+        status: str
+        ended_at: int | None
+        stripe_event_id: str
+        stripe_created: int
+
+    class LinkedToUser(Aggregate.Event):
+        user_id: str
+
+    class StateConfirmed(Aggregate.Event):
+        """A newer Stripe state that changed nothing: kept so that an older one,
+        delivered later, is still recognised as older."""
+
+        stripe_event_id: str
+        stripe_created: int
+
+    @staticmethod
+    def create_id(stripe_subscription_id: str) -> UUID:
+        return stripe_uuid("subscription", stripe_subscription_id)
+
+    @event(Started)
+    def __init__(
+        self,
+        stripe_subscription_id: str,
+        stripe_customer_id: str,
+        user_id: str | None,
+        status: str,
+        price: Price | None,
+        current_period_start: int | None,
+        current_period_end: int | None,
+        cancel_at_period_end: bool,
+        cancel_at: int | None,
+        trial_end: int | None,
+        stripe_event_id: str,
+        stripe_created: int,
+    ) -> None:
+        self.stripe_subscription_id = stripe_subscription_id
+        self.stripe_customer_id = stripe_customer_id
+        self.user_id = user_id
+        self.status = status
+        self.price = price
+        self.current_period_start = current_period_start
+        self.current_period_end = current_period_end
+        self.cancel_at_period_end = cancel_at_period_end
+        self.cancel_at = cancel_at
+        self.trial_end = trial_end
+        self.ended_at: int | None = None
+        self.trial_warned_for: tuple[int | None] | None = None
+        self.last_cause = Cause(stripe_created, stripe_event_id)
+
+    @classmethod
+    def start(cls, state: SubscriptionState, cause: Cause) -> Subscription:
+        subscription = cls(
+            stripe_subscription_id=state.stripe_subscription_id,
+            stripe_customer_id=state.stripe_customer_id,
+            user_id=state.user_id,
+            status=state.status,
+            price=state.price,
+            current_period_start=state.current_period_start,
+            current_period_end=state.current_period_end,
+            cancel_at_period_end=state.cancel_at_period_end,
+            cancel_at=state.cancel_at,
+            trial_end=state.trial_end,
+            stripe_event_id=cause.stripe_event_id,
+            stripe_created=cause.stripe_created,
+        )
+        if state.status in TERMINAL_STATUSES:
+            subscription._ended(state.status, state.ended_at, *_cause_args(cause))
+        return subscription
+
+    # --- commands: decide, then record -------------------------------------------
+
+    @property
+    def is_ended(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    def accepts(self, cause: Cause) -> bool:
+        """Whether a Stripe state caused by `cause` is newer than the one held."""
+        return not self.is_ended and cause.newer_than(self.last_cause)
+
+    def apply_state(self, state: SubscriptionState, cause: Cause) -> bool:
+        """Follow Stripe's newer state; False when it is older (superseded) or we
+        are ended. Records one event for each thing that changed."""
+        if not self.accepts(cause):
+            return False
+        args = _cause_args(cause)
+        before = self.version
+        if state.price != self.price:
+            self._plan_changed(state.price, self.price, *args)
+        if (state.current_period_start, state.current_period_end) != (
+            self.current_period_start,
+            self.current_period_end,
+        ):
+            self._period_changed(state.current_period_start, state.current_period_end, *args)
+        if state.trial_end != self.trial_end:
+            self._trial_changed(state.trial_end, *args)
+        scheduled = state.cancel_at_period_end or state.cancel_at is not None
+        if scheduled and (state.cancel_at_period_end, state.cancel_at) != (
+            self.cancel_at_period_end,
+            self.cancel_at,
+        ):
+            self._cancellation_scheduled(state.cancel_at_period_end, state.cancel_at, *args)
+        elif not scheduled and self.cancellation_scheduled:
+            self._cancellation_withdrawn(*args)
+        if state.status in TERMINAL_STATUSES:
+            self._ended(state.status, state.ended_at, *args)
+        elif state.status != self.status:
+            self._status_changed(state.status, self.status, *args)
+        if self.version == before:
+            self._state_confirmed(*args)
+        return True
+
+    def warn_trial_ending(self, trial_end: int | None, cause: Cause) -> bool:
+        if self.is_ended or self.trial_warned_for == (trial_end,):
+            return False
+        self._trial_ending_soon(trial_end, *_cause_args(cause))
+        return True
+
+    def link_to_user(self, user_id: str) -> bool:
+        if self.user_id is not None:
+            return False
+        self._linked_to_user(user_id)
+        return True
+
+    @property
+    def cancellation_scheduled(self) -> bool:
+        return self.cancel_at_period_end or self.cancel_at is not None
+
+    # --- events: only assign -------------------------------------------------------
+
+    def _remember(self, stripe_event_id: str, stripe_created: int) -> None:
+        self.last_cause = Cause(stripe_created, stripe_event_id)
+
+    @event(PlanChanged)
+    def _plan_changed(self, price, previous_price, stripe_event_id, stripe_created) -> None:
+        self.price = price
+        self._remember(stripe_event_id, stripe_created)
+
+    @event(PeriodChanged)
+    def _period_changed(
+        self, current_period_start, current_period_end, stripe_event_id, stripe_created
+    ) -> None:
+        self.current_period_start = current_period_start
+        self.current_period_end = current_period_end
+        self._remember(stripe_event_id, stripe_created)
+
+    @event(TrialChanged)
+    def _trial_changed(self, trial_end, stripe_event_id, stripe_created) -> None:
+        self.trial_end = trial_end
+        self._remember(stripe_event_id, stripe_created)
+
+    @event(CancellationScheduled)
+    def _cancellation_scheduled(
+        self, at_period_end, cancel_at, stripe_event_id, stripe_created
+    ) -> None:
+        self.cancel_at_period_end = at_period_end
+        self.cancel_at = cancel_at
+        self._remember(stripe_event_id, stripe_created)
+
+    @event(CancellationWithdrawn)
+    def _cancellation_withdrawn(self, stripe_event_id, stripe_created) -> None:
+        self.cancel_at_period_end = False
+        self.cancel_at = None
+        self._remember(stripe_event_id, stripe_created)
+
+    @event(StatusChanged)
+    def _status_changed(self, status, previous_status, stripe_event_id, stripe_created) -> None:
+        self.status = status
+        self._remember(stripe_event_id, stripe_created)
+
+    @event(Ended)
+    def _ended(self, status, ended_at, stripe_event_id, stripe_created) -> None:
+        self.status = status
+        self.ended_at = ended_at
+        self._remember(stripe_event_id, stripe_created)
+
+    @event(TrialEndingSoon)
+    def _trial_ending_soon(self, trial_end, stripe_event_id, stripe_created) -> None:
+        self.trial_warned_for = (trial_end,)
+
+    @event(LinkedToUser)
+    def _linked_to_user(self, user_id) -> None:
+        self.user_id = user_id
+
+    @event(StateConfirmed)
+    def _state_confirmed(self, stripe_event_id, stripe_created) -> None:
+        self._remember(stripe_event_id, stripe_created)
+
+
+def _cause_args(cause: Cause) -> tuple[str, int]:
+    return cause.stripe_event_id, cause.stripe_created

@@ -1,0 +1,165 @@
+"""The anti-corruption layer's deciding half: one translator per handled Stripe
+event type, each turning a verified event into commands on our aggregates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Protocol, TypeVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from ledger.cause import Cause
+from ledger.checkout import Checkout
+from ledger.customer import Customer
+from ledger.invoice import Invoice, InvoiceFacts
+from ledger.receipt import Outcome
+from ledger.stripe_payloads import (
+    Envelope,
+    read_checkout,
+    read_customer,
+    read_invoice,
+    read_subscription,
+)
+from ledger.subscription import Subscription
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class UnitOfWork(Protocol):
+    """The aggregates one delivery touches; saved together, or not at all."""
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None: ...
+
+    def add(self, aggregate: Aggregate) -> None: ...
+
+
+Translator = Callable[[UnitOfWork, Envelope], Outcome]
+
+
+def translate(uow: UnitOfWork, envelope: Envelope) -> Outcome:
+    """Apply one Stripe event. APPLIED means "may have changed something": the
+    caller turns it into UNCHANGED when no aggregate has new events."""
+    translator = TRANSLATORS.get(envelope.type)
+    return translator(uow, envelope) if translator else Outcome.IGNORED
+
+
+def _cause(envelope: Envelope) -> Cause:
+    return Cause(envelope.created, envelope.id)
+
+
+def _customer(uow: UnitOfWork, stripe_customer_id: str) -> Customer:
+    customer = uow.get(Customer, Customer.create_id(stripe_customer_id))
+    if customer is None:
+        customer = Customer(stripe_customer_id=stripe_customer_id)
+        uow.add(customer)
+    return customer
+
+
+def _link(uow: UnitOfWork, customer: Customer, user_id: str | None, cause: Cause) -> None:
+    """Link a customer to its user, and every subscription it holds that has none."""
+    if user_id is None or not customer.link_to_user(user_id, cause):
+        return
+    for stripe_subscription_id in customer.stripe_subscription_ids:
+        subscription = uow.get(Subscription, Subscription.create_id(stripe_subscription_id))
+        if subscription is not None:
+            subscription.link_to_user(user_id)
+
+
+def _customer_changed(uow: UnitOfWork, envelope: Envelope) -> Outcome:
+    stripe_customer_id, email, name, user_id = read_customer(envelope.object)
+    cause = _cause(envelope)
+    customer = _customer(uow, stripe_customer_id)
+    newer = customer.change_details(email, name, cause)
+    _link(uow, customer, user_id, cause)
+    return Outcome.APPLIED if newer else Outcome.SUPERSEDED
+
+
+def _subscription_changed(uow: UnitOfWork, envelope: Envelope) -> Outcome:
+    state = read_subscription(envelope.object)
+    cause = _cause(envelope)
+    customer = _customer(uow, state.stripe_customer_id)
+    customer.add_subscription(state.stripe_subscription_id)
+    _link(uow, customer, state.user_id, cause)
+    user_id = state.user_id or customer.user_id
+    subscription = uow.get(Subscription, Subscription.create_id(state.stripe_subscription_id))
+    if subscription is None:
+        uow.add(Subscription.start(replace(state, user_id=user_id), cause))
+        return Outcome.APPLIED
+    if user_id is not None:
+        subscription.link_to_user(user_id)
+    return Outcome.APPLIED if subscription.apply_state(state, cause) else Outcome.SUPERSEDED
+
+
+def _trial_will_end(uow: UnitOfWork, envelope: Envelope) -> Outcome:
+    outcome = _subscription_changed(uow, envelope)
+    state = read_subscription(envelope.object)
+    subscription = uow.get(Subscription, Subscription.create_id(state.stripe_subscription_id))
+    if subscription is not None and subscription.warn_trial_ending(
+        state.trial_end, _cause(envelope)
+    ):
+        return Outcome.APPLIED
+    return outcome
+
+
+def _invoice_paid(uow: UnitOfWork, envelope: Envelope) -> Outcome:
+    facts = read_invoice(envelope.object)
+    invoice = _recorded_invoice(uow, facts)
+    return Outcome.APPLIED if invoice.mark_paid(facts, _cause(envelope)) else Outcome.UNCHANGED
+
+
+def _invoice_payment_failed(uow: UnitOfWork, envelope: Envelope) -> Outcome:
+    facts = read_invoice(envelope.object)
+    invoice = _recorded_invoice(uow, facts)
+    failed = invoice.record_payment_failure(facts, _cause(envelope))
+    return Outcome.APPLIED if failed else Outcome.SUPERSEDED
+
+
+def _recorded_invoice(uow: UnitOfWork, facts: InvoiceFacts) -> Invoice:
+    _customer(uow, facts.stripe_customer_id)
+    invoice = uow.get(Invoice, Invoice.create_id(facts.stripe_invoice_id))
+    if invoice is None:
+        invoice = Invoice.record(facts)
+        uow.add(invoice)
+    return invoice
+
+
+def _checkout_completed(uow: UnitOfWork, envelope: Envelope) -> Outcome:
+    facts = read_checkout(envelope.object)
+    cause = _cause(envelope)
+    if facts.customer is not None:
+        customer = _customer(uow, facts.customer)
+        if facts.subscription is not None:
+            customer.add_subscription(facts.subscription)
+        _link(uow, customer, facts.user_id, cause)
+    if uow.get(Checkout, Checkout.create_id(facts.id)) is not None:
+        return Outcome.UNCHANGED
+    uow.add(
+        Checkout(
+            stripe_session_id=facts.id,
+            stripe_customer_id=facts.customer,
+            stripe_subscription_id=facts.subscription,
+            user_id=facts.user_id,
+            mode=facts.mode,
+            amount_total=facts.amount_total,
+            currency=facts.currency,
+            stripe_event_id=cause.stripe_event_id,
+            stripe_created=cause.stripe_created,
+        )
+    )
+    return Outcome.APPLIED
+
+
+TRANSLATORS: dict[str, Translator] = {
+    "customer.created": _customer_changed,
+    "customer.updated": _customer_changed,
+    "customer.subscription.created": _subscription_changed,
+    "customer.subscription.updated": _subscription_changed,
+    "customer.subscription.deleted": _subscription_changed,
+    "customer.subscription.trial_will_end": _trial_will_end,
+    "invoice.paid": _invoice_paid,
+    "invoice.payment_succeeded": _invoice_paid,
+    "invoice.payment_failed": _invoice_payment_failed,
+    "checkout.session.completed": _checkout_completed,
+}

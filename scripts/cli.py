@@ -1,0 +1,88 @@
+"""The `ledger` command: serve, process, and operators' tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from ledger.config import load_settings
+from ledger.processor import Processor
+from ledger.receipt import Receipt
+from ledger.service import open_ledger
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API under uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-access-log", action="store_true")
+
+    sub.add_parser("process", help="run stage two (receipts -> domain events) on its own")
+
+    receipts = sub.add_parser("receipts", help="inspect and retry receipts")
+    rsub = receipts.add_subparsers(dest="receipts_command", required=True)
+    dead = rsub.add_parser("dead", help="list receipts whose processing gave up")
+    dead.add_argument("--json", action="store_true")
+    retry = rsub.add_parser("retry", help="retry a failed or dead receipt after a fix")
+    retry.add_argument("event_id")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "serve":
+        return _serve(args)
+    settings = load_settings(announce=False)
+    ledger = open_ledger(settings)
+    try:
+        if args.command == "process":
+            Processor(ledger, settings.processor_interval_seconds).run_forever()
+            return 0
+        if args.receipts_command == "dead":
+            return _print_dead(ledger.dead_receipts(), as_json=args.json)
+        receipt = ledger.retry(args.event_id)
+        print(f"{receipt.stripe_event_id} {receipt.event_type}: {receipt.outcome}")
+        return 0 if receipt.is_settled else 1
+    finally:
+        ledger.close()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    load_settings()  # creates and shows the development secrets once, before workers start
+    uvicorn.run(
+        "api.app:app",
+        host=args.host,
+        port=args.port,
+        access_log=not args.no_access_log,
+        log_level="info",
+    )
+    return 0
+
+
+def _print_dead(receipts: list[Receipt], *, as_json: bool) -> int:
+    rows = [
+        {
+            "event_id": r.stripe_event_id,
+            "type": r.event_type,
+            "attempts": r.attempts,
+            "error": r.last_error,
+        }
+        for r in receipts
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no dead receipts")
+    for row in rows if not as_json else []:
+        print(f"{row['event_id']}  {row['type']}  attempts={row['attempts']}  {row['error']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings as hypothesis_settings
+from pydantic import SecretStr
+
+from ledger.application import Ledger
+from ledger.config import Settings
+from ledger.service import open_ledger
+
+WEBHOOK_SECRET = "whsec_test_" + "a" * 32
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+
+hypothesis_settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+hypothesis_settings.load_profile("default")
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def require_postgres() -> None:
+    """Fail, not skip, under CI: a suite green without PostgreSQL would be a lie."""
+    if postgres_available():
+        return
+    message = "PostgreSQL is not answering on 127.0.0.1:5432 (run scripts/ensure-postgres.sh)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def create_pg_database() -> str:
+    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every storage test runs on both stores; PostgreSQL ones get a database of their own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ledger.db"
+        return
+    require_postgres()
+    name = create_pg_database()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        drop_pg_database(name)
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "DATABASE_URL": database_url,
+        "STRIPE_WEBHOOK_SECRET": SecretStr(WEBHOOK_SECRET),
+        "LEDGER_ADMIN_TOKEN": SecretStr("adm_test"),
+        "LEDGER_PROCESSOR": "off",
+        "LEDGER_RETRY_BASE_SECONDS": 0.0,
+        "LEDGER_RETRY_ATTEMPTS": 3,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+def ledger(settings: Settings) -> Iterator[Ledger]:
+    app = open_ledger(settings)
+    try:
+        yield app
+    finally:
+        app.close()
