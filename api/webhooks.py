@@ -9,7 +9,8 @@ from starlette.responses import JSONResponse
 
 from api.errors import ERRORS, PayloadTooLarge
 from api.metrics import WEBHOOKS
-from ledger.intake import delivery_of, verify_signature
+from ledger.application import Delivery
+from ledger.intake import StoreUnavailable, delivery_of, verify_signature
 from ledger.service import WriteSide
 from ledger.stripe_payloads import read_envelope
 
@@ -26,12 +27,22 @@ async def stripe_webhook(request: Request) -> JSONResponse:
             settings.webhook_tolerance_seconds,
         )
         delivery = delivery_of(read_envelope(body), body)
-        recorded = await asyncio.wrap_future(write.intake.submit(delivery))
+        recorded = await _committed(write, delivery)
     except tuple(ERRORS) as exc:
         WEBHOOKS.labels(ERRORS[type(exc)][1]).inc()
         raise
     WEBHOOKS.labels("recorded" if recorded else "duplicate").inc()
     return JSONResponse({"received": True, "duplicate": not recorded})
+
+
+async def _committed(write: WriteSide, delivery: Delivery) -> bool:
+    pending = asyncio.wrap_future(write.intake.submit(delivery))
+    try:
+        return await asyncio.wait_for(
+            asyncio.shield(pending), write.settings.webhook_write_timeout_seconds
+        )
+    except TimeoutError:
+        raise StoreUnavailable("the log did not answer in time") from None
 
 
 async def _body(request: Request, limit: int) -> bytes:

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
 
     webhook_tolerance_seconds: int = Field(300, ge=1, alias="LEDGER_WEBHOOK_TOLERANCE")
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="LEDGER_WEBHOOK_MAX_BODY")
+    # A delivery not committed within this answers 503 (Stripe retries; nothing is lost:
+    # if the write still lands, the retry is answered as a duplicate).
+    webhook_write_timeout_seconds: float = Field(10.0, gt=0, alias="LEDGER_WEBHOOK_WRITE_TIMEOUT")
     # "inline": the API process runs stage two itself; "off": `ledger process` does it.
     processor: str = Field("inline", pattern="^(inline|off)$", alias="LEDGER_PROCESSOR")
     processor_interval_seconds: float = Field(0.5, gt=0, alias="LEDGER_PROCESSOR_INTERVAL")

@@ -41,7 +41,7 @@ class Store:
                 "POSTGRES_PASSWORD": unquote(parsed.password or ""),
                 "POSTGRES_POOL_SIZE": str(pool_size),
                 "POSTGRES_MAX_OVERFLOW": "10",
-                "POSTGRES_CONNECT_TIMEOUT": "5",
+                "POSTGRES_CONNECT_TIMEOUT": "2",
                 "POSTGRES_LOCK_TIMEOUT": "10",
                 "POSTGRES_PRE_PING": "y",
             }
@@ -57,7 +57,8 @@ class Store:
                 "SQLITE_LOCK_TIMEOUT": "30",
             }
         raise UnsupportedDatabaseURL(
-            f"DATABASE_URL must start with sqlite:// or postgresql://, not {self.url.split(':')[0]!r}"
+            "DATABASE_URL must start with sqlite:// or postgresql://, "
+            f"not {self.url.split(':')[0]!r}"
         )
 
     def sibling_sqlite(self, name: str) -> Path:

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
 from ledger.processor import Processor
 from ledger.receipt import Receipt
@@ -44,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.receipts_command == "dead":
             return _print_dead(ledger.dead_receipts(), as_json=args.json)
-        receipt = ledger.retry(args.event_id)
+        try:
+            receipt = ledger.retry(args.event_id)
+        except ReceiptNotFound:
+            print(f"no receipt for {args.event_id}", file=sys.stderr)
+            return 2
         print(f"{receipt.stripe_event_id} {receipt.event_type}: {receipt.outcome}")
         return 0 if receipt.is_settled else 1
     finally:

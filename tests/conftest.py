@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -7,12 +8,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, settings as hypothesis_settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
 
 from ledger.application import Ledger
 from ledger.config import Settings
 from ledger.service import open_ledger
+from ledger.translator import TRANSLATORS
 
 WEBHOOK_SECRET = "whsec_test_" + "a" * 32
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
@@ -53,18 +56,31 @@ def drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Every storage test runs on both stores; PostgreSQL ones get a database of their own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/ledger.db"
-        return
+@contextlib.contextmanager
+def fresh_postgres_url() -> Iterator[str]:
     require_postgres()
     name = create_pg_database()
     try:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
         drop_pg_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every storage test runs on both stores; PostgreSQL ones get a database of their own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ledger.db"
+        return
+    with fresh_postgres_url() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """For the few tests that only PostgreSQL can show (e.g. refusing connections)."""
+    with fresh_postgres_url() as url:
+        yield url
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
@@ -92,3 +108,18 @@ def ledger(settings: Settings) -> Iterator[Ledger]:
         yield app
     finally:
         app.close()
+
+
+@pytest.fixture
+def poisoned(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """Makes processing of event ids named in the dict raise while their value is True."""
+    broken: dict[str, bool] = {}
+    original = TRANSLATORS["customer.subscription.created"]
+
+    def translator(uow, envelope):  # type: ignore[no-untyped-def]
+        if broken.get(envelope.id):
+            raise RuntimeError(f"bug while handling {envelope.id}")
+        return original(uow, envelope)
+
+    monkeypatch.setitem(TRANSLATORS, "customer.subscription.created", translator)
+    return broken

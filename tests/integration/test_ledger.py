@@ -1,0 +1,179 @@
+"""The ledger on real stores: receipts recorded once, processed exactly once, in
+any order; failures retried, then dead, then retried by an operator."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.application import Delivery, Ledger
+from ledger.intake import GroupCommitter, delivery_of
+from ledger.receipt import Outcome, Receipt
+from ledger.service import open_ledger
+from ledger.stripe_payloads import read_envelope
+from ledger.subscription import Subscription
+from tests import stripe_objects as so
+from tests.streams import shuffled_with_duplicates, webhook_streams
+from tests.unit.test_any_order import run, state_of, states
+
+_prefixes = itertools.count()
+
+
+def delivery(
+    evt_id: str,
+    event_type: str = "customer.subscription.created",
+    created: int = 100,
+    sub: str = "sub_1",
+) -> Delivery:
+    obj = so.subscription(sub, "cus_1") if event_type.startswith("customer.sub") else {"id": "x"}
+    body = so.body_of(so.event(evt_id, event_type, obj, created=created))
+    return delivery_of(read_envelope(body), body)
+
+
+def receipt_events(ledger: Ledger) -> list[Receipt.Received]:
+    return [
+        e
+        for n in ledger.recorder.select_notifications(start=1, limit=10_000)
+        if isinstance(e := ledger.mapper.to_domain_event(n), Receipt.Received)
+    ]
+
+
+@settings(max_examples=15)
+@given(st.data())
+def test_any_delivery_order_through_the_store_ends_in_the_ordered_state(
+    ledger: Ledger, data: st.DataObject
+) -> None:
+    stream = data.draw(webhook_streams(prefix=f"p{next(_prefixes)}_"))
+    delivered = data.draw(shuffled_with_duplicates(stream))
+    expected = run(stream)
+    committer = GroupCommitter(ledger)
+    try:
+        futures = [committer.submit(delivery_of(read_envelope(d.body), d.body)) for d in delivered]
+        recorded = [f.result(10) for f in futures]
+    finally:
+        committer.close()
+    assert sum(recorded) == len(stream)  # each event id recorded once, the rest duplicates
+    ledger.process_new()
+    actual = {state_of(ledger.repository.get(i)) for i in expected.aggregates}
+    assert actual == states(expected)
+    assert all(ledger.receipt(d.event_id).is_settled for d in stream)
+
+
+def test_a_duplicate_inside_one_group_is_answered_without_failing_the_others(
+    ledger: Ledger,
+) -> None:
+    gate = threading.Event()
+    committer = GroupCommitter(ledger)
+    try:
+        original = ledger.record
+
+        def slow_record(deliveries):  # hold the writer so that the next ones group up
+            gate.wait(5)
+            return original(deliveries)
+
+        ledger.record = slow_record  # type: ignore[method-assign]
+        first = committer.submit(delivery("evt_0"))
+        group = [committer.submit(delivery(e)) for e in ("evt_1", "evt_2", "evt_1", "evt_0")]
+        gate.set()
+        assert first.result(10) is True
+        assert [f.result(10) for f in group] == [True, True, False, False]
+    finally:
+        committer.close()
+    assert sorted(r.stripe_event_id for r in receipt_events(ledger)) == ["evt_0", "evt_1", "evt_2"]
+
+
+def test_concurrent_deliveries_of_one_event_are_recorded_once(ledger: Ledger, settings) -> None:
+    """Separate ledgers (own connections), as separate API processes would have."""
+    others = [open_ledger(settings) for _ in range(4)]
+    barrier = threading.Barrier(8)
+
+    def deliver(i: int) -> bool:
+        target = others[i % len(others)]
+        barrier.wait(5)
+        try:
+            target.record([delivery("evt_same")])
+            return True
+        except Exception:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(deliver, range(8)))
+    for other in others:
+        other.close()
+    assert results.count(True) == 1
+    assert [r.stripe_event_id for r in receipt_events(ledger)] == ["evt_same"]
+
+
+def test_each_receipt_is_processed_exactly_once_by_competing_processors(
+    ledger: Ledger, settings
+) -> None:
+    ledger.record([delivery(f"evt_{i}", sub=f"sub_{i}") for i in range(40)])
+    processors = [open_ledger(settings) for _ in range(3)]
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda p: [p.process_new() for _ in range(3)], processors))
+    finally:
+        for p in processors:
+            p.close()
+    outcomes = [
+        e
+        for n in ledger.recorder.select_notifications(start=1, limit=10_000)
+        if isinstance(e := ledger.mapper.to_domain_event(n), Receipt.Processed)
+    ]
+    assert len(outcomes) == 40
+    started = [
+        e
+        for n in ledger.recorder.select_notifications(start=1, limit=10_000)
+        if isinstance(e := ledger.mapper.to_domain_event(n), Subscription.Started)
+    ]
+    assert len(started) == 40
+
+
+def test_a_poisoned_receipt_never_blocks_the_ones_behind_it(
+    ledger: Ledger, poisoned: dict[str, bool], caplog: pytest.LogCaptureFixture
+) -> None:
+    poisoned["evt_bad"] = True
+    ledger.record([delivery("evt_bad", sub="sub_bad"), delivery("evt_good", sub="sub_good")])
+    ledger.process_new()
+    assert ledger.receipt("evt_good").outcome is Outcome.APPLIED
+    bad = ledger.receipt("evt_bad")
+    assert (bad.outcome, bad.attempts) == (Outcome.FAILED, 1)
+    assert "RuntimeError: bug while handling evt_bad" in bad.last_error
+    assert "evt_bad" in caplog.text
+
+
+def test_a_failing_receipt_is_retried_then_dead_then_retried_by_an_operator(
+    ledger: Ledger, poisoned: dict[str, bool], caplog: pytest.LogCaptureFixture
+) -> None:
+    poisoned["evt_bad"] = True
+    ledger.record([delivery("evt_bad", sub="sub_bad")])
+    ledger.process_new()  # attempt 1
+    assert ledger.retry_due() == 1  # attempt 2 (back-off 0 s in tests)
+    assert ledger.retry_due() == 1  # attempt 3 of 3: dead
+    assert ledger.retry_due() == 0
+    dead = ledger.receipt("evt_bad")
+    assert (dead.outcome, dead.attempts) == (Outcome.DEAD, 3)
+    assert [r.stripe_event_id for r in ledger.dead_receipts()] == ["evt_bad"]
+    assert any(r.levelname == "ERROR" and "evt_bad" in r.getMessage() for r in caplog.records)
+
+    poisoned["evt_bad"] = False  # the fix is deployed
+    assert ledger.retry("evt_bad").outcome is Outcome.APPLIED
+    assert ledger.dead_receipts() == []
+    assert ledger.repository.get(Subscription.create_id("sub_bad")).status == "active"
+
+
+def test_back_off_waits_before_the_next_attempt(ledger: Ledger, poisoned: dict[str, bool]) -> None:
+    ledger.retry_base_seconds = 60
+    poisoned["evt_bad"] = True
+    ledger.record([delivery("evt_bad", sub="sub_bad")])
+    ledger.process_new()
+    retry_at = ledger.receipt("evt_bad").retry_at
+    assert retry_at is not None
+    assert ledger.retry_due(now=retry_at - 1) == 0
+    assert ledger.retry_due(now=retry_at) == 1
+    assert ledger.receipt("evt_bad").attempts == 2

@@ -1,0 +1,289 @@
+"""The anti-corruption layer, one test per handled type, in both API shapes. Pure:
+an in-memory unit of work, no store."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+import pytest
+from eventsourcing.domain import Aggregate
+
+from ledger.checkout import Checkout
+from ledger.customer import Customer
+from ledger.invoice import Invoice
+from ledger.money import Price
+from ledger.receipt import Outcome
+from ledger.stripe_payloads import read_envelope
+from ledger.subscription import Subscription
+from ledger.translator import TRANSLATORS, translate
+from tests import stripe_objects as so
+
+A = TypeVar("A", bound=Aggregate)
+SHAPES = ["current", "legacy"]
+USER = "user_1767225600_abcdefghij"
+
+
+class MemoryUnitOfWork:
+    def __init__(self) -> None:
+        self.aggregates: dict[UUID, Aggregate] = {}
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        aggregate = self.aggregates.get(aggregate_id)
+        assert aggregate is None or isinstance(aggregate, cls)
+        return aggregate
+
+    def add(self, aggregate: Aggregate) -> None:
+        self.aggregates[aggregate.id] = aggregate
+
+    def apply(
+        self,
+        evt_id: str,
+        event_type: str,
+        obj: dict[str, Any],
+        created: int,
+        shape: str = "current",
+    ) -> Outcome:
+        envelope = so.event(evt_id, event_type, obj, created=created, shape=shape)  # type: ignore[arg-type]
+        return translate(self, read_envelope(so.body_of(envelope)))
+
+    def new_events(self) -> list[str]:
+        events = [e for a in self.aggregates.values() for e in a.collect_events()]
+        return [type(e).__qualname__ for e in events]
+
+    def subscription(self, sub_id: str = "sub_1") -> Subscription:
+        found = self.get(Subscription, Subscription.create_id(sub_id))
+        assert found is not None
+        return found
+
+
+@pytest.fixture
+def uow() -> MemoryUnitOfWork:
+    return MemoryUnitOfWork()
+
+
+def test_every_type_of_the_issue_has_a_translator() -> None:
+    assert set(TRANSLATORS) == {
+        "customer.created", "customer.updated",
+        "customer.subscription.created", "customer.subscription.updated",
+        "customer.subscription.deleted", "customer.subscription.trial_will_end",
+        "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
+        "checkout.session.completed",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("event_type", ["customer.created", "customer.updated"])
+def test_a_customer_is_registered_and_linked_to_its_user(
+    uow: MemoryUnitOfWork, event_type: str
+) -> None:
+    obj = so.customer("cus_1", email="a@example.com", name="Ada", user_id=USER)
+    assert uow.apply("evt_1", event_type, obj, 100) is Outcome.APPLIED
+    customer = uow.get(Customer, Customer.create_id("cus_1"))
+    assert customer is not None
+    assert (customer.email, customer.name, customer.user_id) == ("a@example.com", "Ada", USER)
+    assert uow.new_events() == [
+        "Customer.Registered",
+        "Customer.DetailsChanged",
+        "Customer.LinkedToUser",
+    ]
+
+
+def test_older_customer_details_are_superseded(uow: MemoryUnitOfWork) -> None:
+    uow.apply("evt_2", "customer.updated", so.customer("cus_1", email="new@example.com"), 200)
+    outcome = uow.apply("evt_1", "customer.created", so.customer("cus_1", email="old@x"), 100)
+    assert outcome is Outcome.SUPERSEDED
+    assert uow.get(Customer, Customer.create_id("cus_1")).email == "new@example.com"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_subscription_starts_with_price_period_and_user(
+    uow: MemoryUnitOfWork, shape: str
+) -> None:
+    obj = so.subscription(
+        "sub_1", "cus_1", status="trialing", trial_end=1_767_830_400, user_id=USER, shape=shape
+    )  # type: ignore[arg-type]
+    assert uow.apply("evt_1", "customer.subscription.created", obj, 100, shape) is Outcome.APPLIED
+    s = uow.subscription()
+    assert (s.status, s.user_id, s.stripe_customer_id) == ("trialing", USER, "cus_1")
+    assert s.price == Price(
+        "price_premium_monthly", 999, "usd", "month", 1, stripe_product_id="prod_premium"
+    )
+    assert (s.current_period_start, s.current_period_end) == (1_767_225_600, 1_769_904_000)
+    assert s.trial_end == 1_767_830_400
+    assert "Subscription.Started" in uow.new_events()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_subscription_update_records_what_changed(uow: MemoryUnitOfWork, shape: str) -> None:
+    uow.apply(
+        "evt_1",
+        "customer.subscription.created",
+        so.subscription("sub_1", "cus_1", shape=shape),
+        100,
+        shape,
+    )  # type: ignore[arg-type]
+    uow.new_events()
+    obj = so.subscription(
+        "sub_1",
+        "cus_1",
+        status="past_due",
+        price_id="price_annual",
+        amount=9990,
+        interval="year",
+        period_start=1_769_904_000,
+        period_end=1_801_440_000,
+        cancel_at_period_end=True,
+        shape=shape,
+    )  # type: ignore[arg-type]
+    assert uow.apply("evt_2", "customer.subscription.updated", obj, 200, shape) is Outcome.APPLIED
+    assert uow.new_events() == [
+        "Subscription.PlanChanged", "Subscription.PeriodChanged",
+        "Subscription.CancellationScheduled", "Subscription.StatusChanged",
+    ]  # fmt: skip
+    s = uow.subscription()
+    assert (s.status, s.price.unit_amount, s.price.interval) == ("past_due", 9990, "year")  # type: ignore[union-attr]
+    assert (s.cancel_at_period_end, s.cancel_at) == (True, None)
+    withdrawn = so.subscription(
+        "sub_1",
+        "cus_1",
+        status="active",
+        price_id="price_annual",
+        amount=9990,
+        interval="year",
+        period_start=1_769_904_000,
+        period_end=1_801_440_000,
+        shape=shape,
+    )  # type: ignore[arg-type]
+    uow.apply("evt_3", "customer.subscription.updated", withdrawn, 300, shape)
+    assert uow.new_events() == ["Subscription.CancellationWithdrawn", "Subscription.StatusChanged"]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_an_older_subscription_state_is_superseded(uow: MemoryUnitOfWork, shape: str) -> None:
+    uow.apply(
+        "evt_2",
+        "customer.subscription.updated",
+        so.subscription("sub_1", "cus_1", status="past_due", shape=shape),
+        200,
+        shape,
+    )  # type: ignore[arg-type]
+    uow.new_events()
+    outcome = uow.apply(
+        "evt_1",
+        "customer.subscription.created",
+        so.subscription("sub_1", "cus_1", shape=shape),
+        100,
+        shape,
+    )  # type: ignore[arg-type]
+    assert outcome is Outcome.SUPERSEDED
+    assert uow.subscription().status == "past_due"
+    assert uow.new_events() == []
+
+
+def test_same_second_states_are_ordered_by_event_id(uow: MemoryUnitOfWork) -> None:
+    uow.apply(
+        "evt_B",
+        "customer.subscription.updated",
+        so.subscription("sub_1", "cus_1", status="past_due"),
+        100,
+    )
+    assert (
+        uow.apply(
+            "evt_A",
+            "customer.subscription.updated",
+            so.subscription("sub_1", "cus_1", status="active"),
+            100,
+        )
+        is Outcome.SUPERSEDED
+    )
+    assert uow.subscription().status == "past_due"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_deletion_ends_a_subscription_for_good(uow: MemoryUnitOfWork, shape: str) -> None:
+    uow.apply(
+        "evt_1",
+        "customer.subscription.created",
+        so.subscription("sub_1", "cus_1", shape=shape),
+        100,
+        shape,
+    )  # type: ignore[arg-type]
+    deleted = so.subscription("sub_1", "cus_1", status="canceled", ended_at=200, shape=shape)  # type: ignore[arg-type]
+    assert (
+        uow.apply("evt_2", "customer.subscription.deleted", deleted, 200, shape) is Outcome.APPLIED
+    )
+    assert uow.subscription().is_ended and uow.subscription().ended_at == 200
+    later = so.subscription("sub_1", "cus_1", status="active", shape=shape)  # type: ignore[arg-type]
+    assert (
+        uow.apply("evt_3", "customer.subscription.updated", later, 300, shape) is Outcome.SUPERSEDED
+    )
+    assert uow.subscription().status == "canceled"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_trial_will_end_warns_once(uow: MemoryUnitOfWork, shape: str) -> None:
+    obj = so.subscription("sub_1", "cus_1", status="trialing", trial_end=500, shape=shape)  # type: ignore[arg-type]
+    uow.apply("evt_1", "customer.subscription.created", obj, 100, shape)
+    uow.new_events()
+    assert (
+        uow.apply("evt_2", "customer.subscription.trial_will_end", obj, 200, shape)
+        is Outcome.APPLIED
+    )
+    assert "Subscription.TrialEndingSoon" in uow.new_events()
+    uow.apply("evt_3", "customer.subscription.trial_will_end", obj, 201, shape)
+    assert "Subscription.TrialEndingSoon" not in uow.new_events()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("event_type", ["invoice.paid", "invoice.payment_succeeded"])
+def test_an_invoice_is_paid_once(uow: MemoryUnitOfWork, shape: str, event_type: str) -> None:
+    obj = so.invoice("in_1", "cus_1", "sub_1", amount=999, shape=shape)  # type: ignore[arg-type]
+    assert uow.apply("evt_1", event_type, obj, 100, shape) is Outcome.APPLIED
+    invoice = uow.get(Invoice, Invoice.create_id("in_1"))
+    assert invoice is not None
+    assert (invoice.status, invoice.amount_paid, invoice.currency) == ("paid", 999, "usd")
+    assert invoice.stripe_subscription_id == "sub_1"
+    other = "invoice.payment_succeeded" if event_type == "invoice.paid" else "invoice.paid"
+    assert uow.apply("evt_2", other, obj, 101, shape) is Outcome.UNCHANGED
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_failed_payment_is_recorded_and_a_late_one_superseded(
+    uow: MemoryUnitOfWork, shape: str
+) -> None:
+    failed = so.invoice("in_1", "cus_1", "sub_1", status="open", attempt_count=1, shape=shape)  # type: ignore[arg-type]
+    assert uow.apply("evt_1", "invoice.payment_failed", failed, 100, shape) is Outcome.APPLIED
+    invoice = uow.get(Invoice, Invoice.create_id("in_1"))
+    assert invoice is not None and invoice.status == "payment_failed"
+    assert invoice.stripe_subscription_id == "sub_1"
+    uow.apply(
+        "evt_2",
+        "invoice.paid",
+        so.invoice("in_1", "cus_1", "sub_1", shape=shape),
+        200,  # type: ignore[arg-type]
+        shape,
+    )
+    assert uow.apply("evt_0", "invoice.payment_failed", failed, 50, shape) is Outcome.SUPERSEDED
+    assert invoice.status == "paid"
+
+
+def test_a_checkout_links_the_customer_and_its_earlier_subscription(uow: MemoryUnitOfWork) -> None:
+    uow.apply("evt_1", "customer.subscription.created", so.subscription("sub_1", "cus_1"), 100)
+    assert uow.subscription().user_id is None  # recorded although its user is not known yet
+    obj = so.checkout_session("cs_1", "cus_1", "sub_1", user_id=USER)
+    assert uow.apply("evt_2", "checkout.session.completed", obj, 200) is Outcome.APPLIED
+    checkout = uow.get(Checkout, Checkout.create_id("cs_1"))
+    assert checkout is not None and (checkout.user_id, checkout.amount_total) == (USER, 999)
+    assert uow.subscription().user_id == USER
+    assert uow.get(Customer, Customer.create_id("cus_1")).user_id == USER  # type: ignore[union-attr]
+
+
+def test_a_subscription_is_linked_when_its_customer_is(uow: MemoryUnitOfWork) -> None:
+    uow.apply("evt_1", "customer.subscription.created", so.subscription("sub_1", "cus_1"), 100)
+    uow.apply("evt_2", "customer.updated", so.customer("cus_1", user_id=USER), 200)
+    assert uow.subscription().user_id == USER
+
+
+def test_an_unhandled_type_is_ignored(uow: MemoryUnitOfWork) -> None:
+    assert uow.apply("evt_1", "charge.refunded", {"id": "ch_1"}, 100) is Outcome.IGNORED
+    assert uow.aggregates == {}
