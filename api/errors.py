@@ -17,6 +17,14 @@ class PayloadTooLarge(ValueError):
     pass
 
 
+class Unauthorized(PermissionError):
+    pass
+
+
+class BadRequest(ValueError):
+    pass
+
+
 def error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -28,6 +36,8 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     InvalidSignature: (400, "invalid_signature", None),
     NotAnEvent: (400, "not_an_event", None),
     PayloadTooLarge: (413, "payload_too_large", None),
+    BadRequest: (400, "bad_request", None),
+    Unauthorized: (401, "unauthorized", None),
     StoreUnavailable: (503, "store_unavailable", "the ledger cannot record this now; retry later"),
 }
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     webhook_write_timeout_seconds: float = Field(10.0, gt=0, alias="LEDGER_WEBHOOK_WRITE_TIMEOUT")
     # "inline": the API process runs stage two itself; "off": `ledger process` does it.
     processor: str = Field("inline", pattern="^(inline|off)$", alias="LEDGER_PROCESSOR")
+    # "inline": the API process keeps the projections up to date; "off": `ledger
+    # projections run` does it.
+    projections: str = Field("inline", pattern="^(inline|off)$", alias="LEDGER_PROJECTIONS")
     processor_interval_seconds: float = Field(0.5, gt=0, alias="LEDGER_PROCESSOR_INTERVAL")
     retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")
     retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")

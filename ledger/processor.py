@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from eventsourcing.persistence import PersistenceError
 
@@ -15,8 +16,11 @@ log = logging.getLogger("ledger.processor")
 
 
 class Processor:
-    def __init__(self, ledger: Ledger, interval: float = 0.5) -> None:
+    def __init__(
+        self, ledger: Ledger, interval: float = 0.5, after: Callable[[], None] | None = None
+    ) -> None:
         self._ledger = ledger
+        self.after = after  # e.g. wake the projections
         self._interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -28,6 +32,8 @@ class Processor:
     def run_once(self) -> None:
         self._ledger.process_new()
         self._ledger.retry_due()
+        if self.after is not None:
+            self.after()
 
     def run_forever(self) -> None:
         while not self._stop.is_set():

@@ -1,0 +1,1 @@
+"""Read models: each one small, rebuildable, tracked by position."""

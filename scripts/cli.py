@@ -13,6 +13,7 @@ from ledger.config import load_settings
 from ledger.processor import Processor
 from ledger.receipt import Receipt
 from ledger.service import open_ledger
+from scripts import projection_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +34,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     retry = rsub.add_parser("retry", help="retry a failed or dead receipt after a fix")
     retry.add_argument("event_id")
 
+    projections = sub.add_parser("projections", help="run, rebuild and inspect projections")
+    psub = projections.add_subparsers(dest="projections_command", required=True)
+    run = psub.add_parser("run", help="keep projections up to date (a process of its own)")
+    run.add_argument("names", nargs="*", metavar="NAME")
+    rebuild = psub.add_parser("rebuild", help="rebuild from position 0, then swap in")
+    rebuild.add_argument("names", nargs="*", metavar="NAME")
+    psub.add_parser("status", help="each projection's position, the log's head, the lag")
+
+    replay = sub.add_parser("replay", help="a user's billing as the ledger knew it at a time")
+    replay.add_argument("--user", required=True)
+    replay.add_argument(
+        "--as-of", required=True, help="ISO 8601 with a zone, e.g. 2026-01-31T12:00:00Z"
+    )
+    replay.add_argument("--json", action="store_true")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
@@ -43,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "process":
             Processor(ledger, settings.processor_interval_seconds).run_forever()
             return 0
+        if args.command == "projections":
+            return projection_commands.run(args, settings, ledger)
+        if args.command == "replay":
+            return projection_commands.replay(args, settings, ledger)
         if args.receipts_command == "dead":
             return _print_dead(ledger.dead_receipts(), as_json=args.json)
         try:

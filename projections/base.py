@@ -1,0 +1,95 @@
+"""What every projection shares: its tables (in generations, read through
+views), a handler per event type, and `topics` derived from those handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import singledispatchmethod
+from typing import Any, ClassVar
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.projection import Projection
+from eventsourcing.utils import get_topic
+
+from ledger.plans import Catalog
+from projections.store import Cursor, ViewStore
+
+
+class Writer:
+    """A projection's handle on its tables inside one transaction. Statements name
+    tables as {table}; they are bound to the generation being written."""
+
+    def __init__(self, cursor: Cursor, names: Mapping[str, str]) -> None:
+        self.cursor = cursor
+        self.names = names
+        self.position = 0
+        self._bound: dict[str, str] = {}
+
+    def execute(self, statement: str, **params: Any) -> None:
+        bound = self._bound.get(statement)
+        if bound is None:
+            bound = self._bound[statement] = statement.format_map(self.names)
+        self.cursor.execute(bound, params)
+
+
+class SqlProjection(Projection[ViewStore]):
+    """A projection is a handler per event type, each a pure "event in, rows
+    changed" function over the projection's own tables. Each subclass declares its
+    own `@singledispatchmethod apply(self, event, w)` and registers handlers on it;
+    its `topics` (what the runner reads from the log) follow from them."""
+
+    name: str = ""
+    tables: ClassVar[dict[str, str]] = {}  # table -> column definitions
+    indexes: ClassVar[dict[str, str]] = {}  # index name -> "table (columns)"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        registry = vars(cls)["apply"].dispatcher.registry
+        cls.topics = tuple(sorted(get_topic(t) for t in registry if t is not object))
+
+    def __init__(self, view: ViewStore, catalog: Catalog) -> None:
+        super().__init__(view)
+        self.catalog = catalog
+
+    @singledispatchmethod
+    def apply(self, event: Any, w: Writer) -> None:
+        """Events of no interest change nothing."""
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """The library's contract: one event, its rows and its position in one
+        transaction. The runner does the same for many events at a time."""
+        from projections.runner import apply_batch
+
+        apply_batch(self, [(tracking.notification_id, domain_event)], tracking.notification_id)
+
+    # --- generations ------------------------------------------------------------
+
+    def names(self, generation: int) -> dict[str, str]:
+        return {table: f"{table}_g{generation}" for table in self.tables}
+
+    def tracking_key(self, generation: int) -> str:
+        return f"{self.name}:g{generation}"
+
+    def create_generation(self, c: Cursor, generation: int) -> None:
+        names = self.names(generation)
+        for table, columns in self.tables.items():
+            c.execute(f"CREATE TABLE IF NOT EXISTS {names[table]} ({columns})")
+        for index, spec in self.indexes.items():
+            c.execute(
+                f"CREATE INDEX IF NOT EXISTS {index}_g{generation} ON " + spec.format_map(names)
+            )
+
+    def publish_generation(self, c: Cursor, generation: int) -> None:
+        """Point the views at a generation: readers see all of it at once."""
+        for table, physical in self.names(generation).items():
+            c.execute(f"DROP VIEW IF EXISTS {table}")
+            c.execute(f"CREATE VIEW {table} AS SELECT * FROM {physical}")
+        c.execute(
+            "INSERT INTO projection_generations (name, generation) VALUES (:name, :generation) "
+            "ON CONFLICT (name) DO UPDATE SET generation = excluded.generation",
+            {"name": self.name, "generation": generation},
+        )
+
+    def drop_generation(self, c: Cursor, generation: int) -> None:
+        for physical in self.names(generation).values():
+            c.execute(f"DROP TABLE IF EXISTS {physical}")

@@ -1,0 +1,115 @@
+"""Per user: each invoice with amount, currency, status, dates and Stripe ids."""
+
+from __future__ import annotations
+
+from functools import singledispatchmethod
+from typing import Any
+
+from ledger.customer import Customer
+from ledger.invoice import Invoice
+from projections.base import SqlProjection, Writer
+from projections.store import Cursor
+
+
+class InvoiceHistoryProjection(SqlProjection):
+    name = "invoice_history"
+    tables = {
+        "invoice_history": (
+            "invoice_id TEXT PRIMARY KEY, user_id TEXT, stripe_invoice_id TEXT NOT NULL, "
+            "stripe_customer_id TEXT NOT NULL, stripe_subscription_id TEXT, number TEXT, "
+            "currency TEXT NOT NULL, amount_due BIGINT NOT NULL, amount_paid BIGINT NOT NULL, "
+            "status TEXT NOT NULL, attempt_count INTEGER NOT NULL, period_start BIGINT, "
+            "period_end BIGINT, paid_at BIGINT, failed_at BIGINT, hosted_invoice_url TEXT, "
+            "position BIGINT NOT NULL"
+        ),
+        "invoice_customers": (
+            "customer_id TEXT PRIMARY KEY, stripe_customer_id TEXT NOT NULL, user_id TEXT"
+        ),
+    }
+    indexes = {
+        "invoice_history_user": "{invoice_history} (user_id)",
+        "invoice_history_customer": "{invoice_history} (stripe_customer_id)",
+        "invoice_customers_stripe": "{invoice_customers} (stripe_customer_id)",
+    }
+
+    @singledispatchmethod
+    def apply(self, event: Any, w: Writer) -> None:
+        """Events of no interest change nothing."""
+
+    @apply.register
+    def _(self, e: Customer.Registered, w: Writer) -> None:
+        w.execute(
+            "INSERT INTO {invoice_customers} (customer_id, stripe_customer_id) VALUES (:id, :cus)",
+            id=str(e.originator_id),
+            cus=e.stripe_customer_id,
+        )
+
+    @apply.register
+    def _(self, e: Customer.LinkedToUser, w: Writer) -> None:
+        w.execute(
+            "UPDATE {invoice_customers} SET user_id = :user_id WHERE customer_id = :id",
+            id=str(e.originator_id),
+            user_id=e.user_id,
+        )
+        w.execute(
+            "UPDATE {invoice_history} SET user_id = :user_id, position = :position "
+            "WHERE stripe_customer_id = (SELECT stripe_customer_id FROM {invoice_customers} "
+            "WHERE customer_id = :id)",
+            id=str(e.originator_id),
+            user_id=e.user_id,
+            position=w.position,
+        )
+
+    @apply.register
+    def _(self, e: Invoice.Recorded, w: Writer) -> None:
+        w.execute(
+            "INSERT INTO {invoice_history} (invoice_id, user_id, stripe_invoice_id, "
+            "stripe_customer_id, stripe_subscription_id, number, currency, amount_due, "
+            "amount_paid, status, attempt_count, period_start, period_end, "
+            "hosted_invoice_url, position) VALUES (:id, (SELECT user_id FROM "
+            "{invoice_customers} WHERE stripe_customer_id = :cus), :inv, :cus, :sub, :number, "
+            ":currency, :amount_due, 0, 'open', 0, :period_start, :period_end, :url, :position)",
+            id=str(e.originator_id),
+            inv=e.stripe_invoice_id,
+            cus=e.stripe_customer_id,
+            sub=e.stripe_subscription_id,
+            number=e.number,
+            currency=e.currency,
+            amount_due=e.amount_due,
+            period_start=e.period_start,
+            period_end=e.period_end,
+            url=e.hosted_invoice_url,
+            position=w.position,
+        )
+
+    @apply.register
+    def _(self, e: Invoice.Paid, w: Writer) -> None:
+        w.execute(
+            "UPDATE {invoice_history} SET status = 'paid', amount_paid = :amount, "
+            "paid_at = :t, position = :position WHERE invoice_id = :id",
+            id=str(e.originator_id),
+            amount=e.amount_paid,
+            t=e.stripe_created,
+            position=w.position,
+        )
+
+    @apply.register
+    def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
+        w.execute(
+            "UPDATE {invoice_history} SET status = 'payment_failed', failed_at = :t, "
+            "attempt_count = :attempts, position = :position WHERE invoice_id = :id",
+            id=str(e.originator_id),
+            t=e.stripe_created,
+            attempts=e.attempt_count,
+            position=w.position,
+        )
+
+
+def invoices_of(c: Cursor, user_id: str) -> list[dict[str, Any]]:
+    return c.query(
+        "SELECT stripe_invoice_id, stripe_subscription_id, number, status, amount_due, "
+        "amount_paid, currency, period_start, period_end, paid_at, failed_at, attempt_count, "
+        "hosted_invoice_url FROM invoice_history WHERE user_id = :user_id "
+        "ORDER BY period_start DESC, stripe_invoice_id",
+        {"user_id": user_id},
+    )

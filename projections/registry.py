@@ -1,0 +1,21 @@
+"""Every projection, by name."""
+
+from __future__ import annotations
+
+from projections.base import SqlProjection
+from projections.entitlements import EntitlementsProjection
+from projections.invoice_history import InvoiceHistoryProjection
+from projections.notifications import NotificationsProjection
+from projections.subscription_status import SubscriptionStatusProjection
+from projections.webhook_health import WebhookHealthProjection
+
+PROJECTIONS: dict[str, type[SqlProjection]] = {
+    p.name: p
+    for p in (
+        SubscriptionStatusProjection,
+        EntitlementsProjection,
+        InvoiceHistoryProjection,
+        NotificationsProjection,
+        WebhookHealthProjection,
+    )
+}

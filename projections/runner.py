@@ -1,0 +1,206 @@
+"""Keeps projections up to date by following the log, and rebuilds them.
+
+A pull loop over the log's `select_notifications` (filtered by each projection's
+topics) applies many events per transaction, with the tracking position written
+once per batch, first, so that a second runner of the same projection waits on
+it and then rolls back instead of applying anything twice. (The library's
+`ProjectionRunner` follows PostgreSQL only; this loop serves both stores.)"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from ledger.application import Ledger
+from projections.base import SqlProjection, Writer
+
+log = logging.getLogger("projections")
+Progress = Callable[[int, int], None]  # (events done in this call, position)
+
+
+class GenerationChanged(RuntimeError):
+    """A rebuild swapped the projection's tables while this batch was prepared."""
+
+
+def apply_batch(
+    projection: SqlProjection,
+    events: Sequence[tuple[int, Any]],
+    position: int,
+    generation: int | None = None,
+) -> None:
+    """Apply events to one generation of the projection's tables and record
+    `position` as its tracking position, in one transaction. The position is
+    written first: on PostgreSQL a concurrent runner waits on that row and then
+    fails instead of applying the batch twice; on SQLite it takes the write lock
+    before anything is read."""
+    store = projection.view
+    if generation is None:
+        generation = projection.view.generations()[projection.name]
+    with store.transaction() as c:
+        store.record_position(c, projection.tracking_key(generation), position)
+        current = _generation(c, projection.name)
+        if current is not None and generation < current:
+            raise GenerationChanged(projection.name)
+        w = Writer(c, projection.names(generation))
+        for notification_id, event in events:
+            w.position = notification_id
+            projection.apply(event, w)
+
+
+def _generation(c: Any, name: str) -> int | None:
+    rows = c.query(
+        "SELECT generation FROM projection_generations WHERE name = :name", {"name": name}
+    )
+    return rows[0]["generation"] if rows else None
+
+
+class Catchup:
+    """Brings projections up to the head of the log."""
+
+    def __init__(
+        self, ledger: Ledger, projections: Sequence[SqlProjection], batch_size: int = 1000
+    ) -> None:
+        self.ledger = ledger
+        self.projections = list(projections)
+        self.batch_size = batch_size
+        for projection in self.projections:
+            self.ensure(projection)
+
+    def ensure(self, projection: SqlProjection) -> None:
+        """First use: create generation 1 and publish it."""
+        store = projection.view
+        if projection.name in store.generations():
+            return
+        with store.transaction() as c:
+            projection.create_generation(c, 1)
+            if _generation(c, projection.name) is None:
+                projection.publish_generation(c, 1)
+
+    def generation(self, projection: SqlProjection) -> int:
+        return projection.view.generations()[projection.name]
+
+    def position(self, projection: SqlProjection, generation: int | None = None) -> int:
+        generation = generation or self.generation(projection)
+        return projection.view.position(projection.tracking_key(generation))
+
+    def head(self) -> int:
+        return self.ledger.recorder.max_notification_id() or 0
+
+    def run_once(self) -> int:
+        """Catch every projection up; returns how many events were applied."""
+        done = 0
+        for projection in self.projections:
+            try:
+                done += self.catch_up(projection)
+            except IntegrityError:
+                log.debug("%s: another runner applied the same batch", projection.name)
+            except GenerationChanged:
+                log.info("%s: rebuilt tables were swapped in; continuing on them", projection.name)
+        return done
+
+    def catch_up(
+        self,
+        projection: SqlProjection,
+        generation: int | None = None,
+        batch_size: int | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        generation = generation or self.generation(projection)
+        batch_size = batch_size or self.batch_size
+        key = projection.tracking_key(generation)
+        position = projection.view.position(key)
+        done = 0
+        while True:
+            head = self.head()
+            if position >= head:
+                return done
+            notifications = self.ledger.recorder.select_notifications(
+                start=position + 1, limit=batch_size, stop=head, topics=projection.topics
+            )
+            mapper = self.ledger.mapper
+            events = [(n.id, mapper.to_domain_event(n)) for n in notifications]
+            # A short batch means nothing else up to `head` concerns this projection.
+            last = events[-1][0] if len(events) == batch_size else head
+            apply_batch(projection, events, last, generation)
+            done += len(events)
+            position = last
+            if progress:
+                progress(len(events), position)
+
+
+class Follower:
+    """Runs the catch-up in a thread: woken after stage two writes, and on a timer."""
+
+    def __init__(self, catchup: Catchup, interval: float = 0.5) -> None:
+        self.catchup = catchup
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.catchup.run_once()
+            except PersistenceError as exc:
+                log.warning("projections: store unavailable (%s); trying again", type(exc).__name__)
+                self._stop.wait(min(5.0, self.interval * 4))
+            except Exception:
+                log.exception("projections: unexpected error; trying again")
+                self._stop.wait(min(5.0, self.interval * 4))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name="projections", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def rebuild(
+    catchup: Catchup,
+    projection: SqlProjection,
+    batch_size: int = 5000,
+    progress: Progress | None = None,
+) -> int:
+    """Rebuild from position 0 into a fresh generation of tables, then swap the views
+    to it, so readers never see a half-built projection. Returns events applied."""
+    store = projection.view
+    old = catchup.generation(projection)
+    new = max(old, _max_generation(store, projection)) + 1
+    with store.transaction() as c:
+        projection.create_generation(c, new)
+    started = time.monotonic()
+    done = catchup.catch_up(projection, new, batch_size, progress)
+    with store.transaction() as c:
+        projection.publish_generation(c, new)
+        projection.drop_generation(c, old)
+    log.info(
+        "%s rebuilt: %d events in %.1f s (generation %d)",
+        projection.name,
+        done,
+        time.monotonic() - started,
+        new,
+    )
+    return done
+
+
+def _max_generation(store: Any, projection: SqlProjection) -> int:
+    """Leftovers of an interrupted rebuild have their own tracking keys; skip past them."""
+    generation = store.generations().get(projection.name, 0)
+    while store.position(projection.tracking_key(generation + 1)):
+        generation += 1
+    return generation

@@ -1,0 +1,101 @@
+"""Where projections live: tables beside the log (on PostgreSQL in the same
+database, on SQLite in a file next to it), each projection's position kept by
+the `eventsourcing` library's tracking recorder in the same transaction as its
+rows. Every projection writes into a *generation* of its tables, read through
+views; a rebuild fills the next generation and swaps the views at the end."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+from uuid import uuid4
+
+from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.utils import Environment
+
+from ledger.store import Store
+
+_PLACEHOLDER = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
+
+GENERATIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS projection_generations "
+    "(name TEXT PRIMARY KEY, generation INTEGER NOT NULL)"
+)
+
+
+class ViewStore:
+    def __init__(self, database_url: str | None = None, *, memory: bool = False) -> None:
+        if memory:  # an "as of" replay: the same projections, folded into a scratch store
+            env = {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": f"file:asof-{uuid4().hex}?mode=memory&cache=shared",
+            }
+            self.is_postgres = False
+        else:
+            store = Store(database_url or "")
+            self.is_postgres = store.is_postgres
+            env = (
+                store.env(pool_size=4)
+                if self.is_postgres
+                else store.env(sqlite_path=store.sibling_sqlite("projections"))
+            )
+        env["CREATE_TABLE"] = "y"
+        self.factory = InfrastructureFactory.construct(Environment("projections", env))
+        self.tracking: TrackingRecorder = self.factory.tracking_recorder()
+        self._sql: dict[str, str] = {}
+        with self.transaction() as c:
+            c.execute(GENERATIONS_DDL)
+
+    def close(self) -> None:
+        self.factory.close()
+
+    def sql(self, statement: str) -> str:
+        """Our statements use :name placeholders; psycopg wants %(name)s."""
+        if not self.is_postgres:
+            return statement
+        adapted = self._sql.get(statement)
+        if adapted is None:
+            adapted = self._sql[statement] = _PLACEHOLDER.sub(r"%(\1)s", statement)
+        return adapted
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Iterator[Cursor]:
+        datastore: Any = self.tracking.datastore  # type: ignore[attr-defined]
+        with datastore.transaction(commit=commit) as cursor:
+            if self.is_postgres:
+                with cursor.connection.pipeline():
+                    yield Cursor(self, cursor)
+            else:
+                yield Cursor(self, cursor)
+
+    def record_position(self, cursor: Cursor, key: str, position: int) -> None:
+        """Raises IntegrityError unless it moves the position forward: two runners
+        of one projection can never both apply the same events."""
+        self.tracking._insert_tracking(cursor.raw, Tracking(key, position))  # type: ignore[attr-defined]
+
+    def position(self, key: str) -> int:
+        return self.tracking.max_tracking_id(key) or 0
+
+    def generations(self) -> dict[str, int]:
+        with self.transaction(commit=False) as c:
+            return {
+                r["name"]: r["generation"]
+                for r in c.query("SELECT name, generation FROM projection_generations")
+            }
+
+
+class Cursor:
+    def __init__(self, store: ViewStore, raw: Any) -> None:
+        self.store = store
+        self.raw = raw
+
+    def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
+        self.raw.execute(self.store.sql(statement), params or {})
+
+    def query(
+        self, statement: str, params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        self.raw.execute(self.store.sql(statement), params or {})
+        return [dict(row) for row in self.raw.fetchall()]

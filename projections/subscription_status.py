@@ -1,0 +1,200 @@
+"""Per subscription (and so per user): the fields of the extension's
+get-subscription answer, plus tier, trial end and the last position applied."""
+
+from __future__ import annotations
+
+from functools import singledispatchmethod
+from typing import Any
+
+from ledger.invoice import Invoice
+from ledger.money import Price
+from ledger.subscription import Subscription
+from projections.activity import CURRENT_ORDER, is_active, past_due_since_sql
+from projections.base import SqlProjection, Writer
+from projections.store import Cursor
+
+FIELDS = (
+    "status",
+    "plan_name",
+    "amount",
+    "interval",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+)
+
+
+class SubscriptionStatusProjection(SqlProjection):
+    name = "subscription_status"
+    tables = {
+        "subscription_status": (
+            "subscription_id TEXT PRIMARY KEY, stripe_subscription_id TEXT NOT NULL, "
+            "stripe_customer_id TEXT NOT NULL, user_id TEXT, status TEXT NOT NULL, "
+            "price_id TEXT, plan_id TEXT, plan_name TEXT, tier TEXT, amount BIGINT, "
+            "currency TEXT, interval TEXT, current_period_start BIGINT, "
+            "current_period_end BIGINT, cancel_at_period_end INTEGER NOT NULL, "
+            "cancel_at BIGINT, trial_end BIGINT, ended_at BIGINT, started_at BIGINT NOT NULL, "
+            "past_due_since BIGINT, grace_days INTEGER NOT NULL, position BIGINT NOT NULL"
+        ),
+        "subscription_invoices": "invoice_id TEXT PRIMARY KEY, subscription_id TEXT NOT NULL",
+    }
+    indexes = {"subscription_status_user": "{subscription_status} (user_id)"}
+
+    def _plan(self, price: Price | None) -> dict[str, Any]:
+        plan, name, _ = self.catalog.resolve(price)
+        return {
+            "price_id": price.stripe_price_id if price else None,
+            "plan_id": plan.id, "plan_name": name, "tier": plan.tier,
+            "grace_days": plan.grace_days,
+            "amount": price.unit_amount if price else None,
+            "currency": price.currency if price else None,
+            "interval": price.interval if price else None,
+        }  # fmt: skip
+
+    @singledispatchmethod
+    def apply(self, event: Any, w: Writer) -> None:
+        """Events of no interest change nothing."""
+
+    @apply.register
+    def _(self, e: Subscription.Started, w: Writer) -> None:
+        w.execute(
+            "INSERT INTO {subscription_status} (subscription_id, stripe_subscription_id, "
+            "stripe_customer_id, user_id, status, price_id, plan_id, plan_name, tier, amount, "
+            "currency, interval, current_period_start, current_period_end, "
+            "cancel_at_period_end, cancel_at, trial_end, started_at, past_due_since, "
+            "grace_days, position) VALUES (:id, :sub, :cus, :user_id, :status, :price_id, "
+            ":plan_id, :plan_name, :tier, :amount, :currency, :interval, :start, :end, "
+            ":cape, :cancel_at, :trial_end, :t, :past_due_since, :grace_days, :position)",
+            id=str(e.originator_id),
+            sub=e.stripe_subscription_id,
+            cus=e.stripe_customer_id,
+            user_id=e.user_id,
+            status=e.status,
+            start=e.current_period_start,
+            end=e.current_period_end,
+            cape=int(e.cancel_at_period_end),
+            cancel_at=e.cancel_at,
+            trial_end=e.trial_end,
+            t=e.stripe_created,
+            position=w.position,
+            past_due_since=e.stripe_created if e.status == "past_due" else None,
+            **self._plan(e.price),
+        )
+
+    def _set(self, w: Writer, e: Any, assignments: str, **params: Any) -> None:
+        w.execute(
+            "UPDATE {subscription_status} SET " + assignments + ", position = :position "
+            "WHERE subscription_id = :id",
+            id=str(e.originator_id),
+            position=w.position,
+            **params,
+        )
+
+    @apply.register
+    def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
+        if e.status == "past_due":
+            since = past_due_since_sql()
+        elif e.status in ("active", "trialing"):
+            since = "NULL"
+        else:
+            since = "past_due_since"
+        self._set(
+            w, e, f"status = :status, past_due_since = {since}", status=e.status, t=e.stripe_created
+        )
+
+    @apply.register
+    def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
+        self._set(
+            w,
+            e,
+            "price_id = :price_id, plan_id = :plan_id, plan_name = :plan_name, "
+            "tier = :tier, grace_days = :grace_days, amount = :amount, "
+            "currency = :currency, interval = :interval",
+            **self._plan(e.price),
+        )
+
+    @apply.register
+    def _(self, e: Subscription.PeriodChanged, w: Writer) -> None:
+        self._set(
+            w,
+            e,
+            "current_period_start = :start, current_period_end = :end",
+            start=e.current_period_start,
+            end=e.current_period_end,
+        )
+
+    @apply.register
+    def _(self, e: Subscription.TrialChanged, w: Writer) -> None:
+        self._set(w, e, "trial_end = :trial_end", trial_end=e.trial_end)
+
+    @apply.register
+    def _(self, e: Subscription.CancellationScheduled, w: Writer) -> None:
+        self._set(
+            w,
+            e,
+            "cancel_at_period_end = :cape, cancel_at = :cancel_at",
+            cape=int(e.at_period_end),
+            cancel_at=e.cancel_at,
+        )
+
+    @apply.register
+    def _(self, e: Subscription.CancellationWithdrawn, w: Writer) -> None:
+        self._set(w, e, "cancel_at_period_end = 0, cancel_at = NULL")
+
+    @apply.register
+    def _(self, e: Subscription.Ended, w: Writer) -> None:
+        self._set(
+            w, e, "status = :status, ended_at = :ended_at", status=e.status, ended_at=e.ended_at
+        )
+
+    @apply.register
+    def _(self, e: Subscription.LinkedToUser, w: Writer) -> None:
+        self._set(w, e, "user_id = :user_id", user_id=e.user_id)
+
+    @apply.register
+    def _(self, e: Invoice.Recorded, w: Writer) -> None:
+        if e.stripe_subscription_id is None:
+            return
+        w.execute(
+            "INSERT INTO {subscription_invoices} (invoice_id, subscription_id) "
+            "VALUES (:id, :subscription_id) ON CONFLICT (invoice_id) DO NOTHING",
+            id=str(e.originator_id),
+            subscription_id=str(Subscription.create_id(e.stripe_subscription_id)),
+        )
+
+    @apply.register
+    def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
+        w.execute(
+            "UPDATE {subscription_status} SET past_due_since = "
+            + past_due_since_sql()
+            + ", position = :position WHERE subscription_id = (SELECT subscription_id "
+            "FROM {subscription_invoices} WHERE invoice_id = :id)",
+            id=str(e.originator_id),
+            t=e.stripe_created,
+            position=w.position,
+        )
+
+
+def current_subscription(
+    c: Cursor, user_id: str, now: float, free_tier: str = "free"
+) -> dict[str, Any]:
+    """The get-subscription answer for a user, as of `now` (unix seconds), with
+    the tier it grants."""
+    rows = c.query(
+        f"SELECT * FROM subscription_status WHERE user_id = :user_id {CURRENT_ORDER} LIMIT 1",
+        {"user_id": user_id},
+    )
+    if not rows:
+        return {"active": False, "tier": free_tier}
+    row = rows[0]
+    active = is_active(row["status"], row["past_due_since"], row["grace_days"], now)
+    return {
+        "active": active,
+        "id": row["stripe_subscription_id"],
+        **{field: row[field] for field in FIELDS},
+        "cancel_at_period_end": bool(row["cancel_at_period_end"]),
+        "currency": row["currency"],
+        "tier": row["tier"] if active else free_tier,
+        "trial_end": row["trial_end"],
+        "position": row["position"],
+    }

@@ -1,0 +1,133 @@
+"""`ledger projections run|rebuild|status` and `ledger replay`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ledger.application import Ledger
+from ledger.config import Settings
+from ledger.plans import PlansFileError, load_catalog
+from projections.as_of import parse_instant, replay_user
+from projections.base import SqlProjection
+from projections.read_side import ReadSide
+from projections.runner import rebuild
+
+
+def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
+    try:
+        read = ReadSide(
+            ledger,
+            load_catalog(settings.plans_file),
+            settings.database_url,
+            names=getattr(args, "names", None) or None,
+            interval=settings.processor_interval_seconds,
+        )
+    except (KeyError, PlansFileError) as exc:
+        print(str(exc).strip("'\""), file=sys.stderr)
+        return 2
+    try:
+        if args.projections_command == "run":
+            read.follower.run_forever()
+        elif args.projections_command == "rebuild":
+            _rebuild(read)
+        else:
+            _status(read)
+        return 0
+    finally:
+        read.close()
+
+
+def _rebuild(read: ReadSide) -> None:
+    console = Console(stderr=True)
+    for projection in read.projections:
+        started = time.monotonic()
+        events = _rebuild_one(read, projection, console)
+        elapsed = time.monotonic() - started
+        console.print(
+            f"{projection.name}: {events:,} events in {elapsed:.1f} s "
+            f"({events / max(elapsed, 1e-6):,.0f} events/s), swapped in"
+        )
+
+
+def _rebuild_one(read: ReadSide, projection: SqlProjection, console: Console) -> int:
+    """Rebuild with a progress bar: log position reached, events applied, events/s,
+    time left."""
+    head = read.catchup.head()
+    started, events = time.monotonic(), 0
+    with Progress(
+        TextColumn(f"[bold]{projection.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[events]:,} events, {task.fields[rate]:,.0f}/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(projection.name, total=head, events=0, rate=0.0)
+
+        def advance(n: int, position: int) -> None:
+            nonlocal events
+            events += n
+            rate = events / max(time.monotonic() - started, 1e-6)
+            bar.update(task, completed=min(position, head), events=events, rate=rate)
+
+        rebuild(read.catchup, projection, progress=advance)
+        bar.update(task, completed=head)
+    return events
+
+
+def _status(read: ReadSide) -> None:
+    table = Table("projection", "generation", "position", "head", "lag")
+    for row in read.positions():
+        table.add_row(
+            row["name"],
+            str(row["generation"]),
+            str(row["position"]),
+            str(row["head"]),
+            str(row["lag"]),
+        )
+    Console().print(table)
+
+
+def replay(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
+    try:
+        moment = parse_instant(args.as_of)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    answer = replay_user(ledger, load_catalog(settings.plans_file), args.user, moment)
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return 0
+    sub = answer["subscription"]
+    print(f"{args.user} as of {answer['as_of']} (log position {answer['position']})")
+    if "id" in sub:
+        print(
+            f"  subscription {sub['id']}: {sub['status']}, active={sub['active']}, "
+            f"tier={sub['tier']}, plan={sub['plan_name']} "
+            f"({sub['amount']} {sub['currency']}/{sub['interval']}), "
+            f"cancel_at_period_end={sub['cancel_at_period_end']}"
+        )
+    else:
+        print(f"  no subscription; tier={sub['tier']}")
+    print(f"  entitlements: {', '.join(answer['entitlements']['features']) or 'none'}")
+    for invoice in answer["invoices"]:
+        print(
+            f"  invoice {invoice['stripe_invoice_id']}: {invoice['status']}, "
+            f"{invoice['amount_due']} {invoice['currency']}"
+        )
+    return 0
