@@ -46,8 +46,9 @@ class Feed:
         self.ledger, self.read = ledger, read
         self.n = itertools.count()
 
-    def __call__(self, event_type: str, obj: dict[str, Any], created: int,
-                 catch_up: bool = True) -> str:
+    def __call__(
+        self, event_type: str, obj: dict[str, Any], created: int, catch_up: bool = True
+    ) -> str:
         evt = f"evt_{next(self.n)}_{event_type.replace('.', '_')}"
         body = so.body_of(so.event(evt, event_type, obj, created=created))
         self.ledger.record([delivery_of(read_envelope(body), body)])
@@ -63,12 +64,12 @@ def feed(ledger: Ledger, read: ReadSide) -> Feed:
 
 
 def premium(status: str = "active", **kw: Any) -> dict[str, Any]:
-    return so.subscription("sub_1", "cus_1", status=status,
-                           price_id="price_lisa_premium_monthly", **kw)
+    return so.subscription(
+        "sub_1", "cus_1", status=status, price_id="price_lisa_premium_monthly", **kw
+    )
 
 
-def test_subscription_status_follows_a_life_with_payment_grace(feed: Feed, read: ReadSide
-                                                                ) -> None:
+def test_subscription_status_follows_a_life_with_payment_grace(feed: Feed, read: ReadSide) -> None:
     assert read.status(USER) == {"active": False, "tier": "free"}
     feed("customer.created", so.customer("cus_1", user_id=USER), T)
     feed("customer.subscription.created", premium("trialing", trial_end=T + 14 * DAY), T + 1)
@@ -80,101 +81,168 @@ def test_subscription_status_follows_a_life_with_payment_grace(feed: Feed, read:
         "cancel_at_period_end": False, "currency": "usd", "tier": "premium",
         "trial_end": T + 14 * DAY, "position": status["position"],
     }  # fmt: skip
-    feed("invoice.payment_failed", so.invoice("in_1", "cus_1", "sub_1", status="open"),
-         T + 10 * DAY)
+    feed(
+        "invoice.payment_failed", so.invoice("in_1", "cus_1", "sub_1", status="open"), T + 10 * DAY
+    )
     feed("customer.subscription.updated", premium("past_due"), T + 10 * DAY + 5)
     # LISA Premium's grace is 3 days, counted from the failed payment.
     assert read.status(USER, now=T + 12 * DAY)["active"] is True
     assert read.status(USER, now=T + 13 * DAY + 1) | {"position": 0} == status | {
-        "active": False, "status": "past_due", "tier": "free", "trial_end": None,
-        "position": 0}
+        "active": False,
+        "status": "past_due",
+        "tier": "free",
+        "trial_end": None,
+        "position": 0,
+    }
     feed("customer.subscription.updated", premium(cancel_at_period_end=True), T + 11 * DAY)
     recovered = read.status(USER, now=T + 30 * DAY)
     assert (recovered["active"], recovered["cancel_at_period_end"]) == (True, True)
-    feed("customer.subscription.deleted", premium("canceled", ended_at=T + 31 * DAY),
-         T + 31 * DAY)
+    feed("customer.subscription.deleted", premium("canceled", ended_at=T + 31 * DAY), T + 31 * DAY)
     ended = read.status(USER, now=T + 31 * DAY)
     assert (ended["active"], ended["status"], ended["tier"]) == (False, "canceled", "free")
 
 
-def test_a_price_in_no_plan_is_active_with_the_fallback_tier(feed: Feed, read: ReadSide
-                                                             ) -> None:
-    feed("customer.subscription.created",
-         so.subscription("sub_1", "cus_1", price_id="price_unknown", user_id=USER), T)
+def test_a_price_in_no_plan_is_active_with_the_fallback_tier(feed: Feed, read: ReadSide) -> None:
+    feed(
+        "customer.subscription.created",
+        so.subscription("sub_1", "cus_1", price_id="price_unknown", user_id=USER),
+        T,
+    )
     status = read.status(USER, now=T)
     assert (status["active"], status["tier"], status["amount"]) == (True, "premium", 999)
 
 
 def test_a_price_is_found_by_lookup_key_too(feed: Feed, read: ReadSide) -> None:
-    feed("customer.subscription.created",
-         so.subscription("sub_1", "cus_1", price_id="price_renamed", amount=4900,
-                         lookup_key="professional_monthly", user_id=USER), T)
+    feed(
+        "customer.subscription.created",
+        so.subscription(
+            "sub_1",
+            "cus_1",
+            price_id="price_renamed",
+            amount=4900,
+            lookup_key="professional_monthly",
+            user_id=USER,
+        ),
+        T,
+    )
     assert read.status(USER, now=T)["plan_name"] == "Professional - Monthly"
     assert read.entitlements(USER, now=T)["tier"] == "professional"
 
 
 def test_entitlements_follow_the_current_plan(feed: Feed, read: ReadSide) -> None:
-    assert read.entitlements(USER) == {"tier": "free", "plan_id": "free",
-                                       "features": ["status_check"],
-                                       "limits": {"saved_items": 10}}
-    feed("customer.subscription.created",
-         so.subscription("sub_1", "cus_1", price_id="price_starter_monthly", amount=1900,
-                         user_id=USER), T)
+    assert read.entitlements(USER) == {
+        "tier": "free",
+        "plan_id": "free",
+        "features": ["status_check"],
+        "limits": {"saved_items": 10},
+    }
+    feed(
+        "customer.subscription.created",
+        so.subscription(
+            "sub_1", "cus_1", price_id="price_starter_monthly", amount=1900, user_id=USER
+        ),
+        T,
+    )
     assert read.entitlements(USER, now=T)["features"] == ["status_check", "api_access"]
-    feed("customer.subscription.updated",
-         so.subscription("sub_1", "cus_1", price_id="price_professional_annual", amount=49000,
-                         interval="year", user_id=USER), T + 1)
-    assert read.entitlements(USER, now=T + 1)["limits"] == {"api_calls_per_month": 100000,
-                                                            "seats": 10}
-    feed("customer.subscription.deleted",
-         so.subscription("sub_1", "cus_1", status="canceled", user_id=USER), T + 2)
+    feed(
+        "customer.subscription.updated",
+        so.subscription(
+            "sub_1",
+            "cus_1",
+            price_id="price_professional_annual",
+            amount=49000,
+            interval="year",
+            user_id=USER,
+        ),
+        T + 1,
+    )
+    assert read.entitlements(USER, now=T + 1)["limits"] == {
+        "api_calls_per_month": 100000,
+        "seats": 10,
+    }
+    feed(
+        "customer.subscription.deleted",
+        so.subscription("sub_1", "cus_1", status="canceled", user_id=USER),
+        T + 2,
+    )
     assert read.entitlements(USER, now=T + 2)["tier"] == "free"
 
 
-def test_invoice_history_is_attributed_once_the_customer_is_linked(feed: Feed,
-                                                                   read: ReadSide) -> None:
+def test_invoice_history_is_attributed_once_the_customer_is_linked(
+    feed: Feed, read: ReadSide
+) -> None:
     feed("invoice.paid", so.invoice("in_1", "cus_1", "sub_1", amount=999), T)
     assert read.invoices(USER) == []
     feed("customer.updated", so.customer("cus_1", user_id=USER), T + 1)
-    feed("invoice.payment_failed", so.invoice("in_2", "cus_1", "sub_1", status="open",
-                                              attempt_count=2, period_start=T + 31 * DAY),
-         T + 31 * DAY)
+    feed(
+        "invoice.payment_failed",
+        so.invoice(
+            "in_2", "cus_1", "sub_1", status="open", attempt_count=2, period_start=T + 31 * DAY
+        ),
+        T + 31 * DAY,
+    )
     rows = read.invoices(USER)
-    assert [(r["stripe_invoice_id"], r["status"], r["amount_due"], r["amount_paid"])
-            for r in rows] == [("in_2", "payment_failed", 999, 0), ("in_1", "paid", 999, 999)]
+    assert [
+        (r["stripe_invoice_id"], r["status"], r["amount_due"], r["amount_paid"]) for r in rows
+    ] == [("in_2", "payment_failed", 999, 0), ("in_1", "paid", 999, 999)]
     assert (rows[0]["attempt_count"], rows[0]["failed_at"], rows[1]["paid_at"]) == (
-        2, T + 31 * DAY, T)
+        2,
+        T + 31 * DAY,
+        T,
+    )
     assert rows[1]["currency"] == "usd" and rows[1]["stripe_subscription_id"] == "sub_1"
 
 
-def test_notifications_tell_each_change_with_an_increasing_cursor(feed: Feed,
-                                                                  read: ReadSide) -> None:
+def test_notifications_tell_each_change_with_an_increasing_cursor(
+    feed: Feed, read: ReadSide
+) -> None:
     feed("customer.subscription.created", premium("trialing", trial_end=T + 3 * DAY), T)
-    feed("customer.subscription.trial_will_end", premium("trialing", trial_end=T + 3 * DAY),
-         T + 1)
+    feed("customer.subscription.trial_will_end", premium("trialing", trial_end=T + 3 * DAY), T + 1)
     feed("customer.created", so.customer("cus_1", user_id=USER), T + 2)  # linked late
     feed("customer.subscription.updated", premium("active"), T + 3 * DAY)
-    feed("customer.subscription.updated",
-         premium("past_due", period_start=1_769_904_000, period_end=1_772_582_400), T + 4 * DAY)
-    feed("customer.subscription.updated",
-         premium("active", period_start=1_769_904_000, period_end=1_772_582_400), T + 5 * DAY)
-    feed("customer.subscription.updated",
-         premium("active", period_start=1_769_904_000, period_end=1_772_582_400,
-                 cancel_at_period_end=True), T + 6 * DAY)
-    feed("customer.subscription.deleted", premium("canceled", ended_at=T + 7 * DAY),
-         T + 7 * DAY)
+    feed(
+        "customer.subscription.updated",
+        premium("past_due", period_start=1_769_904_000, period_end=1_772_582_400),
+        T + 4 * DAY,
+    )
+    feed(
+        "customer.subscription.updated",
+        premium("active", period_start=1_769_904_000, period_end=1_772_582_400),
+        T + 5 * DAY,
+    )
+    feed(
+        "customer.subscription.updated",
+        premium(
+            "active",
+            period_start=1_769_904_000,
+            period_end=1_772_582_400,
+            cancel_at_period_end=True,
+        ),
+        T + 6 * DAY,
+    )
+    feed("customer.subscription.deleted", premium("canceled", ended_at=T + 7 * DAY), T + 7 * DAY)
     rows = read.notifications(USER)
-    assert [r["kind"] for r in rows] == ["activated", "trial_ending", "renewed",
-                                         "payment_failed", "payment_recovered",
-                                         "cancellation_scheduled", "ended"]
+    assert [r["kind"] for r in rows] == [
+        "activated",
+        "trial_ending",
+        "renewed",
+        "payment_failed",
+        "payment_recovered",
+        "cancellation_scheduled",
+        "ended",
+    ]
     cursors = [r["cursor"] for r in rows]
     assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
     assert [r["kind"] for r in read.notifications(USER, after=cursors[3])] == [
-        "payment_recovered", "cancellation_scheduled", "ended"]
+        "payment_recovered",
+        "cancellation_scheduled",
+        "ended",
+    ]
 
 
-def test_webhook_health_counts_types_and_outcomes(feed: Feed, read: ReadSide, ledger: Ledger,
-                                                  poisoned: dict[str, bool]) -> None:
+def test_webhook_health_counts_types_and_outcomes(
+    feed: Feed, read: ReadSide, ledger: Ledger, poisoned: dict[str, bool]
+) -> None:
     feed("customer.subscription.created", premium(), T)
     feed("customer.subscription.created", premium("trialing"), T - 1)  # older: superseded
     feed("charge.refunded", {"id": "ch_1"}, T)
@@ -186,26 +254,34 @@ def test_webhook_health_counts_types_and_outcomes(feed: Feed, read: ReadSide, le
         "charge.refunded": {"ignored": 1},
         "customer.subscription.created": {"applied": 1, "superseded": 1, "dead": 1},
     }
-    assert [d["stripe_event_id"] for d in report["dead"]] == [
-        "evt_3_customer_subscription_created"]
+    assert [d["stripe_event_id"] for d in report["dead"]] == ["evt_3_customer_subscription_created"]
     assert report["lag"] == 0 and report["last_received_at"] > 0
 
 
 def test_two_runners_apply_each_event_once(ledger: Ledger, settings: Settings) -> None:
     feed_only = Feed(ledger, None)  # type: ignore[arg-type]
     for i in range(30):
-        feed_only("customer.subscription.created",
-                  so.subscription(f"sub_{i}", "cus_1", user_id=USER), T + i, catch_up=False)
-        feed_only("customer.subscription.updated",
-                  so.subscription(f"sub_{i}", "cus_1", status="past_due", user_id=USER),
-                  T + 100 + i, catch_up=False)
+        feed_only(
+            "customer.subscription.created",
+            so.subscription(f"sub_{i}", "cus_1", user_id=USER),
+            T + i,
+            catch_up=False,
+        )
+        feed_only(
+            "customer.subscription.updated",
+            so.subscription(f"sub_{i}", "cus_1", status="past_due", user_id=USER),
+            T + 100 + i,
+            catch_up=False,
+        )
     ledger.process_new()
     sides = [ReadSide(ledger, load_catalog(), settings.database_url) for _ in range(3)]
     for side in sides:
         side.catchup.batch_size = 7
     try:
-        threads = [threading.Thread(target=lambda s=s: [s.catchup.run_once() for _ in range(5)])
-                   for s in sides]
+        threads = [
+            threading.Thread(target=lambda s=s: [s.catchup.run_once() for _ in range(5)])
+            for s in sides
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -231,8 +307,9 @@ def snapshot(read: ReadSide) -> dict[str, list[tuple[Any, ...]]]:
 
 @settings(max_examples=8)
 @given(st.data())
-def test_a_rebuilt_projection_equals_the_live_one(ledger: Ledger, read: ReadSide,
-                                                  data: st.DataObject) -> None:
+def test_a_rebuilt_projection_equals_the_live_one(
+    ledger: Ledger, read: ReadSide, data: st.DataObject
+) -> None:
     stream = data.draw(webhook_streams(prefix=f"r{next(_prefixes)}_"))
     cut = data.draw(st.integers(0, len(stream)))
     for i, delivery in enumerate(stream):  # live: catching up in uneven steps
@@ -249,8 +326,12 @@ def test_a_rebuilt_projection_equals_the_live_one(ledger: Ledger, read: ReadSide
 
 def test_readers_never_see_a_half_built_projection(feed: Feed, read: ReadSide) -> None:
     for i in range(20):
-        feed("customer.subscription.created",
-             so.subscription(f"sub_{i}", "cus_1", user_id=USER), T + i, catch_up=False)
+        feed(
+            "customer.subscription.created",
+            so.subscription(f"sub_{i}", "cus_1", user_id=USER),
+            T + i,
+            catch_up=False,
+        )
     feed.ledger.process_new()
     read.catchup.run_once()
     before = snapshot(read)
@@ -262,18 +343,20 @@ def test_readers_never_see_a_half_built_projection(feed: Feed, read: ReadSide) -
     assert read.positions()[0]["generation"] == 2
 
 
-def test_as_of_equals_what_the_live_projection_said_then(feed: Feed, read: ReadSide,
-                                                         ledger: Ledger) -> None:
+def test_as_of_equals_what_the_live_projection_said_then(
+    feed: Feed, read: ReadSide, ledger: Ledger
+) -> None:
     feed("customer.created", so.customer("cus_1", user_id=USER), T)
     feed("customer.subscription.created", premium(), T + 1)
     feed("invoice.paid", so.invoice("in_1", "cus_1", "sub_1"), T + 2)
     moment = datetime.now(UTC)
-    then = {"subscription": read.status(USER, now=moment.timestamp()),
-            "entitlements": read.entitlements(USER, now=moment.timestamp()),
-            "invoices": read.invoices(USER)}
+    then = {
+        "subscription": read.status(USER, now=moment.timestamp()),
+        "entitlements": read.entitlements(USER, now=moment.timestamp()),
+        "invoices": read.invoices(USER),
+    }
     feed("invoice.payment_failed", so.invoice("in_2", "cus_1", "sub_1", status="open"), T + 40)
-    feed("customer.subscription.updated", premium("past_due", cancel_at_period_end=True),
-         T + 41)
+    feed("customer.subscription.updated", premium("past_due", cancel_at_period_end=True), T + 41)
     feed("customer.subscription.deleted", premium("canceled"), T + 50)
     answer = replay_user(ledger, load_catalog(), USER, moment)
     assert {k: answer[k] for k in then} == then

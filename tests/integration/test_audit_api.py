@@ -1,0 +1,157 @@
+"""The auditors' API and the projection commands, end to end through the app."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from ledger.config import Settings
+from scripts.cli import main
+from tests import stripe_objects as so
+from tests.conftest import WEBHOOK_SECRET, make_settings
+
+USER = "user_1767225600_abcdefghij"
+ADMIN = {"Authorization": "Bearer adm_test"}
+
+
+@pytest.fixture
+def live_settings(database_url: str) -> Settings:
+    return make_settings(database_url, LEDGER_PROCESSOR="inline", LEDGER_PROCESSOR_INTERVAL=0.05)
+
+
+@pytest.fixture
+def client(live_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(live_settings)) as c:
+        yield c
+
+
+def deliver(client: TestClient, evt: str, event_type: str, obj: dict, created: int) -> None:
+    body = so.body_of(so.event(evt, event_type, obj, created=created))
+    answer = client.post(
+        "/webhooks/stripe",
+        content=body,
+        headers={"Stripe-Signature": so.sign(body, WEBHOOK_SECRET)},
+    )
+    assert answer.status_code == 200
+
+
+def eventually(check, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, "not reflected in time"
+        time.sleep(0.02)
+    return result
+
+
+def user_view(client: TestClient) -> dict:
+    return client.get(f"/api/v1/audit/users/{USER}", headers=ADMIN).json()
+
+
+def test_the_audit_api_needs_the_admin_token(client: TestClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "adm_test"}):
+        answer = client.get(f"/api/v1/audit/users/{USER}", headers=headers)
+        assert answer.status_code == 401
+        assert answer.json()["error_code"] == "unauthorized"
+    assert client.get("/api/v1/audit/webhooks").status_code == 401
+
+
+def test_a_delivery_is_reflected_in_the_users_view(client: TestClient) -> None:
+    assert user_view(client)["subscription"] == {"active": False, "tier": "free"}
+    deliver(client, "evt_1", "customer.created", so.customer("cus_1", user_id=USER), 100)
+    deliver(
+        client,
+        "evt_2",
+        "customer.subscription.created",
+        so.subscription(
+            "sub_1", "cus_1", price_id="price_lisa_premium_annual", amount=9990, interval="year"
+        ),
+        101,
+    )
+    deliver(client, "evt_3", "invoice.paid", so.invoice("in_1", "cus_1", "sub_1", amount=9990), 102)
+    view = eventually(lambda: (v := user_view(client))["invoices"] and v)
+    assert view["subscription"]["plan_name"] == "LISA Premium - Annual"
+    assert view["subscription"]["active"] is True
+    assert view["entitlements"]["tier"] == "premium"
+    assert [n["kind"] for n in view["notifications"]] == ["activated"]
+    assert view["invoices"][0]["amount_paid"] == 9990
+    health = client.get("/api/v1/audit/webhooks", headers=ADMIN).json()
+    assert health["by_type"]["invoice.paid"] == {"applied": 1}
+    positions = client.get("/api/v1/audit/projections", headers=ADMIN).json()
+    assert {p["name"] for p in positions} == {
+        "subscription_status",
+        "entitlements",
+        "invoice_history",
+        "notifications",
+        "webhook_health",
+    }
+
+
+def test_as_of_through_the_api(client: TestClient) -> None:
+    deliver(
+        client,
+        "evt_1",
+        "customer.subscription.created",
+        so.subscription("sub_1", "cus_1", user_id=USER),
+        100,
+    )
+    eventually(lambda: user_view(client)["subscription"]["active"])
+    moment = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    deliver(
+        client,
+        "evt_2",
+        "customer.subscription.deleted",
+        so.subscription("sub_1", "cus_1", status="canceled", user_id=USER),
+        200,
+    )
+    eventually(lambda: not user_view(client)["subscription"]["active"])
+    then = client.get(f"/api/v1/audit/users/{USER}", params={"as_of": moment}, headers=ADMIN)
+    assert then.json()["subscription"]["status"] == "active"
+    bad = client.get(f"/api/v1/audit/users/{USER}", params={"as_of": "yesterday"}, headers=ADMIN)
+    assert bad.status_code == 400 and bad.json()["error_code"] == "bad_request"
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("LEDGER_ADMIN_TOKEN", "adm_test")
+
+
+def test_projection_commands(
+    env: None, client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deliver(
+        client,
+        "evt_1",
+        "customer.subscription.created",
+        so.subscription("sub_1", "cus_1", user_id=USER),
+        100,
+    )
+    before = eventually(lambda: (v := user_view(client))["notifications"] and v)
+
+    assert main(["projections", "rebuild", "subscription_status", "notifications"]) == 0
+    out = capsys.readouterr()
+    assert "subscription_status:" in out.err and "swapped in" in out.err
+    assert user_view(client) == before
+
+    assert main(["projections", "status"]) == 0
+    status = capsys.readouterr().out
+    assert "subscription_status" in status and "webhook_health" in status
+
+    assert main(["replay", "--user", USER, "--as-of", "2999-01-01T00:00:00Z", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["subscription"]["id"] == "sub_1" and answer["subscription"]["active"]
+
+    assert main(["replay", "--user", USER, "--as-of", "2999-01-01T00:00:00Z"]) == 0
+    assert "subscription sub_1: active" in capsys.readouterr().out
+
+    assert main(["projections", "rebuild", "nonsense"]) == 2
+    assert "no projection named nonsense" in capsys.readouterr().err
+    assert main(["replay", "--user", USER, "--as-of", "2026-01-31"]) == 2
