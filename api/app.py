@@ -6,17 +6,22 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import audit
+from api import audit, extension
 from api.errors import exception_handlers
 from api.metrics import metrics
+from api.ratelimit import RateLimit
 from api.webhooks import stripe_webhook
+from ledger.accounts import Accounts
 from ledger.config import Settings, load_settings
 from ledger.plans import load_catalog
 from ledger.service import WriteSide
+from ledger.stripe_gateway import StripeGateway
 from projections.read_side import ReadSide
 
 
@@ -33,18 +38,36 @@ def create_app(settings: Settings | None = None) -> Starlette:
         read = ReadSide(
             write.ledger, catalog, config.database_url, interval=config.processor_interval_seconds
         )
+        accounts = Accounts(write.ledger, catalog, _gateway(config))
         if config.projections == "inline":
             write.processor.after = read.follower.wake
             read.follower.start()
         try:
-            yield {"write": write, "read": read}
+            yield {"write": write, "read": read, "accounts": accounts}
         finally:
             read.follower.stop()
             write.close()
             read.close()
 
+    config = settings or Settings()  # reads the environment only; secrets come in lifespan
     return Starlette(
         routes=[
+            Route("/api/users", extension.register, methods=["POST"]),
+            Route(
+                "/api/stripe/create-subscription", extension.create_subscription, methods=["POST"]
+            ),
+            Route("/api/stripe/get-subscription", extension.get_subscription, methods=["GET"]),
+            Route(
+                "/api/stripe/verify-subscription", extension.verify_subscription, methods=["POST"]
+            ),
+            Route(
+                "/api/stripe/cancel-subscription", extension.cancel_subscription, methods=["POST"]
+            ),
+            Route(
+                "/api/stripe/update-payment-method",
+                extension.update_payment_method,
+                methods=["POST"],
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
@@ -52,8 +75,33 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/audit/webhooks", audit.webhooks, methods=["GET"]),
             Route("/api/v1/audit/projections", audit.projections, methods=["GET"]),
         ],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=config.origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-User-ID"],
+            ),
+            Middleware(
+                RateLimit,
+                per_user=config.rate_limit_per_user,
+                per_address=config.rate_limit_per_address,
+            ),
+        ],
         exception_handlers=exception_handlers(),  # type: ignore[arg-type]
         lifespan=lifespan,
+    )
+
+
+def _gateway(config: Settings) -> StripeGateway | None:
+    if config.stripe_secret_key is None:
+        return None
+    return StripeGateway(
+        config.stripe_secret_key.get_secret_value(),
+        config.stripe_api_base,
+        max_network_retries=config.stripe_max_network_retries,
+        payment_behavior=config.stripe_payment_behavior,
+        test_payment_method=config.stripe_test_payment_method,
     )
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ledger import accounts
 from ledger.intake import InvalidSignature, StoreUnavailable
+from ledger.stripe_gateway import StripeRejected, StripeUnavailable
 from ledger.stripe_payloads import NotAnEvent
 
 log = logging.getLogger("api")
@@ -39,11 +42,29 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     BadRequest: (400, "bad_request", None),
     Unauthorized: (401, "unauthorized", None),
     StoreUnavailable: (503, "store_unavailable", "the ledger cannot record this now; retry later"),
+    accounts.InvalidUserId: (400, "invalid_user_id", None),
+    accounts.UnknownPrice: (400, "invalid_price", None),
+    accounts.BillingCycleMismatch: (400, "invalid_billing_cycle", None),
+    accounts.NotAuthenticated: (401, "unauthorized", None),
+    accounts.Forbidden: (403, "forbidden", None),
+    accounts.NoSubscription: (404, "subscription_not_found", None),
+    accounts.UserAlreadyRegistered: (409, "user_exists", None),
+    accounts.SubscriptionExists: (409, "subscription_exists", None),
+    accounts.ConcurrentRequest: (409, "conflict", None),
+    accounts.StripeNotConfigured: (503, "stripe_not_configured", None),
+    StripeRejected: (400, "stripe_rejected", None),
+    StripeUnavailable: (
+        502,
+        "stripe_unavailable",
+        "Stripe did not answer; retrying the same request is safe",
+    ),
 }
 
 
 async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     status, code, message = ERRORS[type(exc)]
+    if isinstance(exc, StripeRejected):  # Stripe's own code says more (card_declined, ...)
+        code = exc.code or code
     headers = {"Retry-After": "5"} if status == 503 else None
     return error(status, code, message or str(exc), headers)
 
@@ -55,7 +76,15 @@ async def server_error(request: Request, exc: Exception) -> JSONResponse:
     return error(500, "internal_error", "internal error")
 
 
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (no such route, wrong method) in our shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error(exc.status_code, code, str(exc.detail), exc.headers)
+
+
 def exception_handlers() -> dict[type[Exception] | int, object]:
     handlers: dict[type[Exception] | int, object] = dict.fromkeys(ERRORS, domain_error)
+    handlers[HTTPException] = http_error
     handlers[Exception] = server_error
     return handlers

@@ -20,9 +20,23 @@ class Settings(BaseSettings):
     # Comma-separated: during a rotation both the old and the new secret are accepted.
     stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
     stripe_api_base: str | None = Field(None, alias="STRIPE_API_BASE")
+    # Real Stripe: "default_incomplete" (the extension confirms the first payment with
+    # the client secret). localstripe knows only "allow_incomplete": set that, and a
+    # test payment method such as pm_card_visa, for it (tests and `make demo` do).
+    stripe_payment_behavior: str = Field(
+        "default_incomplete",
+        pattern="^(default_incomplete|allow_incomplete|error_if_incomplete)$",
+        alias="STRIPE_PAYMENT_BEHAVIOR",
+    )
+    stripe_test_payment_method: str | None = Field(None, alias="STRIPE_TEST_PAYMENT_METHOD")
+    stripe_max_network_retries: int = Field(2, ge=0, le=5, alias="STRIPE_MAX_NETWORK_RETRIES")
     admin_token: SecretStr | None = Field(None, alias="LEDGER_ADMIN_TOKEN")
     plans_file: Path | None = Field(None, alias="LEDGER_PLANS_FILE")
     allowed_origins: str = Field("", alias="LEDGER_ALLOWED_ORIGINS")
+
+    # "N/second|minute|hour": per user id, and per client address, on /api/.
+    rate_limit_per_user: str = Field("120/minute", alias="LEDGER_RATE_LIMIT_PER_USER")
+    rate_limit_per_address: str = Field("600/minute", alias="LEDGER_RATE_LIMIT_PER_ADDRESS")
 
     webhook_tolerance_seconds: int = Field(300, ge=1, alias="LEDGER_WEBHOOK_TOLERANCE")
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="LEDGER_WEBHOOK_MAX_BODY")
@@ -37,6 +51,10 @@ class Settings(BaseSettings):
     processor_interval_seconds: float = Field(0.5, gt=0, alias="LEDGER_PROCESSOR_INTERVAL")
     retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")
     retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")
+
+    @property
+    def origins(self) -> list[str]:
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
 
     @property
     def webhook_secrets(self) -> list[str]:

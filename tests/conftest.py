@@ -123,3 +123,8 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
 
     monkeypatch.setitem(TRANSLATORS, "customer.subscription.created", translator)
     return broken
+
+
+def stored_events(ledger: Ledger, originator_id: object) -> list[object]:
+    """The events of one aggregate, as stored."""
+    return list(ledger.repository.event_store.get(originator_id))  # type: ignore[arg-type]

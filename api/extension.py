@@ -1,0 +1,122 @@
+"""The browser extension's API: POST /api/users and the five /api/stripe endpoints,
+answering exactly as the extension's backend spec gives them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api import bodies
+from api.auth import caller
+from ledger.accounts import Accounts, CurrentSubscription
+from projections.read_side import ReadSide
+
+STATUS_FIELDS = (
+    "active",
+    "id",
+    "status",
+    "plan_name",
+    "amount",
+    "interval",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+)
+
+
+def _accounts(request: Request) -> Accounts:
+    return request.state.accounts
+
+
+def _read(request: Request) -> ReadSide:
+    return request.state.read
+
+
+async def _current(request: Request, user_id: str) -> CurrentSubscription | None:
+    status = await run_in_threadpool(_read(request).status, user_id)
+    if "id" not in status:
+        return None
+    return CurrentSubscription(status["id"], status["status"])
+
+
+async def register(request: Request) -> JSONResponse:
+    body = await bodies.parse(request, bodies.Registration)
+    token = await run_in_threadpool(_accounts(request).register, body.user_id)
+    return JSONResponse({"user_id": body.user_id, "token": token}, status_code=201)
+
+
+async def create_subscription(request: Request) -> JSONResponse:
+    user_id = await caller(request)
+    body = await bodies.parse(request, bodies.CreateSubscription)
+    current = await _current(request, user_id)
+    created = await run_in_threadpool(
+        _accounts(request).create_subscription,
+        user_id,
+        body.user_id,
+        body.price_id,
+        body.billing_cycle,
+        body.return_url,
+        current,
+    )
+    return JSONResponse(
+        {
+            "subscription_id": created.stripe_subscription_id,
+            "client_secret": created.client_secret,
+            "status": "active" if created.status in ("active", "trialing") else "pending",
+            "current_period_start": created.current_period_start,
+            "current_period_end": created.current_period_end,
+        }
+    )
+
+
+async def get_subscription(request: Request) -> JSONResponse:
+    user_id = await caller(request)
+    status = await run_in_threadpool(_read(request).status, user_id)
+    if "id" not in status:
+        return JSONResponse({"active": False})
+    return JSONResponse({field: status[field] for field in STATUS_FIELDS})
+
+
+async def verify_subscription(request: Request) -> JSONResponse:
+    user_id = await caller(request)
+    status = await run_in_threadpool(_read(request).status, user_id)
+    return JSONResponse(
+        {
+            "valid": status["active"],
+            "subscription_id": status.get("id"),
+            "status": status.get("status"),
+        }
+    )
+
+
+async def cancel_subscription(request: Request) -> JSONResponse:
+    user_id = await caller(request)
+    body = await bodies.parse(request, bodies.Cancel, empty_ok=True)
+    current = await _current(request, user_id)
+    canceled = await run_in_threadpool(_accounts(request).cancel, user_id, body.immediate, current)
+    return JSONResponse(
+        {
+            "canceled": True,
+            "subscription_id": canceled.stripe_subscription_id,
+            "cancellation_date": _iso(canceled.effective_at),
+        }
+    )
+
+
+async def update_payment_method(request: Request) -> JSONResponse:
+    user_id = await caller(request)
+    body = await bodies.parse(request, bodies.UpdatePaymentMethod)
+    current = await _current(request, user_id)
+    subscription_id = await run_in_threadpool(
+        _accounts(request).update_payment_method, user_id, body.payment_method_id, current
+    )
+    return JSONResponse({"updated": True, "subscription_id": subscription_id})
+
+
+def _iso(unix: int | None) -> str | None:
+    if unix is None:
+        return None
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,241 @@
+"""The extension's billing actions: register a user, create, cancel and pay for a
+subscription. Each action that changes anything is recorded as an event on the
+user (who asked, what, and what Stripe answered) before it is answered."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import TypeVar
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from ledger.application import Ledger
+from ledger.plans import Catalog
+from ledger.stripe_gateway import (
+    CanceledSubscription,
+    CreatedSubscription,
+    StripeError,
+    StripeGateway,
+)
+from ledger.user import USER_ID, User, hash_token
+
+T = TypeVar("T")
+BLOCKING = frozenset({"active", "trialing", "past_due", "unpaid", "paused"})
+
+
+class AccountError(Exception):
+    """A refusal the caller can act on; the API maps each to a status and code."""
+
+
+class InvalidUserId(AccountError):
+    pass
+
+
+class UserAlreadyRegistered(AccountError):
+    pass
+
+
+class NotAuthenticated(AccountError):
+    pass
+
+
+class Forbidden(AccountError):
+    pass
+
+
+class UnknownPrice(AccountError):
+    pass
+
+
+class BillingCycleMismatch(AccountError):
+    pass
+
+
+class SubscriptionExists(AccountError):
+    pass
+
+
+class NoSubscription(AccountError):
+    pass
+
+
+class ConcurrentRequest(AccountError):
+    pass
+
+
+class StripeNotConfigured(AccountError):
+    pass
+
+
+@dataclass(frozen=True)
+class CurrentSubscription:
+    """What the read side says of a user's subscription right now."""
+
+    stripe_subscription_id: str
+    status: str
+
+
+class Accounts:
+    def __init__(self, ledger: Ledger, catalog: Catalog, gateway: StripeGateway | None) -> None:
+        self._ledger = ledger
+        self._catalog = catalog
+        self._gateway = gateway
+        self._token_hashes: dict[str, str] = {}  # immutable once registered
+        self._lock = threading.Lock()
+
+    # --- identity -----------------------------------------------------------------
+
+    def register(self, user_id: str) -> str:
+        """Register an extension's own id once; returns its token (only a hash is kept)."""
+        if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
+            raise InvalidUserId(
+                "user_id must look like user_{unix seconds}_{10 lowercase letters or digits}"
+            )
+        token = secrets.token_urlsafe(32)
+        try:
+            self._ledger.save(User(user_id=user_id, token_hash=hash_token(token)))
+        except IntegrityError:
+            raise UserAlreadyRegistered(f"{user_id} is already registered") from None
+        return token
+
+    def authenticate(self, user_id: str | None, token: str | None) -> str:
+        """The user id, when `token` is that user's. Reads the log once per user."""
+        if not user_id or not token or not USER_ID.fullmatch(user_id):
+            raise NotAuthenticated("X-User-ID and Authorization: Bearer <token> are required")
+        expected = self._token_hashes.get(user_id)
+        if expected is None:
+            try:
+                expected = self._user(user_id).token_hash
+            except AggregateNotFoundError:
+                raise NotAuthenticated("unknown user or wrong token") from None
+            with self._lock:
+                if len(self._token_hashes) > 200_000:
+                    self._token_hashes.clear()
+                self._token_hashes[user_id] = expected
+        if not secrets.compare_digest(expected, hash_token(token)):
+            raise NotAuthenticated("unknown user or wrong token")
+        return user_id
+
+    def _user(self, user_id: str) -> User:
+        return self._ledger.repository.get(User.create_id(user_id))
+
+    # --- billing actions ------------------------------------------------------------
+
+    def create_subscription(
+        self,
+        user_id: str,
+        body_user_id: str,
+        price_id: str,
+        billing_cycle: str,
+        return_url: str | None,
+        current: CurrentSubscription | None,
+    ) -> CreatedSubscription:
+        if body_user_id != user_id:
+            raise Forbidden("user_id in the body is not the caller's")
+        found = self._catalog.find(price_id)
+        if found is None:
+            raise UnknownPrice(f"{price_id} is not a price of any plan")
+        if found[1].interval != billing_cycle:
+            raise BillingCycleMismatch(
+                f"{price_id} is billed every {found[1].interval}, not every {billing_cycle}"
+            )
+        user = self._user(user_id)
+        live = self._current(user, current)
+        if live is not None and live.status in BLOCKING:
+            raise SubscriptionExists(
+                f"{user_id} already has subscription {live.stripe_subscription_id} ({live.status})"
+            )
+        gateway = self._require_gateway()
+        try:
+            if user.stripe_customer_id is None:
+                key = user.idempotency_key("create_customer")
+                user.customer_created(gateway.create_customer(user_id, key))
+            key = user.idempotency_key("create_subscription", price_id)
+            created = gateway.create_subscription(
+                user.stripe_customer_id or "", price_id, user_id, key
+            )
+        except StripeError as exc:
+            self._record_failure(user, "create_subscription", exc)
+            raise
+        user.subscription_created(
+            price_id, billing_cycle, return_url, created.stripe_subscription_id, created.status
+        )
+        self._save(user)
+        return created
+
+    def cancel(
+        self, user_id: str, immediate: bool, current: CurrentSubscription | None
+    ) -> CanceledSubscription:
+        user = self._user(user_id)
+        live = self._current(user, current)
+        if live is None or live.status in ("canceled", "incomplete_expired"):
+            raise NoSubscription(f"{user_id} has no subscription to cancel")
+        gateway = self._require_gateway()
+        try:
+            canceled = gateway.cancel(
+                live.stripe_subscription_id,
+                immediate=immediate,
+                idempotency_key=user.idempotency_key("cancel", live, immediate),
+            )
+        except StripeError as exc:
+            self._record_failure(user, "cancel_subscription", exc)
+            raise
+        user.cancellation_requested(
+            canceled.stripe_subscription_id, immediate, canceled.status, canceled.effective_at
+        )
+        self._save(user)
+        return canceled
+
+    def update_payment_method(
+        self, user_id: str, payment_method_id: str, current: CurrentSubscription | None
+    ) -> str:
+        user = self._user(user_id)
+        live = self._current(user, current)
+        if live is None or live.status in ("canceled", "incomplete_expired"):
+            raise NoSubscription(f"{user_id} has no subscription to pay for")
+        gateway = self._require_gateway()
+        try:
+            gateway.set_default_payment_method(
+                user.stripe_customer_id or "",
+                live.stripe_subscription_id,
+                payment_method_id,
+                user.idempotency_key("update_payment_method", live, payment_method_id),
+            )
+        except StripeError as exc:
+            self._record_failure(user, "update_payment_method", exc)
+            raise
+        user.payment_method_updated(live.stripe_subscription_id, payment_method_id)
+        self._save(user)
+        return live.stripe_subscription_id
+
+    # --- helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def _current(user: User, current: CurrentSubscription | None) -> CurrentSubscription | None:
+        """The read side's answer; else the subscription this user just created
+        through us, whose webhooks have not arrived yet."""
+        if current is not None:
+            return current
+        if user.last_subscription is not None:
+            return CurrentSubscription(*user.last_subscription)
+        return None
+
+    def _require_gateway(self) -> StripeGateway:
+        if self._gateway is None:
+            raise StripeNotConfigured("STRIPE_SECRET_KEY is not set: billing actions are off")
+        return self._gateway
+
+    def _record_failure(self, user: User, action: str, exc: StripeError) -> None:
+        user.stripe_call_failed(action, exc.code, exc.message[:300])
+        self._save(user)
+
+    def _save(self, user: User) -> None:
+        try:
+            self._ledger.save(user)
+        except IntegrityError:
+            raise ConcurrentRequest(
+                "another request for this user was recorded first; retry"
+            ) from None

@@ -1,0 +1,364 @@
+"""Every call this service makes TO Stripe goes through `StripeGateway`.
+
+It wraps the official `stripe` library (a `StripeClient`, never the library's
+global settings) and returns our own frozen dataclasses, never Stripe objects.
+
+Two modes, chosen explicitly by `payment_behavior` (nothing is guessed from the URL):
+
+- ``"default_incomplete"`` (real Stripe, the default): a subscription is created on
+  ``items[0][price]`` with ``payment_settings[save_default_payment_method]=on_subscription``;
+  its first payment stays incomplete and the extension confirms it with the client
+  secret at ``latest_invoice.confirmation_secret.client_secret`` (current API shape:
+  the invoice no longer carries its PaymentIntent).
+- anything else, e.g. ``"allow_incomplete"`` ("localstripe mode"): localstripe speaks
+  the 2017 API. It has no Prices API (the item is ``{"plan": id}``; real Stripe also
+  accepts a plan id as a price), rejects ``default_incomplete``, ``payment_settings``
+  and a subscription's ``default_payment_method``, and only knows
+  ``latest_invoice.payment_intent``. The client secret is read from whichever of the
+  two paths the answer has.
+
+Idempotency: each mutating Stripe call sends ``Idempotency-Key: <caller's key>:<step>``,
+so one caller key covers several Stripe calls distinctly, and calling again with the
+same key replays instead of creating a second customer or subscription.
+
+Retries: the library retries, with exponential back-off and the same idempotency key,
+connection errors it flags as retryable (timeouts, refused connections), every 5xx,
+409, and any answer carrying ``Stripe-Should-Retry: true``; up to
+``max_network_retries`` times (see ``stripe/_http_client.py: HTTPClient._should_retry``).
+A 429 is NOT retried unless Stripe sends that header. Whatever still fails becomes
+`StripeUnavailable` (try later) or `StripeRejected` (Stripe said no). Error messages
+are safe to store and show: they never contain the API key. Nothing here logs the
+key or request bodies; a filter on the library's "stripe" logger drops its DEBUG
+records (whole bodies) and masks secret keys in the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import stripe
+
+log = logging.getLogger(__name__)
+
+REAL_STRIPE_BEHAVIOR = "default_incomplete"
+PAYMENT_BEHAVIORS = frozenset({"default_incomplete", "allow_incomplete", "error_if_incomplete"})
+# Seconds: to connect, then to wait for an answer (the library's default is 80 for both).
+DEFAULT_TIMEOUT = (5.0, 30.0)
+_MAX_IDEMPOTENCY_KEY = 255  # Stripe's limit
+_SECRET_KEY_PATTERN = re.compile(r"\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9*]+")
+
+T = TypeVar("T")
+
+
+class StripeError(Exception):
+    """A Stripe call failed. `code` is machine-readable; `message` is safe to show a
+    user and to store (it never contains the API key)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.request_id = request_id
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, "
+            f"http_status={self.http_status!r}, request_id={self.request_id!r})"
+        )
+
+
+class StripeUnavailable(StripeError):
+    """Network errors, 5xx, 409 or 429 that still failed after the retries: try later."""
+
+
+class StripeRejected(StripeError):
+    """Stripe answered 4xx: card declined, invalid request, unknown object, bad key."""
+
+
+@dataclass(frozen=True)
+class CreatedSubscription:
+    stripe_subscription_id: str
+    stripe_customer_id: str
+    status: str  # Stripe's status: incomplete, active, trialing ...
+    client_secret: str | None  # for the extension to confirm the first payment
+    current_period_start: int | None
+    current_period_end: int | None
+
+
+@dataclass(frozen=True)
+class CanceledSubscription:
+    stripe_subscription_id: str
+    status: str
+    cancel_at_period_end: bool
+    effective_at: int | None  # unix seconds when it ends / ended
+
+
+class StripeGateway:
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str | None = None,
+        *,
+        max_network_retries: int = 2,
+        payment_behavior: str = REAL_STRIPE_BEHAVIOR,
+        test_payment_method: str | None = None,
+        http_client: stripe.HTTPClient | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("a Stripe API key is required")
+        if payment_behavior not in PAYMENT_BEHAVIORS:
+            raise ValueError(f"payment_behavior must be one of {sorted(PAYMENT_BEHAVIORS)}")
+        if max_network_retries < 0:
+            raise ValueError("max_network_retries must be >= 0")
+        _guard_library_log()
+        self._api_key = api_key  # kept only to scrub it out of error messages
+        self._payment_behavior = payment_behavior
+        self._test_payment_method = test_payment_method
+        self._http_client = http_client or stripe.RequestsClient(timeout=DEFAULT_TIMEOUT)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=max_network_retries,
+            http_client=self._http_client,
+        )
+
+    def __repr__(self) -> str:
+        return f"StripeGateway(payment_behavior={self._payment_behavior!r})"
+
+    @property
+    def localstripe_mode(self) -> bool:
+        """True unless payment_behavior is "default_incomplete" (see the module doc)."""
+        return self._payment_behavior != REAL_STRIPE_BEHAVIOR
+
+    def close(self) -> None:
+        self._http_client.close()
+
+    # --- the calls ------------------------------------------------------------------
+
+    def create_customer(self, user_id: str, idempotency_key: str) -> str:
+        """Create a customer tagged with our user id; return its ``cus_`` id. With a
+        `test_payment_method`, also attach it and make it the customer's default."""
+        customer = self._call(
+            "create_customer",
+            lambda: self._client.v1.customers.create(
+                params={"metadata": {"user_id": user_id}},
+                options=_options(idempotency_key, "create"),
+            ),
+        )
+        customer_id = str(customer["id"])
+        if self._test_payment_method is not None:
+            self._attach_as_default(customer_id, self._test_payment_method, idempotency_key)
+        return customer_id
+
+    def create_subscription(
+        self, customer_id: str, price_id: str, user_id: str, idempotency_key: str
+    ) -> CreatedSubscription:
+        params: dict[str, Any] = {
+            "customer": customer_id,
+            "metadata": {"user_id": user_id},
+            "payment_behavior": self._payment_behavior,
+        }
+        if self.localstripe_mode:
+            params["items"] = [{"plan": price_id}]
+            params["expand"] = ["latest_invoice.payment_intent"]
+        else:
+            params["items"] = [{"price": price_id}]
+            params["payment_settings"] = {"save_default_payment_method": "on_subscription"}
+            params["expand"] = ["latest_invoice.confirmation_secret"]
+        sub = self._call(
+            "create_subscription",
+            lambda: self._client.v1.subscriptions.create(
+                params=params,  # type: ignore[arg-type]
+                options=_options(idempotency_key, "create"),
+            ),
+        ).to_dict()
+        start, end = _period(sub)
+        return CreatedSubscription(
+            stripe_subscription_id=sub["id"],
+            stripe_customer_id=_id_of(sub.get("customer")) or customer_id,
+            status=sub["status"],
+            client_secret=_client_secret(sub.get("latest_invoice")),
+            current_period_start=start,
+            current_period_end=end,
+        )
+
+    def cancel(
+        self, subscription_id: str, *, immediate: bool, idempotency_key: str
+    ) -> CanceledSubscription:
+        """immediate: end it now (DELETE); otherwise at the end of the paid period."""
+        if immediate:
+            sub = self._call(
+                "cancel_subscription",
+                lambda: self._client.v1.subscriptions.cancel(
+                    subscription_id, options=_options(idempotency_key, "cancel_now")
+                ),
+            ).to_dict()
+            effective_at = sub.get("ended_at") or sub.get("canceled_at")
+        else:
+            sub = self._call(
+                "cancel_subscription",
+                lambda: self._client.v1.subscriptions.update(
+                    subscription_id,
+                    params={"cancel_at_period_end": True},
+                    options=_options(idempotency_key, "cancel_at_period_end"),
+                ),
+            ).to_dict()
+            effective_at = sub.get("cancel_at") or _period(sub)[1]
+        return CanceledSubscription(
+            stripe_subscription_id=sub["id"],
+            status=sub["status"],
+            cancel_at_period_end=bool(sub.get("cancel_at_period_end")),
+            effective_at=effective_at,
+        )
+
+    def set_default_payment_method(
+        self, customer_id: str, subscription_id: str, payment_method_id: str, idempotency_key: str
+    ) -> str:
+        """Attach the payment method to the customer and make it the default for the
+        customer's invoices and for the subscription; return the attached id (Stripe
+        may answer with a new id, e.g. for test tokens like ``pm_card_visa``)."""
+        attached = self._attach_as_default(customer_id, payment_method_id, idempotency_key)
+        if not self.localstripe_mode:  # localstripe has no subscription default_payment_method
+            self._call(
+                "set_default_payment_method",
+                lambda: self._client.v1.subscriptions.update(
+                    subscription_id,
+                    params={"default_payment_method": attached},
+                    options=_options(idempotency_key, "subscription_default_pm"),
+                ),
+            )
+        return attached
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _attach_as_default(self, customer_id: str, payment_method_id: str, key: str) -> str:
+        pm = self._call(
+            "attach_payment_method",
+            lambda: self._client.v1.payment_methods.attach(
+                payment_method_id,
+                params={"customer": customer_id},
+                options=_options(key, "attach_pm"),
+            ),
+        )
+        attached = str(pm["id"])
+        self._call(
+            "set_default_payment_method",
+            lambda: self._client.v1.customers.update(
+                customer_id,
+                params={"invoice_settings": {"default_payment_method": attached}},
+                options=_options(key, "customer_default_pm"),
+            ),
+        )
+        return attached
+
+    def _call(self, action: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except stripe.StripeError as exc:
+            error = self._translate(exc)
+            log.warning(
+                "stripe %s failed: %s %s (http %s, request %s)",
+                action,
+                type(error).__name__,
+                error.code,
+                error.http_status,
+                error.request_id,
+            )
+            # Not chained: the library's exception may quote (a masked form of) the key.
+            raise error from None
+
+    def _translate(self, exc: stripe.StripeError) -> StripeError:
+        status = exc.http_status
+        request_id = exc.request_id
+        if isinstance(exc, stripe.APIConnectionError | stripe.APIError | stripe.RateLimitError) or (
+            status is not None and (status >= 500 or status in (409, 429))
+        ):
+            return StripeUnavailable(
+                "stripe_unavailable",
+                "Stripe cannot be reached right now; please try again in a few minutes.",
+                http_status=status,
+                request_id=request_id,
+            )
+        code = exc.code or (exc.error.code if exc.error is not None else None)
+        if code is None and isinstance(exc, stripe.IdempotencyError):
+            code = "idempotency_error"
+        code = code or "stripe_rejected"
+        if isinstance(exc, stripe.CardError):
+            message = self._scrub(exc.user_message or "") or "The card was declined."
+        elif isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+            message = "Stripe refused this service's credentials."
+        else:
+            message = self._scrub(exc.user_message or "") or "Stripe rejected the request."
+        return StripeRejected(code, message[:500], http_status=status, request_id=request_id)
+
+    def _scrub(self, text: str) -> str:
+        return _SECRET_KEY_PATTERN.sub("[redacted]", text.replace(self._api_key, "[redacted]"))
+
+
+class _LibraryLogGuard(logging.Filter):
+    """On the library's "stripe" logger: drop its DEBUG records (they hold whole
+    request and response bodies) and mask secret keys in the rest (it logs Stripe's
+    error messages at INFO, and those may quote the key)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:
+            return False
+        message = record.getMessage()
+        if _SECRET_KEY_PATTERN.search(message):
+            record.msg, record.args = _SECRET_KEY_PATTERN.sub("[redacted]", message), None
+        return True
+
+
+def _guard_library_log() -> None:
+    library_log = logging.getLogger("stripe")
+    if not any(isinstance(f, _LibraryLogGuard) for f in library_log.filters):
+        library_log.addFilter(_LibraryLogGuard())
+
+
+def _options(idempotency_key: str, step: str) -> stripe.RequestOptions:
+    if not idempotency_key:
+        raise ValueError("an idempotency key is required")
+    key = f"{idempotency_key}:{step}"
+    if len(key) > _MAX_IDEMPOTENCY_KEY:
+        raise ValueError(f"idempotency key longer than {_MAX_IDEMPOTENCY_KEY} characters")
+    return {"idempotency_key": key}
+
+
+def _id_of(value: Any) -> str | None:
+    """An expandable field: an id string, or the expanded object (a dict with `id`)."""
+    if isinstance(value, dict):
+        return value.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _client_secret(invoice: Any) -> str | None:
+    """Current API: invoice.confirmation_secret.client_secret; localstripe (2017 API):
+    invoice.payment_intent.client_secret. Either is present only when expanded."""
+    if not isinstance(invoice, dict):
+        return None
+    for holder in (invoice.get("confirmation_secret"), invoice.get("payment_intent")):
+        if isinstance(holder, dict) and holder.get("client_secret"):
+            return str(holder["client_secret"])
+    return None
+
+
+def _period(sub: dict[str, Any]) -> tuple[int | None, int | None]:
+    """Current API: on the subscription's item; localstripe (2017 API): top level."""
+    start, end = sub.get("current_period_start"), sub.get("current_period_end")
+    items = (sub.get("items") or {}).get("data") or []
+    if items and isinstance(items[0], dict):
+        start = start if start is not None else items[0].get("current_period_start")
+        end = end if end is not None else items[0].get("current_period_end")
+    return start, end

@@ -1,0 +1,112 @@
+"""A user of the browser extension: registered once with its own id, holding a
+hash of its token, and every billing action it asked for with Stripe's answer."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.ids import user_uuid
+
+USER_ID = re.compile(r"^user_[0-9]{1,12}_[a-z0-9]{10}$")
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256 random bits: a plain SHA-256 is enough to store them safely."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class User(Aggregate):
+    class Registered(Aggregate.Created):
+        user_id: str
+        token_hash: str
+
+    class CustomerCreated(Aggregate.Event):
+        stripe_customer_id: str
+
+    class SubscriptionCreated(Aggregate.Event):
+        price_id: str
+        billing_cycle: str
+        return_url: str | None
+        stripe_subscription_id: str
+        stripe_status: str
+
+    class CancellationRequested(Aggregate.Event):
+        stripe_subscription_id: str
+        immediate: bool
+        stripe_status: str
+        effective_at: int | None
+
+    class PaymentMethodUpdated(Aggregate.Event):
+        stripe_subscription_id: str
+        payment_method_id: str
+
+    class StripeCallFailed(Aggregate.Event):
+        action: str
+        error_code: str
+        message: str
+
+    @event(Registered)
+    def __init__(self, user_id: str, token_hash: str) -> None:
+        self.user_id = user_id
+        self.token_hash = token_hash
+        self.stripe_customer_id: str | None = None
+        self.last_subscription: tuple[str, str] | None = None  # (stripe id, status)
+        self.actions = 0  # billing actions Stripe carried out for this user
+
+    @staticmethod
+    def create_id(user_id: str) -> UUID:
+        return user_uuid(user_id)
+
+    def holds(self, token: str) -> bool:
+        return hmac.compare_digest(self.token_hash, hash_token(token))
+
+    def idempotency_key(self, action: str, *params: object) -> str:
+        """A key for Stripe derived from our own events: the user's id, how many
+        billing actions it has completed, and what is asked now. A retry of a
+        request whose outcome we never learned (or a concurrent twin) reuses it, so
+        Stripe acts once; a recorded failure does not change it; a different
+        request gets another."""
+        asked = hashlib.sha256(repr((action, params)).encode()).hexdigest()[:16]
+        return f"{self.id}:{self.actions + 1}:{asked}"
+
+    @event(CustomerCreated)
+    def customer_created(self, stripe_customer_id: str) -> None:
+        self.stripe_customer_id = stripe_customer_id
+        self.actions += 1
+
+    @event(SubscriptionCreated)
+    def subscription_created(
+        self,
+        price_id: str,
+        billing_cycle: str,
+        return_url: str | None,
+        stripe_subscription_id: str,
+        stripe_status: str,
+    ) -> None:
+        self.last_subscription = (stripe_subscription_id, stripe_status)
+        self.actions += 1
+
+    @event(CancellationRequested)
+    def cancellation_requested(
+        self,
+        stripe_subscription_id: str,
+        immediate: bool,
+        stripe_status: str,
+        effective_at: int | None,
+    ) -> None:
+        if self.last_subscription and self.last_subscription[0] == stripe_subscription_id:
+            self.last_subscription = (stripe_subscription_id, stripe_status)
+        self.actions += 1
+
+    @event(PaymentMethodUpdated)
+    def payment_method_updated(self, stripe_subscription_id: str, payment_method_id: str) -> None:
+        self.actions += 1
+
+    @event(StripeCallFailed)
+    def stripe_call_failed(self, action: str, error_code: str, message: str) -> None:
+        pass
