@@ -20,7 +20,7 @@ from ledger.plans import load_catalog
 from ledger.stripe_payloads import read_envelope
 from projections.as_of import replay_user
 from projections.read_side import ReadSide
-from projections.runner import Catchup, rebuild
+from projections.runner import rebuild
 from tests import stripe_objects as so
 from tests.streams import webhook_streams
 
@@ -300,7 +300,7 @@ def snapshot(read: ReadSide) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
     with read.store.transaction(commit=False) as c:
         for table in tables:
-            rows = c.query(f"SELECT * FROM {table}")  # noqa: S608
+            rows = c.query(f"SELECT * FROM {table}")
             out[table] = sorted(tuple(sorted((k, str(v)) for k, v in r.items())) for r in rows)
     return out
 
