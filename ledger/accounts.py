@@ -236,6 +236,7 @@ class Accounts:
         try:
             self._ledger.save(user)
         except IntegrityError:
+            self._ledger.forget()
             raise ConcurrentRequest(
                 "another request for this user was recorded first; retry"
             ) from None

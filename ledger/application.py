@@ -6,13 +6,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent, Repository
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    LRUCache,
+    ProcessingEvent,
+    Repository,
+)
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, PersistenceError
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    Notification,
+    PersistenceError,
+    Tracking,
+)
 from eventsourcing.system import Follower
 from eventsourcing.utils import get_topic
 
@@ -52,24 +64,42 @@ class ReceiptNotFound(LookupError):
 
 
 class AggregateCache:
-    """The unit of work of one delivery: what it loaded and created."""
+    """The unit of work of some deliveries: what they loaded and created. Loads
+    from `recent` (copies of what stage two saved last) before the store."""
 
-    def __init__(self, repository: Repository) -> None:
+    def __init__(
+        self, repository: Repository, recent: LRUCache[UUID, Aggregate] | None = None
+    ) -> None:
         self._repository = repository
+        self._recent = recent
         self._aggregates: dict[UUID, Aggregate] = {}
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id not in self._aggregates:
             try:
-                self._aggregates[aggregate_id] = self._repository.get(aggregate_id)
+                self._aggregates[aggregate_id] = self._load(aggregate_id)
             except AggregateNotFoundError:
                 return None
         aggregate = self._aggregates[aggregate_id]
         assert isinstance(aggregate, cls)
         return aggregate
 
+    def _load(self, aggregate_id: UUID) -> Aggregate:
+        if self._recent is not None:
+            try:
+                return deepcopy(self._recent.get(aggregate_id))
+            except KeyError:
+                pass
+        return self._repository.get(aggregate_id)
+
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
+
+    def remember(self) -> None:
+        """After a commit: what was saved is what the store holds now."""
+        if self._recent is not None:
+            for aggregate in self._aggregates.values():
+                self._recent.put(aggregate.id, aggregate)
 
     def changed(self) -> list[Aggregate]:
         return [a for a in self._aggregates.values() if a.pending_events]
@@ -79,6 +109,7 @@ class Ledger(Follower[UUID]):
     name = "Ledger"
     topics = (get_topic(Receipt.Received),)
     pull_section_size = 500
+    batch_size = 200  # receipts per stage-two transaction
     log_section_size = 500
 
     def __init__(
@@ -87,8 +118,15 @@ class Ledger(Follower[UUID]):
         *,
         retry_attempts: int = 5,
         retry_base_seconds: float = 2.0,
+        cache_size: int = 10_000,
     ) -> None:
         super().__init__(env)
+        # Stage two loads the same customers and subscriptions again and again. It
+        # keeps what it saved; a save that finds the store moved on (another process
+        # wrote first) fails, and then this is cleared (`forget`).
+        self._recent: LRUCache[UUID, Aggregate] | None = (
+            LRUCache(maxsize=cache_size) if cache_size else None
+        )
         self.retry_attempts = retry_attempts
         self.retry_base_seconds = retry_base_seconds
         self.follow(self.name, self.notification_log)
@@ -118,12 +156,48 @@ class Ledger(Follower[UUID]):
 
     def process_new(self) -> None:
         """Process receipts not yet processed, each exactly once: the tracking
-        position is written in the transaction that records what it produced.
+        position is written in the transaction that records what they produced.
         Another process that got there first makes ours roll back; we move on."""
+        while True:
+            start = self.recorder.max_tracking_id(self.name) or 0
+            batch = self.recorder.select_notifications(
+                start=start + 1, limit=self.batch_size, topics=self.topics
+            )
+            if not batch:
+                return
+            try:
+                self._process_batch(batch)
+            except IntegrityError:
+                log.debug("another processor wrote first; pulling again")
+                self.forget()
+                return
+            if len(batch) < self.batch_size:
+                return
+
+    def _process_batch(self, notifications: Sequence[Notification]) -> None:
+        """Many receipts in one transaction, their events in receipt order, the
+        tracking position (the last receipt's) written with them. When one receipt
+        raises, the batch is dropped and each receipt gets a transaction of its
+        own (the library's `pull_and_process` and `policy`), so that only that one
+        is marked failed."""
+        processing = ProcessingEvent[UUID](tracking=Tracking(self.name, notifications[-1].id))
+        cache = AggregateCache(self.repository, self._recent)
         try:
-            self.pull_and_process(self.name)
-        except IntegrityError:
-            log.debug("another processor recorded the same position; pulling again")
+            for notification in notifications:
+                receipt = self.mapper.to_domain_event(notification).mutate(None)
+                assert isinstance(receipt, Receipt)
+                receipt.settle(self._translate(cache, receipt))
+                processing.collect_events(*cache.changed(), receipt)
+        except PersistenceError:
+            raise
+        except Exception:  # a bad receipt: isolate it
+            self.forget()
+            self.pull_and_process(self.name, stop=notifications[-1].id)
+            return
+        with self.processing_lock:
+            recordings = self._record(processing)
+            self._notify(recordings)
+        cache.remember()
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         if isinstance(domain_event, Receipt.Received):
@@ -131,12 +205,19 @@ class Ledger(Follower[UUID]):
             assert isinstance(receipt, Receipt)
             processing_event.collect_events(*self._attempt(receipt))
 
+    @staticmethod
+    def _translate(cache: AggregateCache, receipt: Receipt) -> Outcome:
+        outcome = translate(cache, read_envelope(receipt.payload.encode()))
+        if outcome is Outcome.APPLIED and not cache.changed():
+            outcome = Outcome.UNCHANGED
+        return outcome
+
     def _attempt(self, receipt: Receipt, now: float | None = None) -> list[Aggregate]:
         """Translate one receipt. Returns the aggregates to save with it: all its
         changes and its outcome, or, when translating raised, only the failure."""
         cache = AggregateCache(self.repository)
         try:
-            outcome = translate(cache, read_envelope(receipt.payload.encode()))
+            outcome = self._translate(cache, receipt)
         except PersistenceError:
             raise  # the store, not the receipt: retried as a whole, position unmoved
         except Exception as exc:
@@ -157,11 +238,8 @@ class Ledger(Follower[UUID]):
                 receipt.last_error,
             )
             return [receipt]
-        changed = cache.changed()
-        if outcome is Outcome.APPLIED and not changed:
-            outcome = Outcome.UNCHANGED
         receipt.settle(outcome)
-        return [*changed, receipt]
+        return [*cache.changed(), receipt]
 
     # --- retries ------------------------------------------------------------------
 
@@ -195,10 +273,17 @@ class Ledger(Follower[UUID]):
         return [r for r in seen.values() if r.is_dead]
 
     def _save_attempt(self, receipt: Receipt, now: float) -> None:
+        self.forget()
         try:
             self.save(*self._attempt(receipt, now))
         except IntegrityError:
             log.info("receipt %s was retried elsewhere at the same time", receipt.stripe_event_id)
+            self.forget()
+
+    def forget(self) -> None:
+        """Drop stage two's copies: another writer has saved some of them."""
+        if self._recent is not None:
+            self._recent.clear()
 
     def _scan_failures(self) -> None:
         for notification in self._select(

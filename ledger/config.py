@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     # projections run` does it.
     projections: str = Field("inline", pattern="^(inline|off)$", alias="LEDGER_PROJECTIONS")
     processor_interval_seconds: float = Field(0.5, gt=0, alias="LEDGER_PROCESSOR_INTERVAL")
+    aggregate_cache_size: int = Field(10_000, ge=0, alias="LEDGER_AGGREGATE_CACHE_SIZE")
     retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")
     retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")
 

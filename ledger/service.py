@@ -17,6 +17,7 @@ def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
     env["CREATE_TABLE"] = "y"
     return Ledger(
         env,
+        cache_size=settings.aggregate_cache_size,
         retry_attempts=settings.retry_attempts,
         retry_base_seconds=settings.retry_base_seconds,
     )

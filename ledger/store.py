@@ -43,7 +43,9 @@ class Store:
                 "POSTGRES_MAX_OVERFLOW": "10",
                 "POSTGRES_CONNECT_TIMEOUT": "2",
                 "POSTGRES_LOCK_TIMEOUT": "10",
-                "POSTGRES_PRE_PING": "y",
+                # No pre-ping (a round trip per checkout): a dead connection fails its
+                # statement, which the library retries on a fresh one.
+                "POSTGRES_PRE_PING": "n",
             }
             if "schema" in query:
                 env["POSTGRES_SCHEMA"] = query["schema"][0]

@@ -65,6 +65,10 @@ class ViewStore:
         datastore: Any = self.tracking.datastore  # type: ignore[attr-defined]
         with datastore.transaction(commit=commit) as cursor:
             if self.is_postgres:
+                # Server-side prepared statements and pipelines do not mix well: a
+                # failed batch can leave psycopg believing in statements the server
+                # dropped. Projection statements are cheap to plan; do not prepare.
+                cursor.connection.prepare_threshold = None
                 with cursor.connection.pipeline():
                     yield Cursor(self, cursor)
             else:
