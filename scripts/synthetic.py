@@ -1,0 +1,81 @@
+"""A synthetic log for benchmarks: realistic domain events written straight through
+the aggregates (no HTTP, no receipts), in large transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ledger.application import Ledger
+from ledger.cause import Cause
+from ledger.customer import Customer
+from ledger.invoice import Invoice, InvoiceFacts
+from ledger.money import Price
+from ledger.subscription import Subscription, SubscriptionState
+
+MONTH = 2_678_400
+T0 = 1_767_225_600
+PRICES = [
+    Price("price_lisa_premium_monthly", 999, "usd", "month"),
+    Price("price_lisa_premium_annual", 9990, "usd", "year"),
+    Price("price_starter_monthly", 1900, "usd", "month"),
+    Price("price_professional_monthly", 4900, "usd", "month"),
+]
+
+
+def user_id(n: int) -> str:
+    return f"user_{T0}_{n:010d}"
+
+
+def customer_story(n: int) -> list[Customer | Subscription | Invoice]:
+    """About 12 events: a customer, a subscription that renews, fails a payment,
+    recovers, changes plan, and for every fourth customer ends."""
+    cus, sub = f"cus_syn{n}", f"sub_syn{n}"
+    clock = iter(range(T0 + n * 100, T0 + n * 100 + 100))
+    cause = lambda: Cause(next(clock), f"evt_syn{n}_{next(clock)}")  # noqa: E731
+    customer = Customer(stripe_customer_id=cus)
+    customer.change_details(f"{n}@example.com", None, cause())
+    customer.link_to_user(user_id(n), cause())
+    customer.add_subscription(sub)
+    price = PRICES[n % len(PRICES)]
+    state = SubscriptionState(sub, cus, "active", price, T0, T0 + MONTH, False, None, None,
+                              None, user_id(n))
+    subscription = Subscription.start(state, cause())
+    aggregates: list[Customer | Subscription | Invoice] = [customer, subscription]
+    for month, status in ((1, "past_due"), (1, "active"), (2, "active")):
+        state = SubscriptionState(sub, cus, status, price, T0 + month * MONTH,
+                                  T0 + (month + 1) * MONTH, False, None, None, None,
+                                  user_id(n))
+        subscription.apply_state(state, cause())
+        facts = InvoiceFacts(f"in_syn{n}_{month}_{status}", cus, sub, None, price.currency,
+                             price.unit_amount, price.unit_amount, T0 + month * MONTH,
+                             T0 + (month + 1) * MONTH, 1, None, None, "subscription_cycle")
+        invoice = Invoice.record(facts)
+        if status == "past_due":
+            invoice.record_payment_failure(facts, cause())
+        else:
+            invoice.mark_paid(facts, cause())
+        aggregates.append(invoice)
+    if n % 4 == 0:
+        state = SubscriptionState(sub, cus, "canceled", price, T0 + 2 * MONTH, T0 + 3 * MONTH,
+                                  False, None, None, T0 + 3 * MONTH, user_id(n))
+        subscription.apply_state(state, cause())
+    return aggregates
+
+
+def fill(ledger: Ledger, events: int, *, start: int = 0, batch_events: int = 10_000,
+         progress: Callable[[int], None] | None = None) -> int:
+    """Append at least `events` events; returns how many customers were written."""
+    written, n = 0, start
+    while written < events:
+        batch: list[Customer | Subscription | Invoice] = []
+        pending = 0
+        while pending < batch_events and written + pending < events:
+            story = customer_story(n)
+            n += 1
+            batch.extend(story)
+            pending += sum(len(a.pending_events) for a in story)
+        ledger.save(*batch)
+        written += pending
+        if progress:
+            progress(written)
+    return n - start
