@@ -42,9 +42,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if config.projections == "inline":
             write.processor.after = read.follower.wake
             read.follower.start()
+        await read.open_async()
         try:
             yield {"write": write, "read": read, "accounts": accounts}
         finally:
+            await read.close_async()
             read.follower.stop()
             write.close()
             read.close()

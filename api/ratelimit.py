@@ -1,5 +1,5 @@
 """Rate limiting per user id and per client address on /api/ (pure ASGI
-middleware, moving windows from the `limits` library): 429 with Retry-After."""
+middleware, sliding windows from the `limits` library): 429 with Retry-After."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -24,7 +24,8 @@ class RateLimit:
             self.per_address: RateLimitItem = parse(per_address)
         except ValueError as exc:
             raise ValueError(f"bad rate limit ({per_user!r}, {per_address!r}): {exc}") from None
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        # O(1) per hit and per key, whatever the limit (a moving window keeps every hit)
+        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):

@@ -119,6 +119,18 @@ class Accounts:
             raise NotAuthenticated("unknown user or wrong token")
         return user_id
 
+    def authenticated_from_memory(self, user_id: str | None, token: str | None) -> str | None:
+        """`authenticate` without reading the log: the user id, or None when this
+        user's token hash is not in memory yet (then call `authenticate`)."""
+        if not user_id or not token or not USER_ID.fullmatch(user_id):
+            raise NotAuthenticated("X-User-ID and Authorization: Bearer <token> are required")
+        expected = self._token_hashes.get(user_id)
+        if expected is None:
+            return None
+        if not secrets.compare_digest(expected, hash_token(token)):
+            raise NotAuthenticated("unknown user or wrong token")
+        return user_id
+
     def _user(self, user_id: str) -> User:
         return self._ledger.repository.get(User.create_id(user_id))
 

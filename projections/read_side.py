@@ -7,6 +7,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
 from ledger.application import Ledger
 from ledger.plans import Catalog
 from projections.entitlements import entitlements_of
@@ -14,8 +17,9 @@ from projections.invoice_history import invoices_of
 from projections.notifications import notifications_of
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
+from projections.status_cache import MISSING, StatusCache
 from projections.store import ViewStore
-from projections.subscription_status import current_subscription
+from projections.subscription_status import CURRENT, current_subscription, status_answer
 from projections.webhook_health import health
 
 
@@ -40,31 +44,76 @@ class ReadSide:
         self.projections = [PROJECTIONS[n](self.store, catalog) for n in names or PROJECTIONS]
         self.catchup = Catchup(ledger, self.projections)
         self.follower = Follower(self.catchup, interval)
+        self._async_pool: AsyncConnectionPool | None = None
+        self.cache = StatusCache(self._status_position)
+
+    def _status_position(self) -> tuple[int, int]:
+        status = next(p for p in self.projections if p.name == "subscription_status")
+        generation = self.catchup.generation(status)
+        return generation, self.catchup.position(status, generation)
 
     def close(self) -> None:
         self.follower.stop()
         self.store.close()
 
     def status(self, user_id: str, now: float | None = None) -> dict[str, Any]:
-        with self.store.transaction(commit=False) as c:
+        with self.store.reading() as c:
             return current_subscription(
                 c, user_id, time.time() if now is None else now, self.catalog.free_tier
             )
 
+    async def status_async(self, user_id: str, now: float | None = None) -> dict[str, Any]:
+        """`status` for the event loop: never waits on anything slow. SQLite: one
+        indexed read of a local file (readers never wait on the writer in WAL
+        mode). PostgreSQL: through an async connection pool."""
+        now = time.time() if now is None else now
+        row = self.cache.get(user_id)
+        if row is MISSING:
+            epoch = self.cache.epoch
+            if self._async_pool is None:
+                with self.store.reading() as c:
+                    rows = c.query(CURRENT, {"user_id": user_id})
+                row = rows[0] if rows else None
+            else:
+                async with self._async_pool.connection() as conn:
+                    cursor = await conn.execute(self.store.sql(CURRENT), {"user_id": user_id})
+                    row = await cursor.fetchone()
+            self.cache.put(user_id, row, epoch)
+        return status_answer(row, now, self.catalog.free_tier)
+
+    async def open_async(self) -> None:
+        """Open the async read pool (PostgreSQL), from the app's lifespan."""
+        if self.store.is_postgres and self._async_pool is None:
+            self._async_pool = AsyncConnectionPool(
+                self.store.conninfo,
+                min_size=2,
+                max_size=8,
+                open=False,
+                kwargs={"row_factory": dict_row, "autocommit": True, "prepare_threshold": 0},
+            )
+            await self._async_pool.open(wait=True, timeout=10)
+        self.cache.start()
+
+    async def close_async(self) -> None:
+        self.cache.stop()
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = None
+
     def entitlements(self, user_id: str, now: float | None = None) -> dict[str, Any]:
-        with self.store.transaction(commit=False) as c:
+        with self.store.reading() as c:
             return entitlements_of(c, self.catalog, user_id, time.time() if now is None else now)
 
     def invoices(self, user_id: str) -> list[dict[str, Any]]:
-        with self.store.transaction(commit=False) as c:
+        with self.store.reading() as c:
             return invoices_of(c, user_id)
 
     def notifications(self, user_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        with self.store.transaction(commit=False) as c:
+        with self.store.reading() as c:
             return notifications_of(c, user_id, after, limit)
 
     def webhook_health(self) -> dict[str, Any]:
-        with self.store.transaction(commit=False) as c:
+        with self.store.reading() as c:
             report = health(c)
         webhooks = next(p for p in self.projections if p.name == "webhook_health")
         report["lag"] = self.catchup.head() - self.catchup.position(webhooks)

@@ -7,13 +7,17 @@ views; a rebuild fills the next generation and swaps the views at the end."""
 from __future__ import annotations
 
 import re
+import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
 from eventsourcing.utils import Environment
+from psycopg.conninfo import make_conninfo
 
 from ledger.store import Store
 
@@ -27,6 +31,11 @@ GENERATIONS_DDL = (
 
 class ViewStore:
     def __init__(self, database_url: str | None = None, *, memory: bool = False) -> None:
+        self._memory = memory
+        self._url = database_url or ""
+        self._local = threading.local()
+        self._sqlite_path = ""
+        self._readers: list[sqlite3.Connection] = []
         if memory:  # an "as of" replay: the same projections, folded into a scratch store
             env = {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -36,11 +45,11 @@ class ViewStore:
         else:
             store = Store(database_url or "")
             self.is_postgres = store.is_postgres
-            env = (
-                store.env(pool_size=4)
-                if self.is_postgres
-                else store.env(sqlite_path=store.sibling_sqlite("projections"))
-            )
+            if self.is_postgres:
+                env = store.env(pool_size=8)
+            else:
+                self._sqlite_path = str(store.sibling_sqlite("projections"))
+                env = store.env(sqlite_path=Path(self._sqlite_path))
         env["CREATE_TABLE"] = "y"
         self.factory = InfrastructureFactory.construct(Environment("projections", env))
         self.tracking: TrackingRecorder = self.factory.tracking_recorder()
@@ -48,7 +57,25 @@ class ViewStore:
         with self.transaction() as c:
             c.execute(GENERATIONS_DDL)
 
+    @property
+    def conninfo(self) -> str:
+        """PostgreSQL connection string of this store (for an async read pool)."""
+        env = Store(self._url).env()
+        parts = {
+            "dbname": env["POSTGRES_DBNAME"],
+            "host": env["POSTGRES_HOST"],
+            "port": env["POSTGRES_PORT"],
+            "user": env["POSTGRES_USER"],
+            "password": env["POSTGRES_PASSWORD"],
+            "connect_timeout": "5",
+        }
+        if "POSTGRES_SCHEMA" in env:
+            parts["options"] = f"-c search_path={env['POSTGRES_SCHEMA']}"
+        return make_conninfo(**{k: v for k, v in parts.items() if v})
+
     def close(self) -> None:
+        for conn in self._readers:
+            conn.close()
         self.factory.close()
 
     def sql(self, statement: str) -> str:
@@ -73,6 +100,30 @@ class ViewStore:
                     yield Cursor(self, cursor)
             else:
                 yield Cursor(self, cursor)
+
+    @contextmanager
+    def reading(self) -> Iterator[Cursor]:
+        """For the API's reads: one statement, no transaction bookkeeping. On SQLite
+        each thread keeps a connection of its own (readers never wait on the
+        writer in WAL mode); on PostgreSQL a connection from the pool."""
+        if self.is_postgres:
+            with self.tracking.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+                conn.prepare_threshold = None  # see transaction()
+                with conn.transaction(), conn.cursor() as cursor:
+                    yield Cursor(self, cursor)
+            return
+        if self._memory:
+            with self.transaction(commit=False) as cursor:
+                yield cursor
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(
+                self._sqlite_path, check_same_thread=False, isolation_level=None
+            )
+            conn.row_factory = sqlite3.Row
+            self._readers.append(conn)
+        yield Cursor(self, conn.cursor())
 
     def record_position(self, cursor: Cursor, key: str, position: int) -> None:
         """Raises IntegrityError unless it moves the position forward: two runners

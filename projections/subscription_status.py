@@ -3,6 +3,7 @@ get-subscription answer, plus tier, trial end and the last position applied."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import singledispatchmethod
 from typing import Any
 
@@ -175,18 +176,21 @@ class SubscriptionStatusProjection(SqlProjection):
         )
 
 
+CURRENT = f"SELECT * FROM subscription_status WHERE user_id = :user_id {CURRENT_ORDER} LIMIT 1"
+
+
 def current_subscription(
     c: Cursor, user_id: str, now: float, free_tier: str = "free"
 ) -> dict[str, Any]:
     """The get-subscription answer for a user, as of `now` (unix seconds), with
     the tier it grants."""
-    rows = c.query(
-        f"SELECT * FROM subscription_status WHERE user_id = :user_id {CURRENT_ORDER} LIMIT 1",
-        {"user_id": user_id},
-    )
-    if not rows:
+    rows = c.query(CURRENT, {"user_id": user_id})
+    return status_answer(rows[0] if rows else None, now, free_tier)
+
+
+def status_answer(row: Mapping[str, Any] | None, now: float, free_tier: str) -> dict[str, Any]:
+    if row is None:
         return {"active": False, "tier": free_tier}
-    row = rows[0]
     active = is_active(row["status"], row["past_due_since"], row["grace_days"], now)
     return {
         "active": active,

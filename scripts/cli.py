@@ -24,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-access-log", action="store_true")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (each runs the whole app)"
+    )
 
     sub.add_parser("process", help="run stage two (receipts -> domain events) on its own")
 
@@ -86,6 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         access_log=not args.no_access_log,
         log_level="info",
+        workers=args.workers,
     )
     return 0
 

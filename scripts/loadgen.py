@@ -151,12 +151,23 @@ def start_server(
     secret: str = DEFAULT_SECRET,
     timeout: float = 30.0,
     log_path: Path | None = None,
+    workers: int = 1,
 ) -> Server:
     """Launch `ledger serve --host 127.0.0.1 --port PORT --no-access-log` and wait
     until GET /healthz answers 200. Its output goes to `log_path` (a temp file
     when not given). LEDGER_PROCESSOR defaults to "off"; `env_extra` overrides."""
     port = port or free_port()
-    command = [*ledger_command(), "serve", "--host", HOST, "--port", str(port), "--no-access-log"]
+    command = [
+        *ledger_command(),
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--workers",
+        str(workers),
+    ]
     server = _spawn(command, server_env(database_url, env_extra, secret), log_path, port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -37,18 +37,41 @@ def customer_story(n: int) -> list[Customer | Subscription | Invoice]:
     customer.link_to_user(user_id(n), cause())
     customer.add_subscription(sub)
     price = PRICES[n % len(PRICES)]
-    state = SubscriptionState(sub, cus, "active", price, T0, T0 + MONTH, False, None, None,
-                              None, user_id(n))
+    state = SubscriptionState(
+        sub, cus, "active", price, T0, T0 + MONTH, False, None, None, None, user_id(n)
+    )
     subscription = Subscription.start(state, cause())
     aggregates: list[Customer | Subscription | Invoice] = [customer, subscription]
     for month, status in ((1, "past_due"), (1, "active"), (2, "active")):
-        state = SubscriptionState(sub, cus, status, price, T0 + month * MONTH,
-                                  T0 + (month + 1) * MONTH, False, None, None, None,
-                                  user_id(n))
+        state = SubscriptionState(
+            sub,
+            cus,
+            status,
+            price,
+            T0 + month * MONTH,
+            T0 + (month + 1) * MONTH,
+            False,
+            None,
+            None,
+            None,
+            user_id(n),
+        )
         subscription.apply_state(state, cause())
-        facts = InvoiceFacts(f"in_syn{n}_{month}_{status}", cus, sub, None, price.currency,
-                             price.unit_amount, price.unit_amount, T0 + month * MONTH,
-                             T0 + (month + 1) * MONTH, 1, None, None, "subscription_cycle")
+        facts = InvoiceFacts(
+            f"in_syn{n}_{month}_{status}",
+            cus,
+            sub,
+            None,
+            price.currency,
+            price.unit_amount,
+            price.unit_amount,
+            T0 + month * MONTH,
+            T0 + (month + 1) * MONTH,
+            1,
+            None,
+            None,
+            "subscription_cycle",
+        )
         invoice = Invoice.record(facts)
         if status == "past_due":
             invoice.record_payment_failure(facts, cause())
@@ -56,26 +79,53 @@ def customer_story(n: int) -> list[Customer | Subscription | Invoice]:
             invoice.mark_paid(facts, cause())
         aggregates.append(invoice)
     if n % 4 == 0:
-        state = SubscriptionState(sub, cus, "canceled", price, T0 + 2 * MONTH, T0 + 3 * MONTH,
-                                  False, None, None, T0 + 3 * MONTH, user_id(n))
+        state = SubscriptionState(
+            sub,
+            cus,
+            "canceled",
+            price,
+            T0 + 2 * MONTH,
+            T0 + 3 * MONTH,
+            False,
+            None,
+            None,
+            T0 + 3 * MONTH,
+            user_id(n),
+        )
         subscription.apply_state(state, cause())
     return aggregates
 
 
-def fill(ledger: Ledger, events: int, *, start: int = 0, batch_events: int = 10_000,
-         progress: Callable[[int], None] | None = None) -> int:
-    """Append at least `events` events; returns how many customers were written."""
+def fill(
+    ledger: Ledger,
+    events: int | None = None,
+    *,
+    customers: int | None = None,
+    start: int = 0,
+    batch_events: int = 10_000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Append `events` events (about), or the stories of `customers` customers;
+    returns how many events were written."""
     written, n = 0, start
-    while written < events:
+
+    def more() -> bool:
+        if customers is not None:
+            return n < start + customers
+        return written + pending < (events or 0)
+
+    pending = 0
+    while more():
         batch: list[Customer | Subscription | Invoice] = []
         pending = 0
-        while pending < batch_events and written + pending < events:
+        while pending < batch_events and more():
             story = customer_story(n)
             n += 1
             batch.extend(story)
             pending += sum(len(a.pending_events) for a in story)
         ledger.save(*batch)
         written += pending
+        pending = 0
         if progress:
             progress(written)
-    return n - start
+    return written

@@ -1,0 +1,68 @@
+"""The API's memory of subscription_status rows: the hot read ("is this user
+premium?") answered without a query while the projection has not moved. A
+watcher thread reads the projection's position every 25 ms and forgets every
+row when it moved, so an answer is at most that much behind the tables."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("projections.status_cache")
+MISSING: Any = object()
+
+
+class StatusCache:
+    def __init__(
+        self,
+        position: Callable[[], tuple[int, int]],
+        interval: float = 0.025,
+        maxsize: int = 200_000,
+    ) -> None:
+        self._position = position  # (generation, tracking position) of subscription_status
+        self._interval = interval
+        self._maxsize = maxsize
+        self._rows: dict[str, Any] = {}
+        self.epoch = 0
+        self._seen: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self, user_id: str) -> Any:
+        return self._rows.get(user_id, MISSING)
+
+    def put(self, user_id: str, row: Any, epoch: int) -> None:
+        """Keep a row read while `epoch` was current (not one read before a change)."""
+        if epoch == self.epoch and len(self._rows) < self._maxsize:
+            self._rows[user_id] = row
+
+    def forget(self) -> None:
+        self.epoch += 1
+        self._rows = {}
+
+    def check(self) -> None:
+        seen = self._position()
+        if seen != self._seen:
+            self._seen = seen
+            self.forget()
+
+    def start(self) -> None:
+        self.check()
+        self._thread = threading.Thread(target=self._run, name="status-cache", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.check()
+            except Exception:  # the store is away: answer from the tables meanwhile
+                log.warning("cannot read the projection's position; not caching", exc_info=True)
+                self.forget()
+                self._seen = None
