@@ -13,8 +13,11 @@ from ledger.store import Store
 
 def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
     """Opens (and on first use creates) the event store named by DATABASE_URL."""
-    env = Store(settings.database_url).env(pool_size=pool_size)
+    store = Store(settings.database_url)
+    env = store.env(pool_size=pool_size)
     env["CREATE_TABLE"] = "y"
+    if store.is_postgres:
+        env["PROCESS_RECORDER_TOPIC"] = "ledger.pg_recorder:BinaryProcessRecorder"
     return Ledger(
         env,
         cache_size=settings.aggregate_cache_size,

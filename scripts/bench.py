@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts import loadgen
+from scripts import bench_projections, bench_reads, loadgen
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
@@ -304,6 +304,21 @@ SECTIONS: dict[str, Section] = {
         bench_webhooks,
         table_webhooks,
         "webhook ingest (deliveries/s, latency, RSS) and stage two (receipts/s)",
+    ),
+    "freshness": Section(
+        bench_projections.bench_freshness,
+        bench_projections.table_freshness,
+        "webhook answered -> get-subscription shows it; projection lag under ingest",
+    ),
+    "reads": Section(
+        bench_reads.bench_reads,
+        bench_reads.table_reads,
+        "GET /api/stripe/get-subscription, 10,000 users (requests/s, p50/p99)",
+    ),
+    "rebuild": Section(
+        bench_projections.bench_rebuild,
+        bench_projections.table_rebuild,
+        "projections rebuild over 100,000 and 1,000,000 events (events/s, peak RSS)",
     ),
 }
 

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 
 from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
+from ledger.plans import load_catalog
 from ledger.processor import Processor
 from ledger.receipt import Receipt
 from ledger.service import open_ledger
+from projections.read_side import ReadSide
 from scripts import projection_commands
 
 
@@ -82,7 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    load_settings()  # creates and shows the development secrets once, before workers start
+    settings = load_settings()  # creates and shows the development secrets once
+    # Create the tables (and check the plans file) once, before the workers start:
+    # several workers creating them at the same moment would collide.
+    ledger = open_ledger(settings)
+    try:
+        ReadSide(ledger, load_catalog(settings.plans_file), settings.database_url).close()
+    finally:
+        ledger.close()
     uvicorn.run(
         "api.app:app",
         host=args.host,
