@@ -14,18 +14,9 @@ from api import bodies
 from api.auth import caller
 from ledger.accounts import Accounts, CurrentSubscription
 from projections.read_side import ReadSide
+from projections.subscription_status import FIELDS
 
-STATUS_FIELDS = (
-    "active",
-    "id",
-    "status",
-    "plan_name",
-    "amount",
-    "interval",
-    "current_period_start",
-    "current_period_end",
-    "cancel_at_period_end",
-)
+STATUS_FIELDS = ("active", "id", *FIELDS)  # the extension's get-subscription answer
 
 
 def _accounts(request: Request) -> Accounts:

@@ -9,14 +9,14 @@ it and then rolls back instead of applying anything twice. (The library's
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError
 
 from ledger.application import Ledger
+from ledger.loop import WakeableLoop
 from projections.base import SqlProjection, Writer
 
 log = logging.getLogger("projections")
@@ -133,41 +133,12 @@ class Catchup:
                 progress(len(events), position)
 
 
-class Follower:
+class Follower(WakeableLoop):
     """Runs the catch-up in a thread: woken after stage two writes, and on a timer."""
 
     def __init__(self, catchup: Catchup, interval: float = 0.5) -> None:
+        super().__init__("projections", catchup.run_once, interval)
         self.catchup = catchup
-        self.interval = interval
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def run_forever(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            try:
-                self.catchup.run_once()
-            except PersistenceError as exc:
-                log.warning("projections: store unavailable (%s); trying again", type(exc).__name__)
-                self._stop.wait(min(5.0, self.interval * 4))
-            except Exception:
-                log.exception("projections: unexpected error; trying again")
-                self._stop.wait(min(5.0, self.interval * 4))
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run_forever, name="projections", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
 
 def rebuild(

@@ -5,6 +5,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -128,3 +129,28 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
 def stored_events(ledger: Ledger, originator_id: object) -> list[object]:
     """The events of one aggregate, as stored."""
     return list(ledger.repository.event_store.get(originator_id))  # type: ignore[arg-type]
+
+
+def deliver(client: Any, evt: str, event_type: str, obj: dict[str, Any], created: int) -> None:
+    """POST a signed Stripe event to the app; it must be answered 200."""
+    from tests import stripe_objects as so
+
+    body = so.body_of(so.event(evt, event_type, obj, created=created))
+    answer = client.post(
+        "/webhooks/stripe",
+        content=body,
+        headers={"Stripe-Signature": so.sign(body, WEBHOOK_SECRET)},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.fixture
+def cli_env(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path
+) -> pytest.MonkeyPatch:
+    """The environment a `ledger ...` command would run in, on the test's store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("LEDGER_ADMIN_TOKEN", "adm_test")
+    return monkeypatch

@@ -14,7 +14,7 @@ from api.app import create_app
 from ledger.config import Settings
 from scripts.cli import main
 from tests import stripe_objects as so
-from tests.conftest import WEBHOOK_SECRET, make_settings
+from tests.conftest import deliver, make_settings
 
 USER = "user_1767225600_abcdefghij"
 ADMIN = {"Authorization": "Bearer adm_test"}
@@ -29,16 +29,6 @@ def live_settings(database_url: str) -> Settings:
 def client(live_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(live_settings)) as c:
         yield c
-
-
-def deliver(client: TestClient, evt: str, event_type: str, obj: dict, created: int) -> None:
-    body = so.body_of(so.event(evt, event_type, obj, created=created))
-    answer = client.post(
-        "/webhooks/stripe",
-        content=body,
-        headers={"Stripe-Signature": so.sign(body, WEBHOOK_SECRET)},
-    )
-    assert answer.status_code == 200
 
 
 def eventually(check, timeout: float = 5.0):  # type: ignore[no-untyped-def]
@@ -116,16 +106,8 @@ def test_as_of_through_the_api(client: TestClient) -> None:
     assert bad.status_code == 400 and bad.json()["error_code"] == "bad_request"
 
 
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-    monkeypatch.setenv("LEDGER_ADMIN_TOKEN", "adm_test")
-
-
 def test_projection_commands(
-    env: None, client: TestClient, capsys: pytest.CaptureFixture[str]
+    cli_env: pytest.MonkeyPatch, client: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     deliver(
         client,

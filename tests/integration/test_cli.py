@@ -10,17 +10,12 @@ from ledger.application import Ledger
 from ledger.config import load_settings
 from ledger.receipt import Outcome
 from scripts.cli import main
-from tests.conftest import WEBHOOK_SECRET
 from tests.integration.test_ledger import delivery
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-    monkeypatch.setenv("LEDGER_ADMIN_TOKEN", "adm_test")
-    monkeypatch.setenv("LEDGER_RETRY_ATTEMPTS", "1")
+def env(cli_env: pytest.MonkeyPatch) -> None:
+    cli_env.setenv("LEDGER_RETRY_ATTEMPTS", "1")
 
 
 def test_dead_receipts_are_listed_and_retried_after_a_fix(

@@ -15,7 +15,7 @@ from ledger.config import Settings
 from ledger.service import open_ledger
 from ledger.user import User
 from tests import stripe_objects as so
-from tests.conftest import WEBHOOK_SECRET, make_settings, stored_events
+from tests.conftest import deliver, make_settings, stored_events
 
 USER = "user_1767225600_abcdefghij"
 OTHER = "user_1767225601_zyxwvutsrq"
@@ -41,18 +41,6 @@ def register(client: TestClient, user_id: str = USER) -> dict[str, str]:
     answer = client.post("/api/users", json={"user_id": user_id})
     assert answer.status_code == 201
     return {"X-User-ID": user_id, "Authorization": f"Bearer {answer.json()['token']}"}
-
-
-def deliver(
-    client: TestClient, evt: str, event_type: str, obj: dict[str, Any], created: int
-) -> None:
-    body = so.body_of(so.event(evt, event_type, obj, created=created))
-    answer = client.post(
-        "/webhooks/stripe",
-        content=body,
-        headers={"Stripe-Signature": so.sign(body, WEBHOOK_SECRET)},
-    )
-    assert answer.status_code == 200
 
 
 def wait_for(client: TestClient, headers: dict[str, str], **expected: Any) -> dict[str, Any]:
