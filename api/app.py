@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from eventsourcing.persistence import PersistenceError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -19,6 +22,7 @@ from api.ratelimit import RateLimit
 from api.webhooks import stripe_webhook
 from ledger.accounts import Accounts
 from ledger.config import Settings, load_settings
+from ledger.intake import StoreUnavailable
 from ledger.plans import load_catalog
 from ledger.service import WriteSide
 from ledger.stripe_gateway import StripeGateway
@@ -26,7 +30,17 @@ from projections.read_side import ReadSide
 
 
 async def healthz(request: Request) -> JSONResponse:
+    """The process is up."""
     return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """The log and the projections answer: send traffic here."""
+    try:
+        positions = await asyncio.wait_for(run_in_threadpool(request.state.read.positions), 2)
+    except (PersistenceError, TimeoutError):
+        raise StoreUnavailable("the store does not answer") from None
+    return JSONResponse({"status": "ready", "lag": max(p["lag"] for p in positions)})
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -71,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 methods=["POST"],
             ),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
             Route("/api/v1/audit/users/{user_id}", audit.user, methods=["GET"]),

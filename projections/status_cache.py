@@ -25,7 +25,6 @@ class StatusCache:
         self._interval = interval
         self._maxsize = maxsize
         self._rows: dict[str, Any] = {}
-        self.epoch = 0
         self._seen: tuple[int, int] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -33,13 +32,18 @@ class StatusCache:
     def get(self, user_id: str) -> Any:
         return self._rows.get(user_id, MISSING)
 
-    def put(self, user_id: str, row: Any, epoch: int) -> None:
-        """Keep a row read while `epoch` was current (not one read before a change)."""
-        if epoch == self.epoch and len(self._rows) < self._maxsize:
-            self._rows[user_id] = row
+    @property
+    def epoch(self) -> dict[str, Any]:
+        """Take this before reading a row; give it back to `put`."""
+        return self._rows
+
+    def put(self, user_id: str, row: Any, epoch: dict[str, Any]) -> None:
+        """Keep a row read during `epoch`. A row read before a change goes into the
+        dictionary that change replaced, where nobody looks any more."""
+        if len(epoch) < self._maxsize:
+            epoch[user_id] = row
 
     def forget(self) -> None:
-        self.epoch += 1
         self._rows = {}
 
     def check(self) -> None:

@@ -53,8 +53,9 @@ def receipts(ledger: Ledger) -> list[Receipt.Received]:
     ]
 
 
-def test_healthz(client: TestClient) -> None:
+def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "lag": 0}
 
 
 def test_a_signed_delivery_is_recorded_byte_for_byte(client: TestClient, ledger: Ledger) -> None:
@@ -200,6 +201,7 @@ def test_an_unreachable_database_answers_503_so_that_stripe_retries(postgres_url
             )
             try:
                 answer = post(client, started("evt_during"))
+                assert client.get("/readyz").status_code == 503
             finally:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert answer.status_code == 503
