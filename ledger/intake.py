@@ -82,9 +82,6 @@ class GroupCommitter:
         self._queue.put((delivery, future))
         return future
 
-    def record(self, delivery: Delivery, timeout: float = 30.0) -> bool:
-        return self.submit(delivery).result(timeout)
-
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)

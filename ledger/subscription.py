@@ -11,7 +11,6 @@ from ledger.cause import Cause
 from ledger.ids import stripe_uuid
 from ledger.money import Price
 
-LIVE_STATUSES = frozenset({"trialing", "active", "past_due", "unpaid", "incomplete", "paused"})
 TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
 
 
@@ -160,10 +159,6 @@ class Subscription(Aggregate):
     @property
     def is_ended(self) -> bool:
         return self.status in TERMINAL_STATUSES
-
-    @property
-    def is_live(self) -> bool:
-        return self.status in LIVE_STATUSES
 
     def accepts(self, cause: Cause) -> bool:
         """Whether a Stripe state caused by `cause` is newer than the one held."""

@@ -4,7 +4,6 @@ their current one. Shared by the readers of subscription_status and entitlements
 from __future__ import annotations
 
 DAY = 86_400
-LIVE = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
 
 # The user's current subscription: a live one first, then the latest started.
 CURRENT_ORDER = (
