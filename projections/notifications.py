@@ -24,7 +24,7 @@ class NotificationsProjection(SqlProjection):
         ),
         "notification_subscriptions": (
             "subscription_id TEXT PRIMARY KEY, stripe_subscription_id TEXT NOT NULL, "
-            "user_id TEXT, status TEXT NOT NULL, current_period_start BIGINT"
+            "user_id TEXT, current_period_start BIGINT"
         ),
     }
     indexes = {"notifications_user": "{notifications} (user_id, cursor)"}
@@ -51,12 +51,11 @@ class NotificationsProjection(SqlProjection):
     def _(self, e: Subscription.Started, w: Writer) -> None:
         w.execute(
             "INSERT INTO {notification_subscriptions} (subscription_id, "
-            "stripe_subscription_id, user_id, status, current_period_start) "
-            "VALUES (:id, :sub, :user_id, :status, :start)",
+            "stripe_subscription_id, user_id, current_period_start) "
+            "VALUES (:id, :sub, :user_id, :start)",
             id=str(e.originator_id),
             sub=e.stripe_subscription_id,
             user_id=e.user_id,
-            status=e.status,
             start=e.current_period_start,
         )
         if e.status in LIVE:
@@ -64,11 +63,6 @@ class NotificationsProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
-        w.execute(
-            "UPDATE {notification_subscriptions} SET status = :status WHERE subscription_id = :id",
-            id=str(e.originator_id),
-            status=e.status,
-        )
         if e.status in LIVE and e.previous_status in ("past_due", "unpaid"):
             self._notify(w, e, "payment_recovered", status=e.status)
         elif e.status in LIVE and e.previous_status not in LIVE:
