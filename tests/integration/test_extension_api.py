@@ -302,3 +302,13 @@ def test_stripe_unreachable_answers_502_and_records_the_failure(database_url: st
         events = stored_events(ledger, User.create_id(USER))
     assert [type(e).__qualname__ for e in events] == ["User.Registered", "User.StripeCallFailed"]
     assert (events[1].action, events[1].error_code) == ("create_subscription", "stripe_unavailable")
+
+
+def test_an_api_body_over_16_kib_is_refused(client: TestClient) -> None:
+    headers = register(client)
+    answer = client.post(
+        "/api/stripe/cancel-subscription",
+        headers=headers,
+        content=b'{"immediate": false, "pad": "' + b"x" * 17_000 + b'"}',
+    )
+    assert_error(answer, 413, "payload_too_large")

@@ -178,10 +178,34 @@ def test_the_processor_in_the_api_process_applies_what_was_recorded(
     assert (subscription.status, subscription.user_id) == ("active", "user_1767225600_abcdefghij")
 
 
-def test_metrics_count_rejected_deliveries(client: TestClient) -> None:
+def metric(client: TestClient, result: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'ledger_webhook_deliveries_total{{result="{result}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_rejected_and_duplicate_deliveries(client: TestClient) -> None:
+    before = {r: metric(client, r) for r in ("invalid_signature", "recorded", "duplicate")}
     post(client, started(), secret="whsec_wrong")
-    text = client.get("/metrics").text
-    assert 'ledger_webhook_deliveries_total{result="invalid_signature"}' in text
+    post(client, started())
+    post(client, started())
+    after = {r: metric(client, r) for r in before}
+    assert {r: after[r] - before[r] for r in before} == {
+        "invalid_signature": 1,
+        "recorded": 1,
+        "duplicate": 1,
+    }
+
+
+def test_a_bad_plans_file_stops_the_service_at_start(database_url: str, tmp_path) -> None:
+    from ledger.plans import PlansFileError
+
+    bad = tmp_path / "plans.yaml"
+    bad.write_text("fallback_tier: premium\nfree_tier: free\nplans: []\n")
+    settings = make_settings(database_url, LEDGER_PLANS_FILE=bad)
+    with pytest.raises(PlansFileError, match=r"plans\.yaml:\d+"), TestClient(create_app(settings)):
+        pass
 
 
 def test_an_unreachable_database_answers_503_so_that_stripe_retries(postgres_url: str) -> None:
