@@ -14,6 +14,8 @@ from ledger.intake import StoreUnavailable, delivery_of, verify_signature
 from ledger.service import WriteSide
 from ledger.stripe_payloads import read_envelope
 
+REFUSALS = tuple(ERRORS)  # counted by their error code
+
 
 async def stripe_webhook(request: Request) -> JSONResponse:
     write: WriteSide = request.state.write
@@ -28,7 +30,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         )
         delivery = delivery_of(read_envelope(body), body)
         recorded = await _committed(write, delivery)
-    except tuple(ERRORS) as exc:
+    except REFUSALS as exc:
         WEBHOOKS.labels(ERRORS[type(exc)][1]).inc()
         raise
     WEBHOOKS.labels("recorded" if recorded else "duplicate").inc()

@@ -22,7 +22,7 @@ from ledger.stripe_payloads import (
     read_invoice,
     read_subscription,
 )
-from ledger.subscription import Subscription
+from ledger.subscription import Subscription, SubscriptionState
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -77,30 +77,31 @@ def _customer_changed(uow: UnitOfWork, envelope: Envelope) -> Outcome:
 
 
 def _subscription_changed(uow: UnitOfWork, envelope: Envelope) -> Outcome:
-    state = read_subscription(envelope.object)
-    cause = _cause(envelope)
+    return _follow_subscription(uow, read_subscription(envelope.object), _cause(envelope))[1]
+
+
+def _follow_subscription(
+    uow: UnitOfWork, state: SubscriptionState, cause: Cause
+) -> tuple[Subscription, Outcome]:
     customer = _customer(uow, state.stripe_customer_id)
     customer.add_subscription(state.stripe_subscription_id)
     _link(uow, customer, state.user_id, cause)
     user_id = state.user_id or customer.user_id
     subscription = uow.get(Subscription, Subscription.create_id(state.stripe_subscription_id))
     if subscription is None:
-        uow.add(Subscription.start(replace(state, user_id=user_id), cause))
-        return Outcome.APPLIED
+        subscription = Subscription.start(replace(state, user_id=user_id), cause)
+        uow.add(subscription)
+        return subscription, Outcome.APPLIED
     if user_id is not None:
         subscription.link_to_user(user_id)
-    return Outcome.APPLIED if subscription.apply_state(state, cause) else Outcome.SUPERSEDED
+    applied = subscription.apply_state(state, cause)
+    return subscription, Outcome.APPLIED if applied else Outcome.SUPERSEDED
 
 
 def _trial_will_end(uow: UnitOfWork, envelope: Envelope) -> Outcome:
-    outcome = _subscription_changed(uow, envelope)
-    state = read_subscription(envelope.object)
-    subscription = uow.get(Subscription, Subscription.create_id(state.stripe_subscription_id))
-    if subscription is not None and subscription.warn_trial_ending(
-        state.trial_end, _cause(envelope)
-    ):
-        return Outcome.APPLIED
-    return outcome
+    state, cause = read_subscription(envelope.object), _cause(envelope)
+    subscription, outcome = _follow_subscription(uow, state, cause)
+    return Outcome.APPLIED if subscription.warn_trial_ending(state.trial_end, cause) else outcome
 
 
 def _invoice_paid(uow: UnitOfWork, envelope: Envelope) -> Outcome:

@@ -158,3 +158,15 @@ def cli_env(
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
     monkeypatch.setenv("LEDGER_ADMIN_TOKEN", "adm_test")
     return monkeypatch
+
+
+def eventually(check: Any, timeout: float = 5.0) -> Any:
+    """Poll `check` until it returns something true (what a reader of an eventually
+    consistent projection does); fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, "not reflected in time"
+        time.sleep(0.02)
+    return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -14,7 +13,7 @@ from api.app import create_app
 from ledger.config import Settings
 from scripts.cli import main
 from tests import stripe_objects as so
-from tests.conftest import deliver, make_settings
+from tests.conftest import deliver, eventually, make_settings
 
 USER = "user_1767225600_abcdefghij"
 ADMIN = {"Authorization": "Bearer adm_test"}
@@ -29,14 +28,6 @@ def live_settings(database_url: str) -> Settings:
 def client(live_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(live_settings)) as c:
         yield c
-
-
-def eventually(check, timeout: float = 5.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, "not reflected in time"
-        time.sleep(0.02)
-    return result
 
 
 def user_view(client: TestClient) -> dict:

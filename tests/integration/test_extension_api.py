@@ -3,7 +3,6 @@ needed for these; the Stripe paths run against localstripe in tests/e2e)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from ledger.config import Settings
 from ledger.service import open_ledger
 from ledger.user import User
 from tests import stripe_objects as so
-from tests.conftest import deliver, make_settings, stored_events
+from tests.conftest import deliver, eventually, make_settings, stored_events
 
 USER = "user_1767225600_abcdefghij"
 OTHER = "user_1767225601_zyxwvutsrq"
@@ -44,13 +43,11 @@ def register(client: TestClient, user_id: str = USER) -> dict[str, str]:
 
 
 def wait_for(client: TestClient, headers: dict[str, str], **expected: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
-        answer = client.get("/api/stripe/get-subscription", headers=headers).json()
-        if all(answer.get(k) == v for k, v in expected.items()):
-            return answer
-        assert time.monotonic() < deadline, f"still {answer}"
-        time.sleep(0.02)
+    def answer() -> dict[str, Any] | None:
+        got = client.get("/api/stripe/get-subscription", headers=headers).json()
+        return got if all(got.get(k) == v for k, v in expected.items()) else None
+
+    return eventually(answer)
 
 
 def assert_error(answer: Any, status: int, code: str) -> None:

@@ -15,7 +15,7 @@ from ledger.receipt import Outcome, Receipt
 from ledger.service import open_ledger
 from ledger.subscription import Subscription
 from tests import stripe_objects as so
-from tests.conftest import WEBHOOK_SECRET, make_settings
+from tests.conftest import WEBHOOK_SECRET, eventually, make_settings
 
 
 @pytest.fixture
@@ -169,10 +169,7 @@ def test_the_processor_in_the_api_process_applies_what_was_recorded(
     )
     with TestClient(create_app(settings)) as client:
         assert post(client, started()).status_code == 200
-        deadline = time.monotonic() + 5
-        while ledger.receipt("evt_sub_created").outcome is None:
-            assert time.monotonic() < deadline, "stage two did not run"
-            time.sleep(0.02)
+        eventually(lambda: ledger.receipt("evt_sub_created").outcome)
     assert ledger.receipt("evt_sub_created").outcome is Outcome.APPLIED
     subscription = ledger.repository.get(Subscription.create_id("sub_A"))
     assert (subscription.status, subscription.user_id) == ("active", "user_1767225600_abcdefghij")
