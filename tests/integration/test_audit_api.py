@@ -34,6 +34,10 @@ def user_view(client: TestClient) -> dict:
     return client.get(f"/api/v1/audit/users/{USER}", headers=ADMIN).json()
 
 
+def projection_positions(client: TestClient) -> list[dict]:
+    return client.get("/api/v1/audit/projections", headers=ADMIN).json()
+
+
 def test_the_audit_api_needs_the_admin_token(client: TestClient) -> None:
     for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "adm_test"}):
         answer = client.get(f"/api/v1/audit/users/{USER}", headers=headers)
@@ -55,16 +59,31 @@ def test_a_delivery_is_reflected_in_the_users_view(client: TestClient) -> None:
         101,
     )
     deliver(client, "evt_3", "invoice.paid", so.invoice("in_1", "cus_1", "sub_1", amount=9990), 102)
-    view = eventually(lambda: (v := user_view(client))["invoices"] and v)
+    # Each projection follows the log on its own: wait until all of them have the invoice.
+    view = eventually(
+        lambda: (
+            (v := user_view(client))["invoices"]
+            and v["notifications"]
+            and v["entitlements"]["tier"] == "premium"
+            and "plan_name" in v["subscription"]
+            and v
+        )
+    )
     assert view["subscription"]["plan_name"] == "LISA Premium - Annual"
     assert view["subscription"]["active"] is True
     assert view["entitlements"]["tier"] == "premium"
     assert [n["kind"] for n in view["notifications"]] == ["activated"]
     assert view["invoices"][0]["amount_paid"] == 9990
-    health = client.get("/api/v1/audit/webhooks", headers=ADMIN).json()
+    health = eventually(
+        lambda: (
+            (h := client.get("/api/v1/audit/webhooks", headers=ADMIN).json())["by_type"].get(
+                "invoice.paid"
+            )
+            and h
+        )
+    )
     assert health["by_type"]["invoice.paid"] == {"applied": 1}
-    positions = client.get("/api/v1/audit/projections", headers=ADMIN).json()
-    assert {p["name"] for p in positions} == {
+    assert {p["name"] for p in projection_positions(client)} == {
         "subscription_status",
         "entitlements",
         "invoice_history",
@@ -107,7 +126,9 @@ def test_projection_commands(
         so.subscription("sub_1", "cus_1", user_id=USER),
         100,
     )
-    before = eventually(lambda: (v := user_view(client))["notifications"] and v)
+    eventually(lambda: user_view(client)["notifications"])
+    eventually(lambda: all(p["lag"] == 0 for p in projection_positions(client)))
+    before = user_view(client)
 
     assert main(["projections", "rebuild", "subscription_status", "notifications"]) == 0
     out = capsys.readouterr()

@@ -27,4 +27,3 @@ def test_another_request_or_a_completed_action_gets_another_key() -> None:
     u.customer_created("cus_1")
     assert u.idempotency_key("create_subscription", "price_a") != first
     assert len(first) <= 255 and str(u.id) in first
-
