@@ -160,7 +160,7 @@ def cli_env(
     return monkeypatch
 
 
-def eventually(check: Any, timeout: float = 5.0) -> Any:
+def eventually(check: Any, timeout: float = 15.0) -> Any:
     """Poll `check` until it returns something true (what a reader of an eventually
     consistent projection does); fail after `timeout` seconds."""
     import time
