@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.cause import Cause
 from ledger.ids import stripe_uuid
+
+
+@dataclass(frozen=True)
+class CheckoutFacts:
+    """What Stripe said of a completed Checkout session, in our words."""
+
+    stripe_session_id: str
+    stripe_customer_id: str | None
+    stripe_subscription_id: str | None
+    user_id: str | None
+    mode: str
+    amount_total: int | None
+    currency: str | None
 
 
 class Checkout(Aggregate):
@@ -41,6 +56,20 @@ class Checkout(Aggregate):
         self.mode = mode
         self.amount_total = amount_total
         self.currency = currency
+
+    @classmethod
+    def record(cls, facts: CheckoutFacts, cause: Cause) -> Checkout:
+        return cls(
+            stripe_session_id=facts.stripe_session_id,
+            stripe_customer_id=facts.stripe_customer_id,
+            stripe_subscription_id=facts.stripe_subscription_id,
+            user_id=facts.user_id,
+            mode=facts.mode,
+            amount_total=facts.amount_total,
+            currency=facts.currency,
+            stripe_event_id=cause.stripe_event_id,
+            stripe_created=cause.stripe_created,
+        )
 
     @staticmethod
     def create_id(stripe_session_id: str) -> UUID:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ledger.checkout import CheckoutFacts
 from ledger.invoice import InvoiceFacts
 from ledger.money import Price
 from ledger.subscription import SubscriptionState
@@ -242,7 +243,7 @@ def read_invoice(obj: dict[str, Any]) -> InvoiceFacts:
     )
 
 
-class CheckoutFacts(_Model):
+class _CheckoutSession(_Model):
     id: str
     mode: str = "subscription"
     customer: str | None = None
@@ -254,13 +255,18 @@ class CheckoutFacts(_Model):
 
     _ids = field_validator("customer", "subscription", mode="before")(lambda v: _id_of(v))
 
-    @property
-    def user_id(self) -> str | None:
-        return self.client_reference_id or _user_id(self.metadata)
-
 
 def read_checkout(obj: dict[str, Any]) -> CheckoutFacts:
-    return CheckoutFacts.model_validate(obj)
+    c = _CheckoutSession.model_validate(obj)
+    return CheckoutFacts(
+        stripe_session_id=c.id,
+        stripe_customer_id=c.customer,
+        stripe_subscription_id=c.subscription,
+        user_id=c.client_reference_id or _user_id(c.metadata),
+        mode=c.mode,
+        amount_total=c.amount_total,
+        currency=c.currency,
+    )
 
 
 def _user_id(metadata: dict[str, str] | None) -> str | None:

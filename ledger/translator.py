@@ -129,26 +129,14 @@ def _recorded_invoice(uow: UnitOfWork, facts: InvoiceFacts) -> Invoice:
 def _checkout_completed(uow: UnitOfWork, envelope: Envelope) -> Outcome:
     facts = read_checkout(envelope.object)
     cause = _cause(envelope)
-    if facts.customer is not None:
-        customer = _customer(uow, facts.customer)
-        if facts.subscription is not None:
-            customer.add_subscription(facts.subscription)
+    if facts.stripe_customer_id is not None:
+        customer = _customer(uow, facts.stripe_customer_id)
+        if facts.stripe_subscription_id is not None:
+            customer.add_subscription(facts.stripe_subscription_id)
         _link(uow, customer, facts.user_id, cause)
-    if uow.get(Checkout, Checkout.create_id(facts.id)) is not None:
+    if uow.get(Checkout, Checkout.create_id(facts.stripe_session_id)) is not None:
         return Outcome.UNCHANGED
-    uow.add(
-        Checkout(
-            stripe_session_id=facts.id,
-            stripe_customer_id=facts.customer,
-            stripe_subscription_id=facts.subscription,
-            user_id=facts.user_id,
-            mode=facts.mode,
-            amount_total=facts.amount_total,
-            currency=facts.currency,
-            stripe_event_id=cause.stripe_event_id,
-            stripe_created=cause.stripe_created,
-        )
-    )
+    uow.add(Checkout.record(facts, cause))
     return Outcome.APPLIED
 
 
