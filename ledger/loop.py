@@ -4,6 +4,7 @@ stage two (`Processor`) and the projections' follower both run on one."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 
@@ -39,12 +40,24 @@ class WakeableLoop:
                 log.exception("%s: unexpected error; trying again", self.name)
                 self._stop.wait(min(5.0, self.interval * 4))
 
+    def run_in_foreground(self) -> None:
+        """A command's main loop: SIGTERM or Ctrl-C lets the step in hand finish
+        (its transaction commits or rolls back whole), then returns."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.request_stop())
+        log.info("%s: running; SIGTERM or Ctrl-C stops it", self.name)
+        self.run_forever()
+        log.info("%s: stopped", self.name)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run_forever, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout=10)

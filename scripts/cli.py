@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ledger = open_ledger(settings)
     try:
         if args.command == "process":
-            Processor(ledger, settings.processor_interval_seconds).run_forever()
+            Processor(ledger, settings.processor_interval_seconds).run_in_foreground()
             return 0
         if args.command == "projections":
             return projection_commands.run(args, settings, ledger)

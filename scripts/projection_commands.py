@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
         return 2
     try:
         if args.projections_command == "run":
-            read.follower.run_forever()
+            read.follower.run_in_foreground()
         elif args.projections_command == "rebuild":
             _rebuild(read)
         else:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -149,3 +153,42 @@ def test_projection_commands(
     assert main(["projections", "rebuild", "nonsense"]) == 2
     assert "no projection named nonsense" in capsys.readouterr().err
     assert main(["replay", "--user", USER, "--as-of", "2026-01-31"]) == 2
+
+
+def test_stage_two_and_projections_as_processes_of_their_own(
+    cli_env: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """The split deployment the README describes: the API only records, `ledger
+    process` and `ledger projections run` do the rest, and SIGTERM stops them cleanly."""
+    settings = make_settings(database_url, LEDGER_PROCESSOR="off", LEDGER_PROJECTIONS="off")
+    cli_env.setenv("LEDGER_PROCESSOR_INTERVAL", "0.05")
+    with TestClient(create_app(settings)) as api:
+        deliver(
+            api,
+            "evt_1",
+            "customer.subscription.created",
+            so.subscription("sub_1", "cus_1", user_id=USER),
+            100,
+        )
+        time.sleep(0.3)
+        assert user_view(api)["subscription"] == {
+            "active": False,
+            "tier": "free",
+        }  # nobody applies it
+
+        commands = [["process"], ["projections", "run"]]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "scripts.cli", *c], stderr=subprocess.PIPE, text=True
+            )
+            for c in commands
+        ]
+        try:
+            eventually(lambda: user_view(api)["subscription"]["active"])
+            eventually(lambda: user_view(api)["entitlements"]["tier"] == "premium")
+        finally:
+            for worker in workers:
+                worker.send_signal(signal.SIGTERM)
+            logs = [w.communicate(timeout=15)[1] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], logs
+        assert all("stopped" in log and "Traceback" not in log for log in logs), logs
