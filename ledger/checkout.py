@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -60,13 +60,7 @@ class Checkout(Aggregate):
     @classmethod
     def record(cls, facts: CheckoutFacts, cause: Cause) -> Checkout:
         return cls(
-            stripe_session_id=facts.stripe_session_id,
-            stripe_customer_id=facts.stripe_customer_id,
-            stripe_subscription_id=facts.stripe_subscription_id,
-            user_id=facts.user_id,
-            mode=facts.mode,
-            amount_total=facts.amount_total,
-            currency=facts.currency,
+            **asdict(facts),
             stripe_event_id=cause.stripe_event_id,
             stripe_created=cause.stripe_created,
         )
