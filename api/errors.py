@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from eventsourcing.persistence import PersistenceError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -42,6 +43,7 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     BadRequest: (400, "bad_request", None),
     Unauthorized: (401, "unauthorized", None),
     StoreUnavailable: (503, "store_unavailable", "the ledger cannot record this now; retry later"),
+    PersistenceError: (503, "store_unavailable", "the ledger's store does not answer; retry later"),
     accounts.InvalidUserId: (400, "invalid_user_id", None),
     accounts.UnknownPrice: (400, "invalid_price", None),
     accounts.BillingCycleMismatch: (400, "invalid_billing_cycle", None),
@@ -62,7 +64,7 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
 
 
 async def domain_error(request: Request, exc: Exception) -> JSONResponse:
-    status, code, message = ERRORS[type(exc)]
+    status, code, message = next(ERRORS[c] for c in type(exc).__mro__ if c in ERRORS)
     if isinstance(exc, StripeRejected):  # Stripe's own code says more (card_declined, ...)
         code = exc.code or code
     headers = {"Retry-After": "5"} if status == 503 else None

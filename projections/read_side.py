@@ -7,6 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+from eventsourcing.persistence import OperationalError
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -20,7 +22,7 @@ from projections.runner import Catchup, Follower
 from projections.status_cache import MISSING, StatusCache
 from projections.store import ViewStore
 from projections.subscription_status import CURRENT, current_subscription, status_answer
-from projections.webhook_health import health
+from projections.webhook_health import health, outcomes
 
 
 class ReadSide:
@@ -75,9 +77,12 @@ class ReadSide:
                     rows = c.query(CURRENT, {"user_id": user_id})
                 row = rows[0] if rows else None
             else:
-                async with self._async_pool.connection() as conn:
-                    cursor = await conn.execute(self.store.sql(CURRENT), {"user_id": user_id})
-                    row = await cursor.fetchone()
+                try:
+                    async with self._async_pool.connection() as conn:
+                        cursor = await conn.execute(self.store.sql(CURRENT), {"user_id": user_id})
+                        row = await cursor.fetchone()
+                except psycopg.Error as exc:  # as the library's own pool reports it
+                    raise OperationalError(str(exc)) from exc
             self.cache.put(user_id, row, epoch)
         return status_answer(row, now, self.catalog.free_tier)
 
@@ -88,6 +93,7 @@ class ReadSide:
                 self.store.conninfo,
                 min_size=2,
                 max_size=8,
+                timeout=2,  # a request waits at most this long for a connection
                 open=False,
                 kwargs={"row_factory": dict_row, "autocommit": True, "prepare_threshold": 0},
             )
@@ -118,6 +124,10 @@ class ReadSide:
         webhooks = next(p for p in self.projections if p.name == "webhook_health")
         report["lag"] = self.catchup.head() - self.catchup.position(webhooks)
         return report
+
+    def receipt_outcomes(self) -> dict[str, int]:
+        with self.store.reading() as c:
+            return outcomes(c)
 
     def positions(self) -> list[dict[str, Any]]:
         head = self.catchup.head()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import singledispatchmethod
 from typing import Any
 
-from ledger.receipt import Receipt
+from ledger.receipt import Outcome, Receipt
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 
@@ -82,3 +82,12 @@ def health(c: Cursor) -> dict[str, Any]:
         "webhook_receipts WHERE outcome = 'dead' ORDER BY position LIMIT 100"
     )
     return {"by_type": counts, "last_received_at": last, "dead": dead}
+
+
+def outcomes(c: Cursor) -> dict[str, int]:
+    """Receipts by outcome, every outcome named even at zero; "received" ones wait
+    for stage two."""
+    counts = dict.fromkeys(["received", *Outcome], 0)
+    for row in c.query("SELECT outcome, COUNT(*) AS n FROM webhook_receipts GROUP BY outcome"):
+        counts[row["outcome"]] = int(row["n"])
+    return counts

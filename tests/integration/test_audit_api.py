@@ -192,3 +192,23 @@ def test_stage_two_and_projections_as_processes_of_their_own(
             logs = [w.communicate(timeout=15)[1] for w in workers]
         assert [w.returncode for w in workers] == [0, 0], logs
         assert all("stopped" in log and "Traceback" not in log for log in logs), logs
+
+
+def test_metrics_carry_receipts_by_outcome_and_projection_lag(client: TestClient) -> None:
+    deliver(client, "evt_1", "customer.created", so.customer("cus_1", user_id=USER), 100)
+    deliver(client, "evt_2", "payout.paid", {"id": "po_1", "object": "payout"}, 101)
+
+    def gauges() -> dict[str, float]:
+        lines = client.get("/metrics").text.splitlines()
+        return {
+            key: float(value)
+            for key, value in (line.rsplit(" ", 1) for line in lines if line.startswith("ledger_"))
+            if key.startswith(("ledger_receipts{", "ledger_projection_lag_events{"))
+        }
+
+    seen = eventually(lambda: (g := gauges())['ledger_receipts{outcome="ignored"}'] == 1 and g)
+    assert seen['ledger_receipts{outcome="applied"}'] == 1
+    assert seen['ledger_receipts{outcome="dead"}'] == 0  # named at zero: alerts need the series
+    lags = {k for k in seen if k.startswith("ledger_projection_lag_events")}
+    assert len(lags) == 5
+    eventually(lambda: all(v == 0 for k, v in gauges().items() if k in lags))

@@ -16,6 +16,7 @@ from ledger.service import open_ledger
 from ledger.subscription import Subscription
 from tests import stripe_objects as so
 from tests.conftest import WEBHOOK_SECRET, eventually, make_settings
+from tests.integration.test_extension_api import register
 
 
 @pytest.fixture
@@ -215,6 +216,9 @@ def test_an_unreachable_database_answers_503_so_that_stripe_retries(postgres_url
     settings = make_settings(postgres_url, LEDGER_WEBHOOK_WRITE_TIMEOUT=1.0)
     with TestClient(create_app(settings)) as client:
         assert post(client, started("evt_before")).status_code == 200
+        user = register(client)
+        assert client.get("/api/stripe/get-subscription", headers=user).status_code == 200
+        assert "ledger_receipts{" in client.get("/metrics").text
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             admin.execute(
@@ -223,6 +227,17 @@ def test_an_unreachable_database_answers_503_so_that_stripe_retries(postgres_url
             try:
                 answer = post(client, started("evt_during"))
                 assert client.get("/readyz").status_code == 503
+                # Reads say the same, within seconds, and /metrics still answers.
+                started_at = time.monotonic()
+                status = client.get("/api/stripe/get-subscription", headers=user)
+                assert (status.status_code, status.json()["error_code"]) == (
+                    503,
+                    "store_unavailable",
+                )
+                assert time.monotonic() - started_at < 5
+                scrape = client.get("/metrics")
+                assert scrape.status_code == 200 and "ledger_webhook_deliveries" in scrape.text
+                assert "ledger_receipts" not in scrape.text  # no stale figures
             finally:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert answer.status_code == 503
