@@ -234,7 +234,7 @@ def test_an_unreachable_database_answers_503_so_that_stripe_retries(postgres_url
                     503,
                     "store_unavailable",
                 )
-                assert time.monotonic() - started_at < 5
+                assert time.monotonic() - started_at < 10  # not the library's ~20 s of retries
                 scrape = client.get("/metrics")
                 assert scrape.status_code == 200 and "ledger_webhook_deliveries" in scrape.text
                 assert "ledger_receipts" not in scrape.text  # no stale figures
