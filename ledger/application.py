@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
@@ -65,7 +64,9 @@ class ReceiptNotFound(LookupError):
 
 class AggregateCache:
     """The unit of work of some deliveries: what they loaded and created. Loads
-    from `recent` (copies of what stage two saved last) before the store."""
+    from `recent` (what stage two saved last, as saved) before the store. Changes
+    are made to those very objects: whoever uses `recent` must `forget` it when
+    the unit of work is not committed."""
 
     def __init__(
         self, repository: Repository, recent: LRUCache[UUID, Aggregate] | None = None
@@ -73,6 +74,7 @@ class AggregateCache:
         self._repository = repository
         self._recent = recent
         self._aggregates: dict[UUID, Aggregate] = {}
+        self._touched: dict[UUID, Aggregate] = {}  # handed out since `take_changed`
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id not in self._aggregates:
@@ -80,20 +82,20 @@ class AggregateCache:
                 self._aggregates[aggregate_id] = self._load(aggregate_id)
             except AggregateNotFoundError:
                 return None
-        aggregate = self._aggregates[aggregate_id]
+        aggregate = self._touched[aggregate_id] = self._aggregates[aggregate_id]
         assert isinstance(aggregate, cls)
         return aggregate
 
     def _load(self, aggregate_id: UUID) -> Aggregate:
         if self._recent is not None:
             try:
-                return deepcopy(self._recent.get(aggregate_id))
+                return self._recent.get(aggregate_id)
             except KeyError:
                 pass
         return self._repository.get(aggregate_id)
 
     def add(self, aggregate: Aggregate) -> None:
-        self._aggregates[aggregate.id] = aggregate
+        self._aggregates[aggregate.id] = self._touched[aggregate.id] = aggregate
 
     def remember(self) -> None:
         """After a commit: what was saved is what the store holds now."""
@@ -102,7 +104,14 @@ class AggregateCache:
                 self._recent.put(aggregate.id, aggregate)
 
     def changed(self) -> list[Aggregate]:
-        return [a for a in self._aggregates.values() if a.pending_events]
+        """Aggregates with changes not yet taken (only those handed out since the
+        last `take_changed` can have any: a batch stays linear in its size)."""
+        return [a for a in self._touched.values() if a.pending_events]
+
+    def take_changed(self) -> list[Aggregate]:
+        changed = self.changed()
+        self._touched.clear()
+        return changed
 
 
 class Ledger(Follower[UUID]):
@@ -124,9 +133,9 @@ class Ledger(Follower[UUID]):
         # Stage two loads the same customers and subscriptions again and again. It
         # keeps what it saved; a save that finds the store moved on (another process
         # wrote first) fails, and then this is cleared (`forget`).
-        self._recent: LRUCache[UUID, Aggregate] | None = (
-            LRUCache(maxsize=cache_size) if cache_size else None
-        )
+        self._cache_size = cache_size
+        self._recent: LRUCache[UUID, Aggregate] | None = None
+        self.forget()
         self.retry_attempts = retry_attempts
         self.retry_base_seconds = retry_base_seconds
         self.follow(self.name, self.notification_log)
@@ -187,16 +196,20 @@ class Ledger(Follower[UUID]):
                 receipt = self.mapper.to_domain_event(notification).mutate(None)
                 assert isinstance(receipt, Receipt)
                 receipt.settle(self._translate(cache, receipt))
-                processing.collect_events(*cache.changed(), receipt)
-        except PersistenceError:
-            raise
-        except Exception:  # a bad receipt: isolate it
-            self.forget()
-            self.pull_and_process(self.name, stop=notifications[-1].id)
+                processing.collect_events(*cache.take_changed(), receipt)
+        except Exception as exc:
+            self.forget()  # what was changed in memory will not be saved
+            if isinstance(exc, PersistenceError):
+                raise
+            self.pull_and_process(self.name, stop=notifications[-1].id)  # isolate the bad one
             return
-        with self.processing_lock:
-            recordings = self._record(processing)
-            self._notify(recordings)
+        try:
+            with self.processing_lock:
+                recordings = self._record(processing)
+                self._notify(recordings)
+        except BaseException:
+            self.forget()
+            raise
         cache.remember()
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
@@ -281,9 +294,10 @@ class Ledger(Follower[UUID]):
             self.forget()
 
     def forget(self) -> None:
-        """Drop stage two's copies: another writer has saved some of them."""
-        if self._recent is not None:
-            self._recent.clear()
+        """Drop what stage two keeps in memory: another writer has saved some of it,
+        or a batch that changed it was not saved. (A new cache: the library's
+        `LRUCache.clear` empties its queue but not its dict.)"""
+        self._recent = LRUCache(maxsize=self._cache_size) if self._cache_size else None
 
     def _scan_failures(self) -> None:
         for notification in self._select(

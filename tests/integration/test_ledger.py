@@ -134,6 +134,30 @@ def test_each_receipt_is_processed_exactly_once_by_competing_processors(
     assert len(started) == 40
 
 
+def subscription_event(evt_id: str, created: int, **fields: object) -> Delivery:
+    obj = so.subscription("sub_1", "cus_1", **fields)
+    body = so.body_of(so.event(evt_id, "customer.subscription.updated", obj, created=created))
+    return delivery_of(read_envelope(body), body)
+
+
+def test_a_processor_whose_kept_aggregate_another_one_changed_recovers(
+    ledger: Ledger, settings
+) -> None:
+    """Processor A keeps the subscription in memory; processor B changes it. A's
+    next save conflicts, A forgets what it kept, and its next pass applies."""
+    with open_ledger(settings) as b:
+        ledger.record([delivery("evt_1", created=100)])
+        ledger.process_new()  # A keeps sub_1 at version 1
+        ledger.record([subscription_event("evt_2", 200, cancel_at_period_end=True)])
+        b.process_new()  # B takes evt_2: sub_1 is at version 2 in the store
+    ledger.record([subscription_event("evt_3", 300, status="past_due")])
+    ledger.process_new()  # A's kept version 1 conflicts
+    ledger.process_new()
+    assert ledger.receipt("evt_3").outcome is Outcome.APPLIED
+    subscription = ledger.repository.get(Subscription.create_id("sub_1"))
+    assert (subscription.status, subscription.cancel_at_period_end) == ("past_due", False)
+
+
 def test_a_poisoned_receipt_never_blocks_the_ones_behind_it(
     ledger: Ledger, poisoned: dict[str, bool], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -177,3 +201,26 @@ def test_back_off_waits_before_the_next_attempt(ledger: Ledger, poisoned: dict[s
     assert ledger.retry_due(now=retry_at - 1) == 0
     assert ledger.retry_due(now=retry_at) == 1
     assert ledger.receipt("evt_bad").attempts == 2
+
+
+def test_a_batch_the_store_refused_leaves_nothing_behind_in_memory(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stage two changes the aggregates it keeps in memory in place: when the store
+    refuses the batch, those changes must not outlive it."""
+    from eventsourcing.persistence import OperationalError
+
+    ledger.record([delivery("evt_1", created=100)])
+    ledger.process_new()  # the subscription is now kept in memory
+    ledger.record([subscription_event("evt_2", 200, status="canceled")])
+    save = ledger._record
+    monkeypatch.setattr(
+        ledger, "_record", lambda _: (_ for _ in ()).throw(OperationalError("down"))
+    )
+    with pytest.raises(OperationalError):
+        ledger.process_new()
+    monkeypatch.setattr(ledger, "_record", save)
+    ledger.process_new()
+    assert ledger.receipt("evt_2").outcome is Outcome.APPLIED
+    subscription = ledger.repository.get(Subscription.create_id("sub_1"))
+    assert subscription.status == "canceled"
