@@ -1,14 +1,22 @@
 """ "As of" answers: what the ledger knew of a user at a moment, by folding the
 log up to that moment into a scratch store with the same projection code (not
-by reading the live tables)."""
+by reading the live tables). Only the events of the user's own aggregates are
+folded: a first pass over the few events that say whose is what finds them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
 
 from ledger.application import Ledger
+from ledger.customer import Customer
+from ledger.invoice import Invoice
 from ledger.plans import Catalog
+from ledger.subscription import Subscription
 from projections.entitlements import EntitlementsProjection, entitlements_of
 from projections.invoice_history import InvoiceHistoryProjection, invoices_of
 from projections.runner import Catchup, apply_batch
@@ -41,21 +49,14 @@ def replay_user(ledger: Ledger, catalog: Catalog, user_id: str, as_of: datetime)
             )
         ]
         Catchup(ledger, projections)  # creates their tables
+        mine = aggregates_of(ledger, user_id, as_of)
         topics = sorted({t for p in projections for t in p.topics})
-        position, last_applied = 0, 0
-        while True:
-            notifications = ledger.recorder.select_notifications(
-                start=position + 1, limit=BATCH, topics=topics
-            )
-            events = [(n.id, ledger.mapper.to_domain_event(n)) for n in notifications]
-            known = [(i, e) for i, e in events if e.timestamp <= as_of]
+        last_applied = 0
+        for known in _batches(ledger, topics, as_of, only=mine):
             if known:
                 for projection in projections:
                     apply_batch(projection, known, known[-1][0])
                 last_applied = known[-1][0]
-            if len(notifications) < BATCH:
-                break
-            position = notifications[-1].id
         now = as_of.timestamp()
         with store.transaction(commit=False) as c:
             status = current_subscription(c, user_id, now, catalog.free_tier)
@@ -71,3 +72,62 @@ def replay_user(ledger: Ledger, catalog: Catalog, user_id: str, as_of: datetime)
         }
     finally:
         store.close()
+
+
+def aggregates_of(ledger: Ledger, user_id: str, as_of: datetime) -> set[UUID]:
+    """The aggregates whose events can change this user's rows, as of `as_of`:
+    subscriptions started for or linked to the user, customers linked to the user,
+    and the invoices of either. (More would do no harm; fewer would.)"""
+    customers: set[UUID] = set()
+    subscriptions: set[UUID] = set()
+    invoices: list[Invoice.Recorded] = []
+    topics = [
+        get_topic(t)
+        for t in (
+            Customer.LinkedToUser,
+            Subscription.Started,
+            Subscription.LinkedToUser,
+            Invoice.Recorded,
+        )
+    ]
+    for events in _batches(ledger, topics, as_of):
+        for _, e in events:
+            if isinstance(e, Invoice.Recorded):
+                invoices.append(e)
+            elif getattr(e, "user_id", None) != user_id:
+                continue
+            elif isinstance(e, Customer.LinkedToUser):
+                customers.add(e.originator_id)
+            else:
+                subscriptions.add(e.originator_id)
+    theirs = {
+        i.originator_id
+        for i in invoices
+        if Customer.create_id(i.stripe_customer_id) in customers
+        or (
+            i.stripe_subscription_id is not None
+            and Subscription.create_id(i.stripe_subscription_id) in subscriptions
+        )
+    }
+    return customers | subscriptions | theirs
+
+
+def _batches(
+    ledger: Ledger, topics: Sequence[str], as_of: datetime, only: set[UUID] | None = None
+) -> Iterator[list[tuple[int, Any]]]:
+    """The log's events of `topics` (and of the aggregates `only`) recorded at or
+    before `as_of`, in log order; the others are not even decoded."""
+    position = 0
+    while True:
+        notifications = ledger.recorder.select_notifications(
+            start=position + 1, limit=BATCH, topics=topics
+        )
+        events = [
+            (n.id, ledger.mapper.to_domain_event(n))
+            for n in notifications
+            if only is None or n.originator_id in only
+        ]
+        yield [(i, e) for i, e in events if e.timestamp <= as_of]
+        if len(notifications) < BATCH:
+            return
+        position = notifications[-1].id

@@ -4,6 +4,7 @@ equal to live, and "as of" equal to what the live projection said then."""
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -343,6 +344,42 @@ def test_readers_never_see_a_half_built_projection(feed: Feed, read: ReadSide) -
     assert read.positions()[0]["generation"] == 2
 
 
+@settings(max_examples=8)
+@given(st.data())
+def test_as_of_a_user_equals_the_live_projection_then_and_now(
+    ledger: Ledger, read: ReadSide, data: st.DataObject
+) -> None:
+    """ "As of" folds only the user's own aggregates; for every user of generated
+    multi-customer streams it must say what the live projections (built from
+    everything) said at that moment, and say now."""
+    stream = data.draw(webhook_streams(prefix=f"a{next(_prefixes)}_"))
+    cut = data.draw(st.integers(1, len(stream)))
+    users = sorted({u.decode() for d in stream for u in re.findall(rb'"(user_[^"]+)"', d.body)})
+
+    def feed(part: list[Any]) -> datetime:
+        for d in part:
+            ledger.record([delivery_of(read_envelope(d.body), d.body)])
+        ledger.process_new()
+        read.catchup.run_once()
+        return datetime.now(UTC)
+
+    def live(user: str, at: datetime) -> dict[str, Any]:
+        now = at.timestamp()
+        return {
+            "subscription": read.status(user, now=now),
+            "entitlements": read.entitlements(user, now=now),
+            "invoices": read.invoices(user),
+        }
+
+    moment = feed(stream[:cut])
+    then = {user: live(user, moment) for user in users}
+    now = feed(stream[cut:])
+    for user in users:
+        for at, expected in ((moment, then[user]), (now, live(user, now))):
+            answer = replay_user(ledger, load_catalog(), user, at)
+            assert {k: answer[k] for k in expected} == expected
+
+
 def test_as_of_equals_what_the_live_projection_said_then(
     feed: Feed, read: ReadSide, ledger: Ledger
 ) -> None:
@@ -363,3 +400,13 @@ def test_as_of_equals_what_the_live_projection_said_then(
     assert answer["subscription"]["status"] == "active"
     now = replay_user(ledger, load_catalog(), USER, datetime.now(UTC))
     assert now["subscription"] == read.status(USER) and now["subscription"]["status"] == "canceled"
+
+
+def test_as_of_counts_a_one_off_invoice_of_a_customer_linked_later(
+    feed: Feed, read: ReadSide, ledger: Ledger
+) -> None:
+    feed("invoice.paid", so.invoice("in_1", "cus_2", None, amount=500), T)
+    feed("customer.created", so.customer("cus_2", user_id=USER), T + 1)
+    answer = replay_user(ledger, load_catalog(), USER, datetime.now(UTC))
+    assert [i["amount_paid"] for i in answer["invoices"]] == [500]
+    assert answer["invoices"] == read.invoices(USER)
