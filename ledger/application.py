@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
@@ -29,8 +29,8 @@ from eventsourcing.utils import get_topic
 
 from ledger.money import PriceAsDict
 from ledger.receipt import Outcome, Receipt
-from ledger.stripe_payloads import read_envelope
-from ledger.translator import translate
+from ledger.stripe_payloads import Envelope, read_envelope
+from ledger.translator import aggregates_named, translate
 
 log = logging.getLogger("ledger")
 A = TypeVar("A", bound=Aggregate)
@@ -75,9 +75,12 @@ class AggregateCache:
         self._recent = recent
         self._aggregates: dict[UUID, Aggregate] = {}
         self._touched: dict[UUID, Aggregate] = {}  # handed out since `take_changed`
+        self._absent: set[UUID] = set()  # known to have no events yet
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id not in self._aggregates:
+            if aggregate_id in self._absent:
+                return None
             try:
                 self._aggregates[aggregate_id] = self._load(aggregate_id)
             except AggregateNotFoundError:
@@ -93,6 +96,21 @@ class AggregateCache:
             except KeyError:
                 pass
         return self._repository.get(aggregate_id)
+
+    def prefetch(self, ids: set[UUID], existing: Callable[[list[UUID]], set[UUID]]) -> None:
+        """Ask the store once which of `ids` (those not in hand) have events: `get`
+        answers None for the others without a query each."""
+        unknown = [i for i in ids if i not in self._aggregates and not self._kept(i)]
+        self._absent = set(unknown) - existing(unknown)
+
+    def _kept(self, aggregate_id: UUID) -> bool:
+        if self._recent is None:
+            return False
+        try:
+            self._recent.get(aggregate_id)
+        except KeyError:
+            return False
+        return True
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = self._touched[aggregate.id] = aggregate
@@ -192,10 +210,12 @@ class Ledger(Follower[UUID]):
         processing = ProcessingEvent[UUID](tracking=Tracking(self.name, notifications[-1].id))
         cache = AggregateCache(self.repository, self._recent)
         try:
-            for notification in notifications:
-                receipt = self.mapper.to_domain_event(notification).mutate(None)
-                assert isinstance(receipt, Receipt)
-                receipt.settle(self._translate(cache, receipt))
+            receipts = [self.mapper.to_domain_event(n).mutate(None) for n in notifications]
+            envelopes = [_envelope(r) for r in receipts]
+            named = {i for envelope in envelopes for i in aggregates_named(envelope)}
+            cache.prefetch(named, self.recorder.existing)  # type: ignore[attr-defined]
+            for receipt, envelope in zip(receipts, envelopes, strict=True):
+                receipt.settle(self._translate(cache, envelope))
                 processing.collect_events(*cache.take_changed(), receipt)
         except Exception as exc:
             self.forget()  # what was changed in memory will not be saved
@@ -219,8 +239,8 @@ class Ledger(Follower[UUID]):
             processing_event.collect_events(*self._attempt(receipt))
 
     @staticmethod
-    def _translate(cache: AggregateCache, receipt: Receipt) -> Outcome:
-        outcome = translate(cache, read_envelope(receipt.payload.encode()))
+    def _translate(cache: AggregateCache, envelope: Envelope) -> Outcome:
+        outcome = translate(cache, envelope)
         if outcome is Outcome.APPLIED and not cache.changed():
             outcome = Outcome.UNCHANGED
         return outcome
@@ -230,7 +250,7 @@ class Ledger(Follower[UUID]):
         changes and its outcome, or, when translating raised, only the failure."""
         cache = AggregateCache(self.repository)
         try:
-            outcome = self._translate(cache, receipt)
+            outcome = self._translate(cache, _envelope(receipt))
         except PersistenceError:
             raise  # the store, not the receipt: retried as a whole, position unmoved
         except Exception as exc:
@@ -317,3 +337,8 @@ class Ledger(Follower[UUID]):
             if len(batch) < 500:
                 return
             start = batch[-1].id + 1
+
+
+def _envelope(receipt: Receipt) -> Envelope:
+    assert isinstance(receipt, Receipt)
+    return read_envelope(receipt.payload.encode())

@@ -16,8 +16,11 @@ def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
     store = Store(settings.database_url)
     env = store.env(pool_size=pool_size)
     env["CREATE_TABLE"] = "y"
-    if store.is_postgres:
-        env["PROCESS_RECORDER_TOPIC"] = "ledger.pg_recorder:BinaryProcessRecorder"
+    env["PROCESS_RECORDER_TOPIC"] = (
+        "ledger.recorders:BinaryProcessRecorder"
+        if store.is_postgres
+        else "ledger.recorders:SQLiteLedgerRecorder"
+    )
     return Ledger(
         env,
         cache_size=settings.aggregate_cache_size,

@@ -269,5 +269,16 @@ def read_checkout(obj: dict[str, Any]) -> CheckoutFacts:
     )
 
 
+def named_ids(obj: dict[str, Any]) -> list[str]:
+    """The Stripe ids an event's object names: its own, its customer's and its
+    subscription's (in either shape, as ids or expanded objects)."""
+    parent = obj.get("parent")
+    details = parent.get("subscription_details") if isinstance(parent, dict) else None
+    named = [obj.get("id"), obj.get("customer"), obj.get("subscription")]
+    if isinstance(details, dict):
+        named.append(details.get("subscription"))
+    return [i for i in map(_id_of, named) if isinstance(i, str)]
+
+
 def _user_id(metadata: dict[str, str] | None) -> str | None:
     return (metadata or {}).get("user_id") or None

@@ -17,6 +17,7 @@ from ledger.invoice import Invoice, InvoiceFacts
 from ledger.receipt import Outcome
 from ledger.stripe_payloads import (
     Envelope,
+    named_ids,
     read_checkout,
     read_customer,
     read_invoice,
@@ -152,3 +153,23 @@ TRANSLATORS: dict[str, Translator] = {
     "invoice.payment_failed": _invoice_payment_failed,
     "checkout.session.completed": _checkout_completed,
 }
+
+_AGGREGATE_OF_ID: dict[str, type[Customer | Subscription | Invoice | Checkout]] = {
+    "cus_": Customer,
+    "sub_": Subscription,
+    "in_": Invoice,
+    "cs_": Checkout,
+}
+
+
+def aggregates_named(envelope: Envelope) -> list[UUID]:
+    """The aggregates translating this event will look for, at least most of them:
+    a hint for loading them together (what it misses is loaded on its own)."""
+    if envelope.type not in TRANSLATORS:
+        return []
+    return [
+        cls.create_id(stripe_id)
+        for stripe_id in named_ids(envelope.object)
+        for prefix, cls in _AGGREGATE_OF_ID.items()
+        if stripe_id.startswith(prefix)
+    ]

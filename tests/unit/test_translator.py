@@ -16,7 +16,7 @@ from ledger.money import Price
 from ledger.receipt import Outcome
 from ledger.stripe_payloads import read_envelope
 from ledger.subscription import Subscription
-from ledger.translator import TRANSLATORS, translate
+from ledger.translator import TRANSLATORS, aggregates_named, translate
 from tests import stripe_objects as so
 
 A = TypeVar("A", bound=Aggregate)
@@ -293,3 +293,39 @@ def test_a_subscription_is_linked_when_its_customer_is(uow: MemoryUnitOfWork) ->
 def test_an_unhandled_type_is_ignored(uow: MemoryUnitOfWork) -> None:
     assert uow.apply("evt_1", "charge.refunded", {"id": "ch_1"}, 100) is Outcome.IGNORED
     assert uow.aggregates == {}
+
+
+class RecordingUnitOfWork(MemoryUnitOfWork):
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[UUID] = set()
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        self.asked.add(aggregate_id)
+        return super().get(cls, aggregate_id)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("event_type", sorted(TRANSLATORS))
+def test_the_loading_hint_names_what_a_first_event_looks_for(event_type: str, shape: str) -> None:
+    """Stage two asks the store once per batch which of the named aggregates exist;
+    one it did not name costs a query of its own, so the hint should name all."""
+    if event_type.startswith("customer.subscription."):
+        obj = so.subscription("sub_1", "cus_1", shape=shape)  # type: ignore[arg-type]
+    elif event_type.startswith("customer."):
+        obj = so.customer("cus_1", user_id=USER)
+    elif event_type.startswith("invoice."):
+        obj = so.invoice("in_1", "cus_1", "sub_1", shape=shape)  # type: ignore[arg-type]
+    else:
+        obj = so.checkout_session("cs_1", "cus_1", "sub_1", user_id=USER)
+    body = so.body_of(so.event("evt_1", event_type, obj, created=100, shape=shape))  # type: ignore[arg-type]
+    envelope = read_envelope(body)
+    uow = RecordingUnitOfWork()
+    translate(uow, envelope)
+    assert uow.asked and uow.asked <= set(aggregates_named(envelope))
+
+
+def test_the_loading_hint_names_nothing_for_an_ignored_type() -> None:
+    obj = {"id": "po_1", "customer": "cus_1"}
+    body = so.body_of(so.event("evt_1", "payout.paid", obj, created=100))
+    assert aggregates_named(read_envelope(body)) == []

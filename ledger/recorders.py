@@ -1,0 +1,64 @@
+"""The log's recorders: the `eventsourcing` library's, with two additions.
+
+`existing(ids)`: which of some aggregates have events, in one query. Stage two
+asks it once per batch for the aggregates its receipts name, instead of one
+lookup each for the many that are new.
+
+On PostgreSQL, inserts are sent in binary. The library's recorder passes the
+batch of stored events as text: psycopg hex-encodes every event's bytes and
+escapes the whole array, about 170 µs of CPU per row for a Stripe delivery's few
+kilobytes. Binary (`%b`) sends the same bytes as they are: measured on a batch
+insert of receipts, 3,300 rows/s became 8,300 rows/s, byte for byte the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteProcessRecorder
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
+
+
+class BinaryProcessRecorder(PostgresProcessRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = {
+            "schema": Identifier(self.datastore.schema),
+            "table": Identifier(self.events_table_name),
+        }
+        self.insert_events_statement = SQL(
+            "    INSERT INTO {schema}.{table} AS t ("
+            "    originator_id, originator_version, topic, state)"
+            "    SELECT originator_id, originator_version, topic, state"
+            "    FROM unnest(%b::{schema}.{stored_event_type}[])"
+            " RETURNING notification_id"
+        ).format(stored_event_type=Identifier(self.stored_event_type_name), **names)
+        self._existing_statement = SQL(
+            "SELECT DISTINCT originator_id FROM {schema}.{table} WHERE originator_id = ANY(%s)"
+        ).format(**names)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def existing(self, ids: Collection[UUID]) -> set[UUID]:
+        if not ids:
+            return set()
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._existing_statement, (list(ids),))
+            return {row["originator_id"] for row in curs.fetchall()}
+
+
+class SQLiteLedgerRecorder(SQLiteProcessRecorder):
+    def existing(self, ids: Collection[UUID]) -> set[UUID]:
+        if not ids:
+            return set()
+        # the library's own table name, and one placeholder per id: no input in the text
+        statement = (
+            f"SELECT DISTINCT originator_id FROM {self.events_table_name} "  # noqa: S608
+            f"WHERE originator_id IN ({','.join('?' * len(ids))})"
+        )
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, [i.hex for i in ids])
+            return {UUID(row["originator_id"]) for row in c.fetchall()}
