@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    OperationalError,
+    Tracking,
+    TrackingRecorder,
+)
 from eventsourcing.utils import Environment
 from psycopg.conninfo import make_conninfo
 
@@ -123,7 +128,10 @@ class ViewStore:
             )
             conn.row_factory = sqlite3.Row
             self._readers.append(conn)
-        yield Cursor(self, conn.cursor())
+        try:
+            yield Cursor(self, conn.cursor())
+        except sqlite3.Error as exc:  # as the library reports its own store's failures
+            raise OperationalError(str(exc)) from exc
 
     def record_position(self, cursor: Cursor, key: str, position: int) -> None:
         """Raises IntegrityError unless it moves the position forward: two runners
