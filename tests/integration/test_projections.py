@@ -410,3 +410,12 @@ def test_as_of_counts_a_one_off_invoice_of_a_customer_linked_later(
     answer = replay_user(ledger, load_catalog(), USER, datetime.now(UTC))
     assert [i["amount_paid"] for i in answer["invoices"]] == [500]
     assert answer["invoices"] == read.invoices(USER)
+
+
+def test_a_failing_read_is_reported_as_the_stores_failure(read: ReadSide) -> None:
+    """Both stores raise the library's PersistenceError, which the API answers
+    with 503 store_unavailable rather than 500."""
+    from eventsourcing.persistence import PersistenceError
+
+    with pytest.raises(PersistenceError), read.store.reading() as c:
+        c.query("SELECT * FROM no_such_table")
