@@ -27,7 +27,12 @@ class NotificationsProjection(SqlProjection):
             "user_id TEXT, current_period_start BIGINT"
         ),
     }
-    indexes = {"notifications_user": "{notifications} (user_id, cursor)"}
+    indexes = {
+        "notifications_user": "{notifications} (user_id, cursor)",
+        # for linking a subscription's earlier notifications to its user: only the
+        # rows still without one are in it, so it costs the other inserts nothing
+        "notifications_unlinked": "{notifications} (subscription_id) WHERE user_id IS NULL",
+    }
 
     def _notify(self, w: Writer, e: Any, kind: str, only_if: str = "", **detail: Any) -> None:
         w.execute(

@@ -72,13 +72,14 @@ class Catchup:
             self.ensure(projection)
 
     def ensure(self, projection: SqlProjection) -> None:
-        """First use: create generation 1 and publish it."""
+        """First use: create generation 1 and publish it. Later: create what the
+        projection declares and its current generation lacks (a new index needs
+        no rebuild; a new table or column does)."""
         store = projection.view
-        if projection.name in store.generations():
-            return
         with store.transaction() as c:
-            projection.create_generation(c, 1)
-            if _generation(c, projection.name) is None:
+            current = _generation(c, projection.name)
+            projection.create_generation(c, current or 1)
+            if current is None:
                 projection.publish_generation(c, 1)
 
     def generation(self, projection: SqlProjection) -> int:

@@ -419,3 +419,23 @@ def test_a_failing_read_is_reported_as_the_stores_failure(read: ReadSide) -> Non
 
     with pytest.raises(PersistenceError), read.store.reading() as c:
         c.query("SELECT * FROM no_such_table")
+
+
+def test_an_index_declared_later_is_built_at_the_next_start(read: ReadSide) -> None:
+    notifications = next(p for p in read.projections if p.name == "notifications")
+    catalog = (
+        "SELECT indexname AS name FROM pg_indexes WHERE indexname = :name"
+        if read.store.is_postgres
+        else "SELECT name FROM sqlite_master WHERE type = 'index' AND name = :name"
+    )
+
+    def present() -> bool:
+        with read.store.transaction(commit=False) as c:
+            return bool(c.query(catalog, {"name": "notifications_unlinked_g1"}))
+
+    assert present()
+    with read.store.transaction() as c:
+        c.execute("DROP INDEX notifications_unlinked_g1")
+    assert not present()
+    read.catchup.ensure(notifications)
+    assert present()
