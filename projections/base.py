@@ -3,7 +3,7 @@ views), a handler per event type, and `topics` derived from those handlers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import singledispatchmethod
 from typing import Any, ClassVar
 
@@ -74,10 +74,19 @@ class SqlProjection(Projection[ViewStore]):
         names = self.names(generation)
         for table, columns in self.tables.items():
             c.execute(f"CREATE TABLE IF NOT EXISTS {names[table]} ({columns})")
-        for index, spec in self.indexes.items():
-            c.execute(
-                f"CREATE INDEX IF NOT EXISTS {index}_g{generation} ON " + spec.format_map(names)
-            )
+        self.create_indexes(c, generation)
+
+    def create_indexes(self, c: Cursor, generation: int, existing: Collection[str] = ()) -> None:
+        """Those not in `existing`: on PostgreSQL even `IF NOT EXISTS` waits for
+        the table's writers, so a start skips what is there."""
+        names = self.names(generation)
+        specs = self.indexes.values()
+        for spec, name in zip(specs, self.index_names(generation), strict=True):
+            if name not in existing:
+                c.execute(f"CREATE INDEX IF NOT EXISTS {name} ON " + spec.format_map(names))
+
+    def index_names(self, generation: int) -> list[str]:
+        return [f"{index}_g{generation}" for index in self.indexes]
 
     def publish_generation(self, c: Cursor, generation: int) -> None:
         """Point the views at a generation: readers see all of it at once."""

@@ -76,11 +76,18 @@ class Catchup:
         projection declares and its current generation lacks (a new index needs
         no rebuild; a new table or column does)."""
         store = projection.view
+        with store.transaction(commit=False) as c:  # the usual case: all there, write nothing
+            current = _generation(c, projection.name)
+            existing = store.index_names(c)
+        if current is not None and existing.issuperset(projection.index_names(current)):
+            return
         with store.transaction() as c:
             current = _generation(c, projection.name)
-            projection.create_generation(c, current or 1)
             if current is None:
+                projection.create_generation(c, 1)
                 projection.publish_generation(c, 1)
+            else:
+                projection.create_indexes(c, current, store.index_names(c))
 
     def generation(self, projection: SqlProjection) -> int:
         return projection.view.generations()[projection.name]

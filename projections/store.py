@@ -138,6 +138,14 @@ class ViewStore:
         of one projection can never both apply the same events."""
         self.tracking._insert_tracking(cursor.raw, Tracking(key, position))  # type: ignore[attr-defined]
 
+    def index_names(self, c: Cursor) -> set[str]:
+        catalog = (
+            "SELECT indexname AS name FROM pg_indexes WHERE schemaname = current_schema()"
+            if self.is_postgres
+            else "SELECT name FROM sqlite_master WHERE type = 'index'"
+        )
+        return {row["name"] for row in c.query(catalog)}
+
     def position(self, key: str) -> int:
         return self.tracking.max_tracking_id(key) or 0
 

@@ -439,3 +439,19 @@ def test_an_index_declared_later_is_built_at_the_next_start(read: ReadSide) -> N
     assert not present()
     read.catchup.ensure(notifications)
     assert present()
+
+
+def test_a_start_does_not_wait_for_a_projections_writer(read: ReadSide) -> None:
+    """A second process starting while a runner holds a batch open must not queue
+    behind it (PostgreSQL's CREATE INDEX IF NOT EXISTS would; SQLite's writer lock
+    would)."""
+    notifications = next(p for p in read.projections if p.name == "notifications")
+    with read.store.transaction() as c:
+        c.execute(
+            "INSERT INTO notifications_g1 (cursor, subscription_id, stripe_subscription_id, "
+            "kind, occurred_at, detail) VALUES (1, 's', 'sub_1', 'activated', 0, '{}')"
+        )
+        started = threading.Thread(target=read.catchup.ensure, args=(notifications,))
+        started.start()
+        started.join(timeout=3)
+        assert not started.is_alive(), "ensure waited for the open batch"
