@@ -453,5 +453,5 @@ def test_a_start_does_not_wait_for_a_projections_writer(read: ReadSide) -> None:
         )
         started = threading.Thread(target=read.catchup.ensure, args=(notifications,))
         started.start()
-        started.join(timeout=3)
+        started.join(timeout=10)  # blocked, it would wait for as long as the batch is open
         assert not started.is_alive(), "ensure waited for the open batch"
