@@ -51,6 +51,13 @@ class MemoryUnitOfWork:
         events = [e for a in self.aggregates.values() for e in a.collect_events()]
         return [type(e).__qualname__ for e in events]
 
+    def subscription_event(
+        self, evt_id: str, event_type: str, created: int, shape: str = "current", **fields: Any
+    ) -> Outcome:
+        """An event about sub_1 of cus_1, in the given shape."""
+        obj = so.subscription("sub_1", "cus_1", shape=shape, **fields)  # type: ignore[arg-type]
+        return self.apply(evt_id, event_type, obj, created, shape)
+
     def subscription(self, sub_id: str = "sub_1") -> Subscription:
         found = self.get(Subscription, Subscription.create_id(sub_id))
         assert found is not None
@@ -117,27 +124,17 @@ def test_a_subscription_starts_with_price_period_and_user(
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_a_subscription_update_records_what_changed(uow: MemoryUnitOfWork, shape: str) -> None:
-    uow.apply(
-        "evt_1",
-        "customer.subscription.created",
-        so.subscription("sub_1", "cus_1", shape=shape),
-        100,
-        shape,
-    )  # type: ignore[arg-type]
+    uow.subscription_event("evt_1", "customer.subscription.created", 100, shape)
     uow.new_events()
-    obj = so.subscription(
-        "sub_1",
-        "cus_1",
-        status="past_due",
-        price_id="price_annual",
-        amount=9990,
-        interval="year",
-        period_start=1_769_904_000,
-        period_end=1_801_440_000,
-        cancel_at_period_end=True,
-        shape=shape,
-    )  # type: ignore[arg-type]
-    assert uow.apply("evt_2", "customer.subscription.updated", obj, 200, shape) is Outcome.APPLIED
+    annual = {
+        "price_id": "price_annual", "amount": 9990, "interval": "year",
+        "period_start": 1_769_904_000, "period_end": 1_801_440_000,
+    }  # fmt: skip
+    outcome = uow.subscription_event(
+        "evt_2", "customer.subscription.updated", 200, shape,
+        status="past_due", cancel_at_period_end=True, **annual,
+    )  # fmt: skip
+    assert outcome is Outcome.APPLIED
     assert uow.new_events() == [
         "Subscription.PlanChanged", "Subscription.PeriodChanged",
         "Subscription.CancellationScheduled", "Subscription.StatusChanged",
@@ -145,71 +142,32 @@ def test_a_subscription_update_records_what_changed(uow: MemoryUnitOfWork, shape
     s = uow.subscription()
     assert (s.status, s.price.unit_amount, s.price.interval) == ("past_due", 9990, "year")  # type: ignore[union-attr]
     assert (s.cancel_at_period_end, s.cancel_at) == (True, None)
-    withdrawn = so.subscription(
-        "sub_1",
-        "cus_1",
-        status="active",
-        price_id="price_annual",
-        amount=9990,
-        interval="year",
-        period_start=1_769_904_000,
-        period_end=1_801_440_000,
-        shape=shape,
-    )  # type: ignore[arg-type]
-    uow.apply("evt_3", "customer.subscription.updated", withdrawn, 300, shape)
+    uow.subscription_event(
+        "evt_3", "customer.subscription.updated", 300, shape, status="active", **annual
+    )
     assert uow.new_events() == ["Subscription.CancellationWithdrawn", "Subscription.StatusChanged"]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_an_older_subscription_state_is_superseded(uow: MemoryUnitOfWork, shape: str) -> None:
-    uow.apply(
-        "evt_2",
-        "customer.subscription.updated",
-        so.subscription("sub_1", "cus_1", status="past_due", shape=shape),
-        200,
-        shape,
-    )  # type: ignore[arg-type]
+    uow.subscription_event("evt_2", "customer.subscription.updated", 200, shape, status="past_due")
     uow.new_events()
-    outcome = uow.apply(
-        "evt_1",
-        "customer.subscription.created",
-        so.subscription("sub_1", "cus_1", shape=shape),
-        100,
-        shape,
-    )  # type: ignore[arg-type]
+    outcome = uow.subscription_event("evt_1", "customer.subscription.created", 100, shape)
     assert outcome is Outcome.SUPERSEDED
     assert uow.subscription().status == "past_due"
     assert uow.new_events() == []
 
 
 def test_same_second_states_are_ordered_by_event_id(uow: MemoryUnitOfWork) -> None:
-    uow.apply(
-        "evt_B",
-        "customer.subscription.updated",
-        so.subscription("sub_1", "cus_1", status="past_due"),
-        100,
-    )
-    assert (
-        uow.apply(
-            "evt_A",
-            "customer.subscription.updated",
-            so.subscription("sub_1", "cus_1", status="active"),
-            100,
-        )
-        is Outcome.SUPERSEDED
-    )
+    uow.subscription_event("evt_B", "customer.subscription.updated", 100, status="past_due")
+    outcome = uow.subscription_event("evt_A", "customer.subscription.updated", 100, status="active")
+    assert outcome is Outcome.SUPERSEDED
     assert uow.subscription().status == "past_due"
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_deletion_ends_a_subscription_for_good(uow: MemoryUnitOfWork, shape: str) -> None:
-    uow.apply(
-        "evt_1",
-        "customer.subscription.created",
-        so.subscription("sub_1", "cus_1", shape=shape),
-        100,
-        shape,
-    )  # type: ignore[arg-type]
+    uow.subscription_event("evt_1", "customer.subscription.created", 100, shape)
     deleted = so.subscription("sub_1", "cus_1", status="canceled", ended_at=200, shape=shape)  # type: ignore[arg-type]
     assert (
         uow.apply("evt_2", "customer.subscription.deleted", deleted, 200, shape) is Outcome.APPLIED
@@ -285,7 +243,7 @@ def test_a_checkout_links_the_customer_and_its_earlier_subscription(
 
 
 def test_a_subscription_is_linked_when_its_customer_is(uow: MemoryUnitOfWork) -> None:
-    uow.apply("evt_1", "customer.subscription.created", so.subscription("sub_1", "cus_1"), 100)
+    uow.subscription_event("evt_1", "customer.subscription.created", 100)
     uow.apply("evt_2", "customer.updated", so.customer("cus_1", user_id=USER), 200)
     assert uow.subscription().user_id == USER
 
