@@ -114,15 +114,10 @@ class GroupCommitter:
                 firsts[item[0].stripe_event_id] = item
         items = list(firsts.values())
         try:
-            self._ledger.record([d for d, _ in items])
-            results = {d.stripe_event_id: True for d, _ in items}
-        except IntegrityError:
-            results = {d.stripe_event_id: self._record_one(d) for d, _ in items}
-        except PersistenceError as exc:
-            self._fail(group, exc)
-            return
-        except Exception as exc:
-            log.exception("recording %d receipts failed", len(items))
+            results = self._record([d for d, _ in items])
+        except Exception as exc:  # whatever it is, the writer thread carries on
+            if not isinstance(exc, PersistenceError):
+                log.exception("recording %d receipts failed", len(items))
             self._fail(group, exc)
             return
         for delivery, future in items:
@@ -132,6 +127,15 @@ class GroupCommitter:
             _resolve(future, outcome if isinstance(outcome, BaseException) else False)
         if any(r is True for r in results.values()):
             self._on_recorded()
+
+    def _record(self, deliveries: list[Delivery]) -> dict[str, bool | BaseException]:
+        """All in one transaction; when one of them is already in the log, each
+        in its own (True: recorded now, False: a duplicate)."""
+        try:
+            self._ledger.record(deliveries)
+            return {d.stripe_event_id: True for d in deliveries}
+        except IntegrityError:
+            return {d.stripe_event_id: self._record_one(d) for d in deliveries}
 
     def _record_one(self, delivery: Delivery) -> bool | BaseException:
         try:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.application import Delivery, Ledger
-from ledger.intake import GroupCommitter, delivery_of
+from ledger.intake import GroupCommitter, StoreUnavailable, delivery_of
 from ledger.receipt import Outcome, Receipt
 from ledger.service import open_ledger
 from ledger.stripe_payloads import read_envelope
@@ -85,6 +85,30 @@ def test_a_duplicate_inside_one_group_is_answered_without_failing_the_others(
     finally:
         committer.close()
     assert sorted(r.stripe_event_id for r in receipt_events(ledger)) == ["evt_0", "evt_1", "evt_2"]
+
+
+def test_the_writer_thread_survives_any_failure_and_goes_on(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while recording one by one (after a duplicate in the batch) used to
+    end the writer thread: every later delivery then waited for 503."""
+    from eventsourcing.persistence import IntegrityError
+
+    original = ledger.record
+    failures = iter([IntegrityError("a duplicate in the batch"), RuntimeError("a bug")])
+
+    def failing(deliveries):  # type: ignore[no-untyped-def]
+        raise next(failures)
+
+    committer = GroupCommitter(ledger)
+    try:
+        monkeypatch.setattr(ledger, "record", failing)
+        with pytest.raises(StoreUnavailable):
+            committer.submit(delivery("evt_1")).result(10)
+        monkeypatch.setattr(ledger, "record", original)
+        assert committer.submit(delivery("evt_2")).result(10) is True
+    finally:
+        committer.close()
 
 
 def test_concurrent_deliveries_of_one_event_are_recorded_once(ledger: Ledger, settings) -> None:
