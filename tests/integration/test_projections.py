@@ -169,6 +169,19 @@ def test_entitlements_follow_the_current_plan(feed: Feed, read: ReadSide) -> Non
     assert read.entitlements(USER, now=T + 2)["tier"] == "free"
 
 
+def test_entitlements_and_get_subscription_agree_on_the_payment_grace(
+    feed: Feed, read: ReadSide
+) -> None:
+    """Grace counts from the failed payment, even when Stripe says past_due a day
+    later; both answers must flip to free at the same moment."""
+    feed("customer.subscription.created", premium(user_id=USER), T)
+    feed("invoice.payment_failed", so.invoice("in_1", "cus_1", "sub_1", status="open"), T + DAY)
+    feed("customer.subscription.updated", premium("past_due", user_id=USER), T + 2 * DAY)
+    for now, tier in ((T + 4 * DAY - 1, "premium"), (T + 4 * DAY + 1, "free")):
+        assert read.status(USER, now=now)["tier"] == tier
+        assert read.entitlements(USER, now=now)["tier"] == tier
+
+
 def test_invoice_history_is_attributed_once_the_customer_is_linked(
     feed: Feed, read: ReadSide
 ) -> None:
