@@ -57,7 +57,7 @@ async def create_subscription(request: Request) -> JSONResponse:
         {
             "subscription_id": created.stripe_subscription_id,
             "client_secret": created.client_secret,
-            "status": "active" if created.status in ("active", "trialing") else "pending",
+            "status": created.answer_status,
             "current_period_start": created.current_period_start,
             "current_period_end": created.current_period_end,
         }

@@ -11,6 +11,9 @@ from ledger.cause import Cause
 from ledger.ids import stripe_uuid
 from ledger.money import Price
 
+# Stripe statuses in which a subscription grants its plan (past_due only within grace).
+LIVE_STATUSES = ("active", "trialing")
+
 TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
 
 

@@ -3,6 +3,8 @@ their current one. Shared by the readers of subscription_status and entitlements
 
 from __future__ import annotations
 
+from ledger.subscription import LIVE_STATUSES
+
 DAY = 86_400
 
 # The user's current subscription: a live one first, then the latest started.
@@ -18,7 +20,7 @@ def is_active(
 ) -> bool:
     """`active` and `trialing` are; `past_due` is while inside the plan's payment
     grace, counted from the first failed payment."""
-    if status in ("active", "trialing"):
+    if status in LIVE_STATUSES:
         return True
     if status == "past_due" and past_due_since is not None:
         return now < past_due_since + (grace_days or 0) * DAY

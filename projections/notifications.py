@@ -7,11 +7,9 @@ import json
 from functools import singledispatchmethod
 from typing import Any
 
-from ledger.subscription import Subscription
+from ledger.subscription import LIVE_STATUSES, Subscription
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
-
-LIVE = ("active", "trialing")
 
 
 class NotificationsProjection(SqlProjection):
@@ -63,14 +61,14 @@ class NotificationsProjection(SqlProjection):
             user_id=e.user_id,
             start=e.current_period_start,
         )
-        if e.status in LIVE:
+        if e.status in LIVE_STATUSES:
             self._notify(w, e, "activated", status=e.status)
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
-        if e.status in LIVE and e.previous_status in ("past_due", "unpaid"):
+        if e.status in LIVE_STATUSES and e.previous_status in ("past_due", "unpaid"):
             self._notify(w, e, "payment_recovered", status=e.status)
-        elif e.status in LIVE and e.previous_status not in LIVE:
+        elif e.status in LIVE_STATUSES and e.previous_status not in LIVE_STATUSES:
             self._notify(w, e, "activated", status=e.status)
         elif e.status in ("past_due", "unpaid"):
             self._notify(w, e, "payment_failed", status=e.status)

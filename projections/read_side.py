@@ -131,10 +131,11 @@ class ReadSide:
 
     def positions(self) -> list[dict[str, Any]]:
         head = self.catchup.head()
+        generations = self.store.generations()
         return [
             {
                 "name": p.name,
-                "generation": (g := self.catchup.generation(p)),
+                "generation": (g := generations[p.name]),
                 "position": (pos := self.catchup.position(p, g)),
                 "head": head,
                 "lag": head - pos,

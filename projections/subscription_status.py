@@ -9,7 +9,7 @@ from typing import Any
 
 from ledger.invoice import Invoice
 from ledger.money import Price
-from ledger.subscription import Subscription
+from ledger.subscription import LIVE_STATUSES, Subscription
 from projections.activity import CURRENT_ORDER, is_active, past_due_since_sql
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
@@ -95,7 +95,7 @@ class SubscriptionStatusProjection(SqlProjection):
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
         if e.status == "past_due":
             since = past_due_since_sql()
-        elif e.status in ("active", "trialing"):
+        elif e.status in LIVE_STATUSES:
             since = "NULL"
         else:
             since = "past_due_since"
