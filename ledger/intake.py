@@ -14,6 +14,7 @@ import stripe
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from ledger.application import Delivery, Ledger
+from ledger.receipt import Receipt
 from ledger.stripe_payloads import Envelope
 
 log = logging.getLogger("ledger.intake")
@@ -129,13 +130,26 @@ class GroupCommitter:
             self._on_recorded()
 
     def _record(self, deliveries: list[Delivery]) -> dict[str, bool | BaseException]:
-        """All in one transaction; when one of them is already in the log, each
-        in its own (True: recorded now, False: a duplicate)."""
+        """All in one transaction (True: recorded now, False: a duplicate). When
+        some are in the log already (Stripe's retries), the others still go in one
+        transaction; only a race with another writer makes it one each."""
         try:
             self._ledger.record(deliveries)
             return {d.stripe_event_id: True for d in deliveries}
         except IntegrityError:
-            return {d.stripe_event_id: self._record_one(d) for d in deliveries}
+            pass
+        known = self._ledger.recorder.existing(
+            [Receipt.create_id(d.stripe_event_id) for d in deliveries]
+        )
+        results: dict[str, bool | BaseException] = {d.stripe_event_id: False for d in deliveries}
+        fresh = [d for d in deliveries if Receipt.create_id(d.stripe_event_id) not in known]
+        try:
+            if fresh:
+                self._ledger.record(fresh)
+            results.update(dict.fromkeys((d.stripe_event_id for d in fresh), True))
+        except IntegrityError:
+            results.update({d.stripe_event_id: self._record_one(d) for d in fresh})
+        return results
 
     def _record_one(self, delivery: Delivery) -> bool | BaseException:
         try:

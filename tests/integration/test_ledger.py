@@ -87,6 +87,29 @@ def test_a_duplicate_inside_one_group_is_answered_without_failing_the_others(
     assert sorted(r.stripe_event_id for r in receipt_events(ledger)) == ["evt_0", "evt_1", "evt_2"]
 
 
+def test_a_retried_delivery_in_a_group_costs_one_more_transaction_not_one_each(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.record([delivery("evt_0")])  # Stripe's retry of it arrives with new ones
+    original, calls = ledger.record, []
+
+    def counted(deliveries):  # type: ignore[no-untyped-def]
+        calls.append(sorted(d.stripe_event_id for d in deliveries))
+        return original(deliveries)
+
+    monkeypatch.setattr(ledger, "record", counted)
+    committer = GroupCommitter(ledger)
+    try:
+        assert committer._record([delivery(e) for e in ("evt_1", "evt_0", "evt_2")]) == {
+            "evt_1": True,
+            "evt_0": False,
+            "evt_2": True,
+        }
+    finally:
+        committer.close()
+    assert calls == [["evt_0", "evt_1", "evt_2"], ["evt_1", "evt_2"]]
+
+
 def test_the_writer_thread_survives_any_failure_and_goes_on(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
