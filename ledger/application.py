@@ -157,7 +157,7 @@ class Ledger(Follower[UUID]):
         self.retry_attempts = retry_attempts
         self.retry_base_seconds = retry_base_seconds
         self.follow(self.name, self.notification_log)
-        self._pending_retries: dict[str, UUID] = {}
+        self._pending_retries: set[UUID] = set()  # receipts that failed, by id
         self._failure_cursor = 0
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -281,10 +281,10 @@ class Ledger(Follower[UUID]):
         now = time.time() if now is None else now
         self._scan_failures()
         tried = 0
-        for stripe_event_id in list(self._pending_retries):
-            receipt = self.receipt(stripe_event_id)
+        for receipt_id in list(self._pending_retries):
+            receipt = self.repository.get(receipt_id)
             if receipt.outcome is not Outcome.FAILED:
-                del self._pending_retries[stripe_event_id]
+                self._pending_retries.discard(receipt_id)
                 continue
             if receipt.retry_at is not None and receipt.retry_at <= now:
                 self._save_attempt(receipt, now)
@@ -327,8 +327,7 @@ class Ledger(Follower[UUID]):
             event = self.mapper.to_domain_event(notification)
             assert isinstance(event, Receipt.AttemptFailed)
             if event.retry_at is not None:
-                stripe_event_id = self.repository.get(event.originator_id).stripe_event_id
-                self._pending_retries[stripe_event_id] = event.originator_id
+                self._pending_retries.add(event.originator_id)
 
     def _select(self, topic: str, start: int) -> Iterable[Any]:
         while True:
