@@ -20,7 +20,7 @@ from projections.read_side import ReadSide
 WEBHOOKS = Counter(
     "ledger_webhook_deliveries",
     "Stripe deliveries received, by result",
-    ["result"],  # recorded, duplicate, invalid_signature, not_an_event, too_large, unavailable
+    ["result"],  # recorded, duplicate, or the refusal's error_code (invalid_signature, ...)
 )
 
 

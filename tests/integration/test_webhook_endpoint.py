@@ -184,16 +184,15 @@ def metric(client: TestClient, result: str) -> float:
 
 
 def test_metrics_count_rejected_and_duplicate_deliveries(client: TestClient) -> None:
-    before = {r: metric(client, r) for r in ("invalid_signature", "recorded", "duplicate")}
+    results = ("invalid_signature", "not_an_event", "payload_too_large", "recorded", "duplicate")
+    before = {r: metric(client, r) for r in results}
     post(client, started(), secret="whsec_wrong")
+    post(client, b"signed, but not an event")
+    post(client, b"x" * (1024 * 1024 + 1))
     post(client, started())
     post(client, started())
-    after = {r: metric(client, r) for r in before}
-    assert {r: after[r] - before[r] for r in before} == {
-        "invalid_signature": 1,
-        "recorded": 1,
-        "duplicate": 1,
-    }
+    after = {r: metric(client, r) for r in results}
+    assert {r: after[r] - before[r] for r in results} == dict.fromkeys(results, 1)
 
 
 def test_a_bad_plans_file_stops_the_service_at_start(database_url: str, tmp_path) -> None:
@@ -246,6 +245,7 @@ def test_an_unreachable_database_answers_503_so_that_stripe_retries(postgres_url
         assert answer.status_code == 503
         assert answer.json()["error_code"] == "store_unavailable"
         assert answer.headers["retry-after"] == "5"
+        assert metric(client, "store_unavailable") >= 1
         # Stripe's retry, once it is back: recorded now, or a duplicate if the first
         # attempt's write landed after its 503. Either way the log holds it once.
         deadline = time.monotonic() + 60
