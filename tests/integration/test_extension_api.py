@@ -310,3 +310,20 @@ def test_an_api_body_over_16_kib_is_refused(client: TestClient) -> None:
         content=b'{"immediate": false, "pad": "' + b"x" * 17_000 + b'"}',
     )
     assert_error(answer, 413, "payload_too_large")
+
+
+def test_a_bug_answers_500_internal_error_without_its_details(
+    live_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from projections.read_side import ReadSide
+
+    async def broken(self: ReadSide, user_id: str) -> dict[str, Any]:
+        raise RuntimeError("a bug holding sk_test_secret")
+
+    monkeypatch.setattr(ReadSide, "status_async", broken)
+    with TestClient(create_app(live_settings), raise_server_exceptions=False) as client:
+        headers = register(client)
+        answer = client.get("/api/stripe/get-subscription", headers=headers)
+    assert_error(answer, 500, "internal_error")
+    assert "sk_test_secret" not in answer.text and "Traceback" not in answer.text
+    assert "unhandled RuntimeError on GET /api/stripe/get-subscription" in caplog.text
