@@ -272,7 +272,19 @@ def test_webhook_health_counts_types_and_outcomes(
     assert report["lag"] == 0 and report["last_received_at"] > 0
 
 
-def test_two_runners_apply_each_event_once(ledger: Ledger, settings: Settings) -> None:
+def test_two_runners_apply_each_event_once(
+    ledger: Ledger, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import projections.runner as runner
+
+    committed: list[tuple[str, int]] = []  # (projection, event position) per committed batch
+    apply_batch = runner.apply_batch
+
+    def recording(projection, events, position, generation=None):  # type: ignore[no-untyped-def]
+        apply_batch(projection, events, position, generation)
+        committed.extend((projection.name, i) for i, _ in events)
+
+    monkeypatch.setattr(runner, "apply_batch", recording)
     feed_only = Feed(ledger, None)  # type: ignore[arg-type]
     for i in range(30):
         feed_only(
@@ -301,6 +313,7 @@ def test_two_runners_apply_each_event_once(ledger: Ledger, settings: Settings) -
         for t in threads:
             t.join()
         sides[0].catchup.run_once()
+        assert len(committed) == len(set(committed)) > 0  # no event in two committed batches
         assert len(sides[0].notifications(USER)) == 60  # 30 activated + 30 payment_failed
         assert all(p["lag"] == 0 for p in sides[0].positions())
     finally:
