@@ -55,7 +55,7 @@ def replay_user(ledger: Ledger, catalog: Catalog, user_id: str, as_of: datetime)
         for known in _batches(ledger, topics, as_of, only=mine):
             if known:
                 for projection in projections:
-                    apply_batch(projection, known, known[-1][0])
+                    apply_batch(projection, known, known[-1][0], generation=1)
                 last_applied = known[-1][0]
         now = as_of.timestamp()
         with store.transaction(commit=False) as c:

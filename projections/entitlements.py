@@ -13,7 +13,7 @@ from ledger.subscription import Subscription
 from projections.activity import is_active
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
-from projections.subscription_status import CURRENT
+from projections.subscription_status import current_row
 
 
 class EntitlementsProjection(SqlProjection):
@@ -66,8 +66,7 @@ class EntitlementsProjection(SqlProjection):
 def entitlements_of(c: Cursor, catalog: Catalog, user_id: str, now: float) -> dict[str, Any]:
     """What the user's current subscription grants while get-subscription calls it
     active (the free plan's otherwise, or while this projection has yet to see it)."""
-    current = c.query(CURRENT, {"user_id": user_id})
-    status = current[0] if current else None
+    status = current_row(c, user_id)
     if status and is_active(status["status"], status["past_due_since"], status["grace_days"], now):
         rows = c.query(
             "SELECT tier, plan_id, features, limits FROM entitlements WHERE subscription_id = :id",

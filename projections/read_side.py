@@ -21,7 +21,12 @@ from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
 from projections.status_cache import MISSING, StatusCache
 from projections.store import ViewStore
-from projections.subscription_status import CURRENT, current_subscription, status_answer
+from projections.subscription_status import (
+    CURRENT,
+    current_row,
+    current_subscription,
+    status_answer,
+)
 from projections.webhook_health import health, outcomes
 
 
@@ -74,8 +79,7 @@ class ReadSide:
             epoch = self.cache.epoch
             if self._async_pool is None:
                 with self.store.reading() as c:
-                    rows = c.query(CURRENT, {"user_id": user_id})
-                row = rows[0] if rows else None
+                    row = current_row(c, user_id)
             else:
                 try:
                     async with self._async_pool.connection() as conn:

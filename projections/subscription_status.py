@@ -184,8 +184,13 @@ def current_subscription(
 ) -> dict[str, Any]:
     """The get-subscription answer for a user, as of `now` (unix seconds), with
     the tier it grants."""
+    return status_answer(current_row(c, user_id), now, free_tier)
+
+
+def current_row(c: Cursor, user_id: str) -> dict[str, Any] | None:
+    """The row of the user's current subscription (see CURRENT_ORDER)."""
     rows = c.query(CURRENT, {"user_id": user_id})
-    return status_answer(rows[0] if rows else None, now, free_tier)
+    return rows[0] if rows else None
 
 
 def status_answer(row: Mapping[str, Any] | None, now: float, free_tier: str) -> dict[str, Any]:
