@@ -31,6 +31,16 @@ class Writer:
             bound = self._bound[statement] = statement.format_map(self.names)
         self.cursor.execute(bound, params)
 
+    def update(self, table: str, key: str, row: object, assignments: str, **params: Any) -> None:
+        """Change the row of `table` whose `key` is `row`, and stamp it with the
+        position of the event doing it."""
+        self.execute(
+            f"UPDATE {{{table}}} SET {assignments}, position = :position WHERE {key} = :row",
+            row=str(row),
+            position=self.position,
+            **params,
+        )
+
 
 class SqlProjection(Projection[ViewStore]):
     """A projection is a handler per event type, each a pure "event in, rows

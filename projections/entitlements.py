@@ -54,11 +54,11 @@ class EntitlementsProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
-        w.execute(
-            "UPDATE {entitlements} SET plan_id = :plan_id, tier = :tier, features = :features, "
-            "limits = :limits, position = :position WHERE subscription_id = :id",
-            id=str(e.originator_id),
-            position=w.position,
+        w.update(
+            "entitlements",
+            "subscription_id",
+            e.originator_id,
+            "plan_id = :plan_id, tier = :tier, features = :features, limits = :limits",
             **self._plan(e.price),
         )
 

@@ -84,25 +84,20 @@ class InvoiceHistoryProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Invoice.Paid, w: Writer) -> None:
-        w.execute(
-            "UPDATE {invoice_history} SET status = 'paid', amount_paid = :amount, "
-            "paid_at = :t, position = :position WHERE invoice_id = :id",
-            id=str(e.originator_id),
-            amount=e.amount_paid,
-            t=e.stripe_created,
-            position=w.position,
-        )
+        self._set(
+            w, e, "status = 'paid', amount_paid = :amount, paid_at = :t",
+            amount=e.amount_paid, t=e.stripe_created,
+        )  # fmt: skip
 
     @apply.register
     def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
-        w.execute(
-            "UPDATE {invoice_history} SET status = 'payment_failed', failed_at = :t, "
-            "attempt_count = :attempts, position = :position WHERE invoice_id = :id",
-            id=str(e.originator_id),
-            t=e.stripe_created,
-            attempts=e.attempt_count,
-            position=w.position,
-        )
+        self._set(
+            w, e, "status = 'payment_failed', failed_at = :t, attempt_count = :attempts",
+            t=e.stripe_created, attempts=e.attempt_count,
+        )  # fmt: skip
+
+    def _set(self, w: Writer, e: Any, assignments: str, **params: Any) -> None:
+        w.update("invoice_history", "invoice_id", e.originator_id, assignments, **params)
 
 
 def invoices_of(c: Cursor, user_id: str) -> list[dict[str, Any]]:

@@ -83,13 +83,7 @@ class SubscriptionStatusProjection(SqlProjection):
         )
 
     def _set(self, w: Writer, e: Any, assignments: str, **params: Any) -> None:
-        w.execute(
-            "UPDATE {subscription_status} SET " + assignments + ", position = :position "
-            "WHERE subscription_id = :id",
-            id=str(e.originator_id),
-            position=w.position,
-            **params,
-        )
+        w.update("subscription_status", "subscription_id", e.originator_id, assignments, **params)
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:

@@ -25,13 +25,7 @@ class WebhookHealthProjection(SqlProjection):
     indexes = {"webhook_receipts_outcome": "{webhook_receipts} (outcome, event_type)"}
 
     def _set(self, w: Writer, e: Any, assignments: str, **params: Any) -> None:
-        w.execute(
-            "UPDATE {webhook_receipts} SET " + assignments + ", position = :position "
-            "WHERE receipt_id = :id",
-            id=str(e.originator_id),
-            position=w.position,
-            **params,
-        )
+        w.update("webhook_receipts", "receipt_id", e.originator_id, assignments, **params)
 
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
