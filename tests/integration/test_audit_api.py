@@ -48,6 +48,7 @@ def test_the_audit_api_needs_the_admin_token(client: TestClient) -> None:
         assert answer.status_code == 401
         assert answer.json()["error_code"] == "unauthorized"
     assert client.get("/api/v1/audit/webhooks").status_code == 401
+    assert client.get("/api/v1/audit/projections").status_code == 401
 
 
 def test_a_delivery_is_reflected_in_the_users_view(client: TestClient) -> None:

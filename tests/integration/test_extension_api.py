@@ -180,7 +180,9 @@ def test_create_subscription_refusals(client: TestClient) -> None:
     assert_error(create(client, headers, user_id=OTHER), 403, "forbidden")
     assert_error(create(client, headers, price_id="price_not_ours"), 400, "invalid_price")
     assert_error(create(client, headers, billing_cycle="year"), 400, "invalid_billing_cycle")
-    assert_error(create(client, headers, billing_cycle="fortnight"), 400, "bad_request")
+    fortnight = create(client, headers, billing_cycle="fortnight")
+    assert_error(fortnight, 400, "bad_request")
+    assert "billing_cycle" in fortnight.json()["error"]  # the README: errors name the field
     assert_error(
         client.post("/api/stripe/create-subscription", headers=headers, content=b"{not json"),
         400,
@@ -327,3 +329,29 @@ def test_a_bug_answers_500_internal_error_without_its_details(
     assert_error(answer, 500, "internal_error")
     assert "sk_test_secret" not in answer.text and "Traceback" not in answer.text
     assert "unhandled RuntimeError on GET /api/stripe/get-subscription" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [("trialing", True), ("past_due", True), ("unpaid", True), ("paused", True),
+     ("incomplete", False), ("canceled", False)],
+)  # fmt: skip
+def test_which_subscriptions_block_a_new_one(
+    client: TestClient, status: str, refused: bool
+) -> None:
+    """A live subscription (even unpaid) blocks a second one; an abandoned first
+    payment (incomplete) or an ended one does not."""
+    headers = register(client)
+    deliver(
+        client,
+        "evt_1",
+        "customer.subscription.created",
+        so.subscription("sub_1", "cus_1", status=status, user_id=USER),
+        100,
+    )
+    wait_for(client, headers, status=status)
+    answer = create(client, headers)
+    if refused:
+        assert_error(answer, 409, "subscription_exists")
+    else:  # past the check, to the gateway, which has no Stripe key in these tests
+        assert_error(answer, 503, "stripe_not_configured")

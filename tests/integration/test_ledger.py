@@ -248,6 +248,8 @@ def test_back_off_waits_before_the_next_attempt(ledger: Ledger, poisoned: dict[s
     assert ledger.retry_due(now=retry_at - 1) == 0
     assert ledger.retry_due(now=retry_at) == 1
     assert ledger.receipt("evt_bad").attempts == 2
+    # the README's back-off: base times 4^n, so the next wait is four times the first
+    assert ledger.receipt("evt_bad").retry_at == retry_at + 240
 
 
 def test_a_batch_the_store_refused_leaves_nothing_behind_in_memory(
