@@ -24,10 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	@bash scripts/ensure-postgres.sh
-	$(BIN)/python -m scripts.bench $(BENCH_ARGS)
+	$(BIN)/python -m scripts.dev.bench $(BENCH_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m scripts.demo
+	$(BIN)/python -m scripts.dev.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -25,7 +25,7 @@ from ledger.config import Settings, load_settings
 from ledger.intake import StoreUnavailable
 from ledger.plans import load_catalog
 from ledger.service import WriteSide
-from ledger.stripe_gateway import StripeGateway
+from ledger.stripe.gateway import StripeGateway
 from projections.read_side import ReadSide
 
 

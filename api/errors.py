@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ledger import accounts
-from ledger.intake import InvalidSignature, StoreUnavailable
-from ledger.stripe_gateway import StripeRejected, StripeUnavailable
-from ledger.stripe_payloads import NotAnEvent
+from ledger.intake import StoreUnavailable
+from ledger.stripe.gateway import StripeRejected, StripeUnavailable
+from ledger.stripe.payloads import NotAnEvent
+from ledger.stripe.signature import InvalidSignature
 
 log = logging.getLogger("api")
 

@@ -10,9 +10,10 @@ from starlette.responses import JSONResponse
 from api.errors import ERRORS, PayloadTooLarge
 from api.metrics import WEBHOOKS
 from ledger.application import Delivery
-from ledger.intake import StoreUnavailable, delivery_of, verify_signature
+from ledger.intake import StoreUnavailable, delivery_of
 from ledger.service import WriteSide
-from ledger.stripe_payloads import read_envelope
+from ledger.stripe.payloads import read_envelope
+from ledger.stripe.signature import verify_signature
 
 REFUSALS = tuple(ERRORS)  # counted by their error code
 

@@ -13,14 +13,14 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from ledger.application import Ledger
+from ledger.domain.user import USER_ID, User, hash_token
 from ledger.plans import Catalog
-from ledger.stripe_gateway import (
+from ledger.stripe.gateway import (
     CanceledSubscription,
     CreatedSubscription,
     StripeError,
     StripeGateway,
 )
-from ledger.user import USER_ID, User, hash_token
 
 T = TypeVar("T")
 BLOCKING = frozenset({"active", "trialing", "past_due", "unpaid", "paused"})

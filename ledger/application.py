@@ -27,10 +27,10 @@ from eventsourcing.persistence import (
 from eventsourcing.system import Follower
 from eventsourcing.utils import get_topic
 
-from ledger.money import PriceAsDict
-from ledger.receipt import Outcome, Receipt
-from ledger.stripe_payloads import Envelope, read_envelope
-from ledger.translator import aggregates_named, translate
+from ledger.domain.receipt import Outcome, Receipt
+from ledger.store.transcodings import PriceAsDict
+from ledger.stripe.payloads import Envelope, read_envelope
+from ledger.stripe.translator import aggregates_named, translate
 
 log = logging.getLogger("ledger")
 A = TypeVar("A", bound=Aggregate)

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ledger.money import Price
+from ledger.domain.money import Price
 
 DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.yaml")
 

@@ -8,7 +8,7 @@ from ledger.application import Ledger
 from ledger.config import Settings
 from ledger.intake import GroupCommitter
 from ledger.processor import Processor
-from ledger.store import Store
+from ledger.store.url import Store
 
 
 def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
@@ -17,9 +17,9 @@ def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
     env = store.env(pool_size=pool_size)
     env["CREATE_TABLE"] = "y"
     env["PROCESS_RECORDER_TOPIC"] = (
-        "ledger.recorders:BinaryProcessRecorder"
+        "ledger.store.recorders:BinaryProcessRecorder"
         if store.is_postgres
-        else "ledger.recorders:SQLiteLedgerRecorder"
+        else "ledger.store.recorders:SQLiteLedgerRecorder"
     )
     return Ledger(
         env,

@@ -3,7 +3,7 @@ their current one. Shared by the readers of subscription_status and entitlements
 
 from __future__ import annotations
 
-from ledger.subscription import LIVE_STATUSES
+from ledger.domain.subscription import LIVE_STATUSES
 
 DAY = 86_400
 

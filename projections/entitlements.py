@@ -7,9 +7,9 @@ import json
 from functools import singledispatchmethod
 from typing import Any
 
-from ledger.money import Price
+from ledger.domain.money import Price
+from ledger.domain.subscription import Subscription
 from ledger.plans import Catalog
-from ledger.subscription import Subscription
 from projections.activity import is_active
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor

@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import singledispatchmethod
 from typing import Any
 
-from ledger.customer import Customer
-from ledger.invoice import Invoice
+from ledger.domain.customer import Customer
+from ledger.domain.invoice import Invoice
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 

@@ -7,7 +7,7 @@ import json
 from functools import singledispatchmethod
 from typing import Any
 
-from ledger.subscription import LIVE_STATUSES, Subscription
+from ledger.domain.subscription import LIVE_STATUSES, Subscription
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 

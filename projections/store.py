@@ -24,7 +24,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from psycopg.conninfo import make_conninfo
 
-from ledger.store import Store
+from ledger.store.url import Store
 
 _PLACEHOLDER = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
 

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from functools import singledispatchmethod
 from typing import Any
 
-from ledger.invoice import Invoice
-from ledger.money import Price
-from ledger.subscription import LIVE_STATUSES, Subscription
+from ledger.domain.invoice import Invoice
+from ledger.domain.money import Price
+from ledger.domain.subscription import LIVE_STATUSES, Subscription
 from projections.activity import CURRENT_ORDER, is_active, past_due_since_sql
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor

@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import singledispatchmethod
 from typing import Any
 
-from ledger.receipt import Outcome, Receipt
+from ledger.domain.receipt import Outcome, Receipt
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 

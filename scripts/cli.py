@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
+from ledger.domain.receipt import Receipt
 from ledger.plans import load_catalog
 from ledger.processor import Processor
-from ledger.receipt import Receipt
 from ledger.service import open_ledger
 from projections.read_side import ReadSide
 from scripts import projection_commands

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from ledger.application import Ledger
 from ledger.config import Settings
 from ledger.service import open_ledger
-from ledger.translator import TRANSLATORS
+from ledger.stripe.translator import TRANSLATORS
 
 WEBHOOK_SECRET = "whsec_test_" + "a" * 32
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"

@@ -11,15 +11,15 @@ The implementation lives in scripts/localstripe_server.py, which `make demo` use
 
 from __future__ import annotations
 
-from scripts.localstripe_server import (
+from scripts.dev.localstripe_server import (
     TEST_API_KEY,
     LocalStripe,
     create_plan,
     free_port,
     register_webhook,
 )
-from scripts.localstripe_server import localstripe as localstripe_server
-from scripts.localstripe_server import start as start_localstripe
+from scripts.dev.localstripe_server import localstripe as localstripe_server
+from scripts.dev.localstripe_server import start as start_localstripe
 
 __all__ = [
     "TEST_API_KEY",

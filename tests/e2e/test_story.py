@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from ledger.domain.user import User
 from ledger.service import open_ledger
-from ledger.user import User
-from scripts.demo import call, stack, story
+from scripts.dev.demo import call, stack, story
 from tests.conftest import make_settings, stored_events
 
 pytestmark = pytest.mark.slow

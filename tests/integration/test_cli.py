@@ -8,7 +8,7 @@ import pytest
 
 from ledger.application import Ledger
 from ledger.config import load_settings
-from ledger.receipt import Outcome
+from ledger.domain.receipt import Outcome
 from scripts.cli import main
 from tests.integration.test_ledger import delivery
 

@@ -20,9 +20,9 @@ import pytest
 from eventsourcing.utils import get_topic
 
 from ledger.application import ReceiptNotFound
-from ledger.receipt import Receipt
+from ledger.domain.receipt import Receipt
 from ledger.service import open_ledger
-from scripts import loadgen
+from scripts.dev import loadgen
 from tests.conftest import WEBHOOK_SECRET, make_settings
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from ledger.config import Settings
+from ledger.domain.user import User, hash_token
 from ledger.service import open_ledger
-from ledger.user import User, hash_token
 from tests import stripe_objects as so
 from tests.conftest import deliver, eventually, make_settings, stored_events
 
@@ -285,7 +285,7 @@ def test_cors_allows_only_the_configured_origins(client: TestClient) -> None:
 
 
 def test_stripe_unreachable_answers_502_and_records_the_failure(database_url: str) -> None:
-    from scripts.localstripe_server import free_port
+    from scripts.dev.localstripe_server import free_port
 
     settings = make_settings(
         database_url,

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.application import Delivery, Ledger
+from ledger.domain.receipt import Outcome, Receipt
+from ledger.domain.subscription import Subscription
 from ledger.intake import GroupCommitter, StoreUnavailable, delivery_of
-from ledger.receipt import Outcome, Receipt
 from ledger.service import open_ledger
-from ledger.stripe_payloads import read_envelope
-from ledger.subscription import Subscription
+from ledger.stripe.payloads import read_envelope
 from tests import stripe_objects as so
 from tests.streams import shuffled_with_duplicates, webhook_streams
 from tests.unit.test_any_order import run, state_of, states

@@ -18,7 +18,7 @@ from ledger.application import Ledger
 from ledger.config import Settings
 from ledger.intake import delivery_of
 from ledger.plans import load_catalog
-from ledger.stripe_payloads import read_envelope
+from ledger.stripe.payloads import read_envelope
 from projections.as_of import replay_user
 from projections.read_side import ReadSide
 from projections.runner import rebuild

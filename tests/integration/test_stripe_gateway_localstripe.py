@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ledger.stripe_gateway import (
+from ledger.stripe.gateway import (
     CanceledSubscription,
     StripeGateway,
     StripeRejected,

@@ -11,9 +11,9 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from ledger.application import Ledger
 from ledger.config import Settings
-from ledger.receipt import Outcome, Receipt
+from ledger.domain.receipt import Outcome, Receipt
+from ledger.domain.subscription import Subscription
 from ledger.service import open_ledger
-from ledger.subscription import Subscription
 from tests import stripe_objects as so
 from tests.conftest import WEBHOOK_SECRET, eventually, make_settings
 from tests.integration.test_extension_api import register

@@ -9,12 +9,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.checkout import Checkout
-from ledger.customer import Customer
-from ledger.invoice import Invoice
-from ledger.stripe_payloads import read_envelope
-from ledger.subscription import Subscription
-from ledger.translator import translate
+from ledger.domain.checkout import Checkout
+from ledger.domain.customer import Customer
+from ledger.domain.invoice import Invoice
+from ledger.domain.subscription import Subscription
+from ledger.stripe.payloads import read_envelope
+from ledger.stripe.translator import translate
 from tests.streams import Delivery, shuffled_with_duplicates, webhook_streams
 from tests.unit.test_translator import MemoryUnitOfWork
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.money import Price
+from ledger.domain.money import Price
 from ledger.plans import PlansFileError, load_catalog
 
 

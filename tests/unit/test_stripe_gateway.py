@@ -22,7 +22,7 @@ import pytest
 import stripe
 from requests.structures import CaseInsensitiveDict
 
-from ledger.stripe_gateway import (
+from ledger.stripe.gateway import (
     CanceledSubscription,
     CreatedSubscription,
     StripeGateway,

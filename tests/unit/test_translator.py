@@ -9,14 +9,14 @@ from uuid import UUID
 import pytest
 from eventsourcing.domain import Aggregate
 
-from ledger.checkout import Checkout
-from ledger.customer import Customer
-from ledger.invoice import Invoice
-from ledger.money import Price
-from ledger.receipt import Outcome
-from ledger.stripe_payloads import read_envelope
-from ledger.subscription import Subscription
-from ledger.translator import TRANSLATORS, aggregates_named, translate
+from ledger.domain.checkout import Checkout
+from ledger.domain.customer import Customer
+from ledger.domain.invoice import Invoice
+from ledger.domain.money import Price
+from ledger.domain.receipt import Outcome
+from ledger.domain.subscription import Subscription
+from ledger.stripe.payloads import read_envelope
+from ledger.stripe.translator import TRANSLATORS, aggregates_named, translate
 from tests import stripe_objects as so
 
 A = TypeVar("A", bound=Aggregate)

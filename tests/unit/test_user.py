@@ -4,7 +4,7 @@ it, a different request or a completed action gets another."""
 
 from __future__ import annotations
 
-from ledger.user import User, hash_token
+from ledger.domain.user import User, hash_token
 
 
 def user() -> User:

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import stripe
 
-from ledger.subscription import LIVE_STATUSES
+from ledger.domain.subscription import LIVE_STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,8 @@
-"""Money and prices in integer minor units, and their transcoding for the log."""
+"""Money and prices, in integer minor units."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
-from eventsourcing.persistence import Transcoding
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -20,14 +17,3 @@ class Price:
     lookup_key: str | None = None
     stripe_product_id: str | None = None
     nickname: str | None = None
-
-
-class PriceAsDict(Transcoding):
-    type = Price
-    name = "price"
-
-    def encode(self, obj: Price) -> dict[str, Any]:
-        return asdict(obj)
-
-    def decode(self, data: dict[str, Any]) -> Price:
-        return Price(**data)

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.ids import user_uuid
+from ledger.domain.ids import user_uuid
 
 USER_ID = re.compile(r"^user_[0-9]{1,12}_[a-z0-9]{10}$")
 
@@ -20,14 +20,22 @@ def hash_token(token: str) -> str:
 
 
 class User(Aggregate):
+    TOPIC = "ledger.user:User"
+
+    class Created(Aggregate.Created):  # the library's default, unused; named for the log
+        TOPIC = "ledger.user:User.Created"
+
     class Registered(Aggregate.Created):
+        TOPIC = "ledger.user:User.Registered"
         user_id: str
         token_hash: str
 
     class CustomerCreated(Aggregate.Event):
+        TOPIC = "ledger.user:User.CustomerCreated"
         stripe_customer_id: str
 
     class SubscriptionCreated(Aggregate.Event):
+        TOPIC = "ledger.user:User.SubscriptionCreated"
         price_id: str
         billing_cycle: str
         return_url: str | None
@@ -35,16 +43,19 @@ class User(Aggregate):
         stripe_status: str
 
     class CancellationRequested(Aggregate.Event):
+        TOPIC = "ledger.user:User.CancellationRequested"
         stripe_subscription_id: str
         immediate: bool
         stripe_status: str
         effective_at: int | None
 
     class PaymentMethodUpdated(Aggregate.Event):
+        TOPIC = "ledger.user:User.PaymentMethodUpdated"
         stripe_subscription_id: str
         payment_method_id: str
 
     class StripeCallFailed(Aggregate.Event):
+        TOPIC = "ledger.user:User.StripeCallFailed"
         action: str
         error_code: str
         message: str

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger.application import Ledger
-from ledger.cause import Cause
-from ledger.customer import Customer
-from ledger.invoice import Invoice, InvoiceFacts
-from ledger.money import Price
-from ledger.receipt import Outcome, Receipt
-from ledger.subscription import Subscription, SubscriptionState
+from ledger.domain.cause import Cause
+from ledger.domain.customer import Customer
+from ledger.domain.invoice import Invoice, InvoiceFacts
+from ledger.domain.money import Price
+from ledger.domain.receipt import Outcome, Receipt
+from ledger.domain.subscription import Subscription, SubscriptionState
 
 MONTH = 2_678_400
 T0 = 1_767_225_600

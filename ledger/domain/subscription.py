@@ -7,9 +7,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.cause import Cause
-from ledger.ids import stripe_uuid
-from ledger.money import Price
+from ledger.domain.cause import Cause
+from ledger.domain.ids import stripe_uuid
+from ledger.domain.money import Price
 
 # Stripe statuses in which a subscription grants its plan (past_due only within grace).
 LIVE_STATUSES = ("active", "trialing")
@@ -35,7 +35,13 @@ class SubscriptionState:
 
 
 class Subscription(Aggregate):
+    TOPIC = "ledger.subscription:Subscription"
+
+    class Created(Aggregate.Created):  # the library's default, unused; named for the log
+        TOPIC = "ledger.subscription:Subscription.Created"
+
     class Started(Aggregate.Created):
+        TOPIC = "ledger.subscription:Subscription.Started"
         stripe_subscription_id: str
         stripe_customer_id: str
         user_id: str | None
@@ -50,55 +56,66 @@ class Subscription(Aggregate):
         stripe_created: int
 
     class StatusChanged(Aggregate.Event):
+        TOPIC = "ledger.subscription:Subscription.StatusChanged"
         status: str
         previous_status: str
         stripe_event_id: str
         stripe_created: int
 
     class PlanChanged(Aggregate.Event):
+        TOPIC = "ledger.subscription:Subscription.PlanChanged"
         price: Price | None
         previous_price: Price | None
         stripe_event_id: str
         stripe_created: int
 
     class PeriodChanged(Aggregate.Event):
+        TOPIC = "ledger.subscription:Subscription.PeriodChanged"
         current_period_start: int | None
         current_period_end: int | None
         stripe_event_id: str
         stripe_created: int
 
     class TrialChanged(Aggregate.Event):
+        TOPIC = "ledger.subscription:Subscription.TrialChanged"
         trial_end: int | None
         stripe_event_id: str
         stripe_created: int
 
     class CancellationScheduled(Aggregate.Event):
+        TOPIC = "ledger.subscription:Subscription.CancellationScheduled"
         at_period_end: bool  # ends when the current period does
         cancel_at: int | None  # or at this time (None with at_period_end)
         stripe_event_id: str
         stripe_created: int
 
     class CancellationWithdrawn(Aggregate.Event):
+        TOPIC = "ledger.subscription:Subscription.CancellationWithdrawn"
         stripe_event_id: str
         stripe_created: int
 
     class TrialEndingSoon(Aggregate.Event):
+        TOPIC = "ledger.subscription:Subscription.TrialEndingSoon"
         trial_end: int | None
         stripe_event_id: str
         stripe_created: int
 
     class Ended(Aggregate.Event):
+        TOPIC = "ledger.subscription:Subscription.Ended"
         status: str
         ended_at: int | None
         stripe_event_id: str
         stripe_created: int
 
     class LinkedToUser(Aggregate.Event):
+        TOPIC = "ledger.subscription:Subscription.LinkedToUser"
         user_id: str
 
     class StateConfirmed(Aggregate.Event):
         """A newer Stripe state that changed nothing: kept so that an older one,
         delivered later, is still recognised as older."""
+
+        TOPIC = "ledger.subscription:Subscription.StateConfirmed"
 
         stripe_event_id: str
         stripe_created: int

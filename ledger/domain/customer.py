@@ -6,26 +6,35 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.cause import Cause
-from ledger.ids import stripe_uuid
+from ledger.domain.cause import Cause
+from ledger.domain.ids import stripe_uuid
 
 
 class Customer(Aggregate):
+    TOPIC = "ledger.customer:Customer"
+
+    class Created(Aggregate.Created):  # the library's default, unused; named for the log
+        TOPIC = "ledger.customer:Customer.Created"
+
     class Registered(Aggregate.Created):
+        TOPIC = "ledger.customer:Customer.Registered"
         stripe_customer_id: str
 
     class DetailsChanged(Aggregate.Event):
+        TOPIC = "ledger.customer:Customer.DetailsChanged"
         email: str | None
         name: str | None
         stripe_event_id: str
         stripe_created: int
 
     class LinkedToUser(Aggregate.Event):
+        TOPIC = "ledger.customer:Customer.LinkedToUser"
         user_id: str
         stripe_event_id: str
         stripe_created: int
 
     class SubscriptionAdded(Aggregate.Event):
+        TOPIC = "ledger.customer:Customer.SubscriptionAdded"
         stripe_subscription_id: str
 
     @event(Registered)

@@ -7,8 +7,8 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.cause import Cause
-from ledger.ids import stripe_uuid
+from ledger.domain.cause import Cause
+from ledger.domain.ids import stripe_uuid
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,13 @@ class InvoiceFacts:
 
 
 class Invoice(Aggregate):
+    TOPIC = "ledger.invoice:Invoice"
+
+    class Created(Aggregate.Created):  # the library's default, unused; named for the log
+        TOPIC = "ledger.invoice:Invoice.Created"
+
     class Recorded(Aggregate.Created):
+        TOPIC = "ledger.invoice:Invoice.Recorded"
         stripe_invoice_id: str
         stripe_customer_id: str
         stripe_subscription_id: str | None
@@ -44,12 +50,14 @@ class Invoice(Aggregate):
         billing_reason: str | None
 
     class Paid(Aggregate.Event):
+        TOPIC = "ledger.invoice:Invoice.Paid"
         amount_paid: int
         currency: str
         stripe_event_id: str
         stripe_created: int
 
     class PaymentFailed(Aggregate.Event):
+        TOPIC = "ledger.invoice:Invoice.PaymentFailed"
         amount_due: int
         currency: str
         attempt_count: int

@@ -1,6 +1,6 @@
 """Load generation against a real `ledger serve`, on loopback only.
 
-Three pieces, shared by `scripts.bench` and the crash tests:
+Three pieces, shared by `scripts.dev.bench` and the crash tests:
 
 - `start_server()` launches `ledger serve` on 127.0.0.1 in a process of its own
   and waits until GET /healthz answers; the returned `Server` can be stopped

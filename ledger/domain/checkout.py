@@ -7,8 +7,8 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.cause import Cause
-from ledger.ids import stripe_uuid
+from ledger.domain.cause import Cause
+from ledger.domain.ids import stripe_uuid
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,13 @@ class CheckoutFacts:
 
 
 class Checkout(Aggregate):
+    TOPIC = "ledger.checkout:Checkout"
+
+    class Created(Aggregate.Created):  # the library's default, unused; named for the log
+        TOPIC = "ledger.checkout:Checkout.Created"
+
     class Completed(Aggregate.Created):
+        TOPIC = "ledger.checkout:Checkout.Completed"
         stripe_session_id: str
         stripe_customer_id: str | None
         stripe_subscription_id: str | None

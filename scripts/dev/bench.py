@@ -1,11 +1,11 @@
-"""Benchmarks of the real service, on loopback: `python -m scripts.bench` (`make bench`).
+"""Benchmarks of the real service, on loopback: `python -m scripts.dev.bench` (`make bench`).
 
 Each section is a function in SECTIONS, run once per store on a store of its
 own (SQLite in a temp dir, or a fresh PostgreSQL database dropped afterwards).
 It prints a table and writes its figures to var/bench/<section>-<store>.json.
 
-    python -m scripts.bench                              # every section, both stores
-    python -m scripts.bench --only webhooks --stores postgres --count 5000
+    python -m scripts.dev.bench                              # every section, both stores
+    python -m scripts.dev.bench --only webhooks --stores postgres --count 5000
 
 Section `webhooks` (webhook ingest, stage one then stage two):
 1. `ledger serve` with LEDGER_PROCESSOR=off (and LEDGER_PROJECTIONS=off unless
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts import bench_projections, bench_reads, loadgen
+from scripts.dev import bench_projections, bench_reads, loadgen
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
@@ -166,7 +166,7 @@ def bench_webhooks(database_url: str, store: str, opts: Options) -> dict[str, An
 def _stage_two(database_url: str, store: str, opts: Options, log_dir: Path) -> dict[str, Any]:
     from eventsourcing.utils import get_topic
 
-    from ledger.receipt import Receipt
+    from ledger.domain.receipt import Receipt
 
     ledger = open_store(database_url)
     try:
@@ -371,7 +371,7 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.bench",
+        prog="python -m scripts.dev.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

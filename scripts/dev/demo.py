@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.loadgen import start_server
-from scripts.localstripe_server import create_plan, localstripe, register_webhook
+from scripts.dev.loadgen import start_server
+from scripts.dev.localstripe_server import create_plan, localstripe, register_webhook
 
 USER = f"user_{int(time.time())}_demo0user1"
 SECRET = "whsec_demo_" + "0" * 24

@@ -23,8 +23,8 @@ import time
 import urllib.request
 from typing import Any
 
-from scripts import loadgen
-from scripts.synthetic import fill
+from scripts.dev import loadgen
+from scripts.dev.synthetic import fill
 
 SIZES = (100_000, 1_000_000)
 SAMPLES = 200
@@ -33,7 +33,7 @@ LINE = re.compile(r"^(\w+): ([\d,]+) events in ([\d.]+) s \(([\d,]+) events/s\)"
 
 
 def bench_rebuild(database_url: str, store: str, opts: Any) -> dict[str, Any]:
-    from scripts.bench import open_store
+    from scripts.dev.bench import open_store
 
     result: dict[str, Any] = {}
     ledger = open_store(database_url)
@@ -94,7 +94,7 @@ def _rebuild_process(database_url: str) -> dict[str, Any]:
 
 
 def table_rebuild(results: dict[str, dict[str, Any]]) -> str:
-    from scripts.bench import _f, _render
+    from scripts.dev.bench import _f, _render
 
     names = (
         "subscription_status",
@@ -248,7 +248,7 @@ def _ms(values: list[float], p: float) -> float:
 
 
 def table_freshness(results: dict[str, dict[str, Any]]) -> str:
-    from scripts.bench import _f, _render
+    from scripts.dev.bench import _f, _render
 
     rows = [
         (

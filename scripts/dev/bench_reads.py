@@ -8,8 +8,8 @@ import random
 import time
 from typing import Any
 
-from scripts import loadgen
-from scripts.synthetic import fill, user_id
+from scripts.dev import loadgen
+from scripts.dev.synthetic import fill, user_id
 
 USERS = 10_000
 REQUESTS = 30_000
@@ -25,10 +25,10 @@ def token_of(n: int) -> str:
 def prepare(database_url: str, users: int) -> dict[str, Any]:
     """Registered users (tokens known to the benchmark) with subscriptions, and the
     projections caught up, written straight through the domain."""
+    from ledger.domain.user import User, hash_token
     from ledger.plans import load_catalog
-    from ledger.user import User, hash_token
     from projections.read_side import ReadSide
-    from scripts.bench import open_store
+    from scripts.dev.bench import open_store
 
     ledger = open_store(database_url)
     started = time.perf_counter()
@@ -122,7 +122,7 @@ def bench_reads(database_url: str, store: str, opts: Any) -> dict[str, Any]:
 
 
 def table_reads(results: dict[str, dict[str, Any]]) -> str:
-    from scripts.bench import _f, _render
+    from scripts.dev.bench import _f, _render
 
     rows = [
         (

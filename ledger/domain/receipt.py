@@ -7,7 +7,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.ids import stripe_uuid
+from ledger.domain.ids import stripe_uuid
 
 
 class Outcome(StrEnum):
@@ -20,7 +20,13 @@ class Outcome(StrEnum):
 
 
 class Receipt(Aggregate):
+    TOPIC = "ledger.receipt:Receipt"
+
+    class Created(Aggregate.Created):  # the library's default, unused; named for the log
+        TOPIC = "ledger.receipt:Receipt.Created"
+
     class Received(Aggregate.Created):
+        TOPIC = "ledger.receipt:Receipt.Received"
         stripe_event_id: str
         event_type: str
         stripe_created: int
@@ -29,15 +35,18 @@ class Receipt(Aggregate):
         payload: str  # the delivery's body, exactly as signed
 
     class Processed(Aggregate.Event):
+        TOPIC = "ledger.receipt:Receipt.Processed"
         outcome: str
         detail: str
 
     class AttemptFailed(Aggregate.Event):
+        TOPIC = "ledger.receipt:Receipt.AttemptFailed"
         attempt: int
         error: str
         retry_at: float | None  # unix time of the next try; None once dead
 
     class DeadLettered(Aggregate.Event):
+        TOPIC = "ledger.receipt:Receipt.DeadLettered"
         attempts: int
         error: str
 

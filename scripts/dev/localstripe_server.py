@@ -5,7 +5,7 @@ Why this wrapper exists: localstripe's own CLI only has ``--port`` and
 data in ``/tmp/localstripe.pickle``, so two instances overwrite each other's data.
 This wrapper binds 127.0.0.1 only and keeps the pickle file in ``--data-dir``:
 
-    python -m scripts.localstripe_server --port 8420 --data-dir var/localstripe [--from-scratch]
+    python -m scripts.dev.localstripe_server --port 8420 --data-dir var/localstripe [--from-scratch]
 
 It prints ``======== Running on http://127.0.0.1:PORT ========`` once it listens.
 Without ``--from-scratch`` it reloads the data an earlier run saved in ``--data-dir``.
@@ -50,7 +50,7 @@ START_TIMEOUT_SECONDS = 15.0
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.localstripe_server", description=__doc__.splitlines()[0]
+        prog="python -m scripts.dev.localstripe_server", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -130,7 +130,7 @@ def start(data_dir: Path, timeout: float = START_TIMEOUT_SECONDS) -> LocalStripe
     for attempt in range(3):
         port = free_port()
         log_path = data_dir / f"localstripe-{attempt}.log"
-        command = [sys.executable, "-m", "scripts.localstripe_server", "--port", str(port)]
+        command = [sys.executable, "-m", "scripts.dev.localstripe_server", "--port", str(port)]
         command += ["--data-dir", str(data_dir), "--from-scratch"]
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -10,12 +10,13 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from ledger.cause import Cause
-from ledger.checkout import Checkout
-from ledger.customer import Customer
-from ledger.invoice import Invoice, InvoiceFacts
-from ledger.receipt import Outcome
-from ledger.stripe_payloads import (
+from ledger.domain.cause import Cause
+from ledger.domain.checkout import Checkout
+from ledger.domain.customer import Customer
+from ledger.domain.invoice import Invoice, InvoiceFacts
+from ledger.domain.receipt import Outcome
+from ledger.domain.subscription import Subscription, SubscriptionState
+from ledger.stripe.payloads import (
     Envelope,
     named_ids,
     read_checkout,
@@ -23,7 +24,6 @@ from ledger.stripe_payloads import (
     read_invoice,
     read_subscription,
 )
-from ledger.subscription import Subscription, SubscriptionState
 
 A = TypeVar("A", bound=Aggregate)
 

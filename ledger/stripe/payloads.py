@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ledger.checkout import CheckoutFacts
-from ledger.invoice import InvoiceFacts
-from ledger.money import Price
-from ledger.subscription import SubscriptionState
+from ledger.domain.checkout import CheckoutFacts
+from ledger.domain.invoice import InvoiceFacts
+from ledger.domain.money import Price
+from ledger.domain.subscription import SubscriptionState
 
 
 class NotAnEvent(ValueError):
