@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from api import bodies
 from api.auth import caller
 from ledger.accounts import Accounts, CurrentSubscription
+from ledger.domain.status import extension_word
 from projections.read_side import ReadSide
 from projections.subscription_status import FIELDS
 
@@ -57,7 +58,7 @@ async def create_subscription(request: Request) -> JSONResponse:
         {
             "subscription_id": created.stripe_subscription_id,
             "client_secret": created.client_secret,
-            "status": created.answer_status,
+            "status": extension_word(created.status),
             "current_period_start": created.current_period_start,
             "current_period_end": created.current_period_end,
         }

@@ -13,6 +13,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from ledger.application import Ledger
+from ledger.domain.status import blocks_new_subscription, is_terminal
 from ledger.domain.user import USER_ID, User, hash_token
 from ledger.plans import Catalog
 from ledger.stripe.gateway import (
@@ -23,7 +24,6 @@ from ledger.stripe.gateway import (
 )
 
 T = TypeVar("T")
-BLOCKING = frozenset({"active", "trialing", "past_due", "unpaid", "paused"})
 
 
 class AccountError(Exception):
@@ -156,7 +156,7 @@ class Accounts:
             )
         user = self._user(user_id)
         live = self._current(user, current)
-        if live is not None and live.status in BLOCKING:
+        if live is not None and blocks_new_subscription(live.status):
             raise SubscriptionExists(
                 f"{user_id} already has subscription {live.stripe_subscription_id} ({live.status})"
             )
@@ -183,7 +183,7 @@ class Accounts:
     ) -> CanceledSubscription:
         user = self._user(user_id)
         live = self._current(user, current)
-        if live is None or live.status in ("canceled", "incomplete_expired"):
+        if live is None or is_terminal(live.status):
             raise NoSubscription(f"{user_id} has no subscription to cancel")
         gateway = self._require_gateway()
         try:
@@ -206,7 +206,7 @@ class Accounts:
     ) -> str:
         user = self._user(user_id)
         live = self._current(user, current)
-        if live is None or live.status in ("canceled", "incomplete_expired"):
+        if live is None or is_terminal(live.status):
             raise NoSubscription(f"{user_id} has no subscription to pay for")
         gateway = self._require_gateway()
         try:

@@ -1,30 +1,23 @@
-"""When a subscription counts as active, and which of a user's subscriptions is
-their current one. Shared by the readers of subscription_status and entitlements."""
+"""SQL of subscription_status drawn from the status vocabulary: which of a user's
+subscriptions is their current one, and when the first payment failed."""
 
 from __future__ import annotations
 
-from ledger.domain.subscription import LIVE_STATUSES
-
-DAY = 86_400
-
-# The user's current subscription: a live one first, then the latest started.
-CURRENT_ORDER = (
-    "ORDER BY CASE WHEN status IN ('active', 'trialing', 'past_due') THEN 0 "
-    "WHEN status IN ('unpaid', 'incomplete', 'paused') THEN 1 ELSE 2 END, "
-    "started_at DESC, subscription_id"
-)
+from ledger.domain.status import LAST_RANK, Status, current_rank
 
 
-def is_active(
-    status: str | None, past_due_since: int | None, grace_days: int | None, now: float
-) -> bool:
-    """`active` and `trialing` are; `past_due` is while inside the plan's payment
-    grace, counted from the first failed payment."""
-    if status in LIVE_STATUSES:
-        return True
-    if status == "past_due" and past_due_since is not None:
-        return now < past_due_since + (grace_days or 0) * DAY
-    return False
+def _rank_sql(column: str) -> str:
+    """`current_rank` as a CASE over the column: one WHEN for each rank but the last."""
+    whens = "".join(
+        f"WHEN {column} IN ({', '.join(repr(str(s)) for s in Status if current_rank(s) == rank)})"
+        f" THEN {rank} "
+        for rank in sorted({current_rank(s) for s in Status} - {LAST_RANK})
+    )
+    return f"CASE {whens}ELSE {LAST_RANK} END"
+
+
+# The user's current subscription: the lowest rank, then the latest started.
+CURRENT_ORDER = f"ORDER BY {_rank_sql('status')}, started_at DESC, subscription_id"
 
 
 def past_due_since_sql(column: str = "past_due_since") -> str:

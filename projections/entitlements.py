@@ -8,9 +8,9 @@ from functools import singledispatchmethod
 from typing import Any
 
 from ledger.domain.money import Price
+from ledger.domain.status import grants_plan
 from ledger.domain.subscription import Subscription
 from ledger.plans import Catalog
-from projections.activity import is_active
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 from projections.subscription_status import current_row
@@ -66,19 +66,19 @@ class EntitlementsProjection(SqlProjection):
 def entitlements_of(c: Cursor, catalog: Catalog, user_id: str, now: float) -> dict[str, Any]:
     """What the user's current subscription grants while get-subscription calls it
     active (the free plan's otherwise, or while this projection has yet to see it)."""
-    status = current_row(c, user_id)
-    if status and is_active(status["status"], status["past_due_since"], status["grace_days"], now):
+    row = current_row(c, user_id)
+    if row and grants_plan(row["status"], row["past_due_since"], row["grace_days"], now):
         rows = c.query(
             "SELECT tier, plan_id, features, limits FROM entitlements WHERE subscription_id = :id",
-            {"id": status["subscription_id"]},
+            {"id": row["subscription_id"]},
         )
         if rows:
-            row = rows[0]
+            granted = rows[0]
             return {
-                "tier": row["tier"],
-                "plan_id": row["plan_id"],
-                "features": json.loads(row["features"]),
-                "limits": json.loads(row["limits"]),
+                "tier": granted["tier"],
+                "plan_id": granted["plan_id"],
+                "features": json.loads(granted["features"]),
+                "limits": json.loads(granted["limits"]),
             }
     free = catalog.free_plan
     return {

@@ -7,7 +7,8 @@ import json
 from functools import singledispatchmethod
 from typing import Any
 
-from ledger.domain.subscription import LIVE_STATUSES, Subscription
+from ledger.domain.status import is_delinquent, is_live
+from ledger.domain.subscription import Subscription
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 
@@ -61,16 +62,16 @@ class NotificationsProjection(SqlProjection):
             user_id=e.user_id,
             start=e.current_period_start,
         )
-        if e.status in LIVE_STATUSES:
+        if is_live(e.status):
             self._notify(w, e, "activated", status=e.status)
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
-        if e.status in LIVE_STATUSES and e.previous_status in ("past_due", "unpaid"):
+        if is_live(e.status) and is_delinquent(e.previous_status):
             self._notify(w, e, "payment_recovered", status=e.status)
-        elif e.status in LIVE_STATUSES and e.previous_status not in LIVE_STATUSES:
+        elif is_live(e.status) and not is_live(e.previous_status):
             self._notify(w, e, "activated", status=e.status)
-        elif e.status in ("past_due", "unpaid"):
+        elif is_delinquent(e.status):
             self._notify(w, e, "payment_failed", status=e.status)
 
     @apply.register

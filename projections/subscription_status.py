@@ -9,8 +9,9 @@ from typing import Any
 
 from ledger.domain.invoice import Invoice
 from ledger.domain.money import Price
-from ledger.domain.subscription import LIVE_STATUSES, Subscription
-from projections.activity import CURRENT_ORDER, is_active, past_due_since_sql
+from ledger.domain.status import Status, grants_plan, is_live
+from ledger.domain.subscription import Subscription
+from projections.activity import CURRENT_ORDER, past_due_since_sql
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 
@@ -78,7 +79,7 @@ class SubscriptionStatusProjection(SqlProjection):
             trial_end=e.trial_end,
             t=e.stripe_created,
             position=w.position,
-            past_due_since=e.stripe_created if e.status == "past_due" else None,
+            past_due_since=e.stripe_created if e.status == Status.PAST_DUE else None,
             **self._plan(e.price),
         )
 
@@ -87,9 +88,9 @@ class SubscriptionStatusProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
-        if e.status == "past_due":
+        if e.status == Status.PAST_DUE:
             since = past_due_since_sql()
-        elif e.status in LIVE_STATUSES:
+        elif is_live(e.status):
             since = "NULL"
         else:
             since = "past_due_since"
@@ -190,7 +191,7 @@ def current_row(c: Cursor, user_id: str) -> dict[str, Any] | None:
 def status_answer(row: Mapping[str, Any] | None, now: float, free_tier: str) -> dict[str, Any]:
     if row is None:
         return {"active": False, "tier": free_tier}
-    active = is_active(row["status"], row["past_due_since"], row["grace_days"], now)
+    active = grants_plan(row["status"], row["past_due_since"], row["grace_days"], now)
     return {
         "active": active,
         "id": row["stripe_subscription_id"],

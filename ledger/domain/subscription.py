@@ -10,11 +10,7 @@ from eventsourcing.domain import Aggregate, event
 from ledger.domain.cause import Cause
 from ledger.domain.ids import stripe_uuid
 from ledger.domain.money import Price
-
-# Stripe statuses in which a subscription grants its plan (past_due only within grace).
-LIVE_STATUSES = ("active", "trialing")
-
-TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
+from ledger.domain.status import is_terminal
 
 
 @dataclass(frozen=True)
@@ -170,7 +166,7 @@ class Subscription(Aggregate):
             stripe_event_id=cause.stripe_event_id,
             stripe_created=cause.stripe_created,
         )
-        if state.status in TERMINAL_STATUSES:
+        if is_terminal(state.status):
             subscription._ended(state.status, state.ended_at, *_cause_args(cause))
         return subscription
 
@@ -178,7 +174,7 @@ class Subscription(Aggregate):
 
     @property
     def is_ended(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return is_terminal(self.status)
 
     def accepts(self, cause: Cause) -> bool:
         """Whether a Stripe state caused by `cause` is newer than the one held."""
@@ -208,7 +204,7 @@ class Subscription(Aggregate):
             self._cancellation_scheduled(state.cancel_at_period_end, state.cancel_at, *args)
         elif not scheduled and self.cancellation_scheduled:
             self._cancellation_withdrawn(*args)
-        if state.status in TERMINAL_STATUSES:
+        if is_terminal(state.status):
             self._ended(state.status, state.ended_at, *args)
         elif state.status != self.status:
             self._status_changed(state.status, self.status, *args)

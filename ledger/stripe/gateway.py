@@ -42,8 +42,6 @@ from typing import Any, TypeVar
 
 import stripe
 
-from ledger.domain.subscription import LIVE_STATUSES
-
 log = logging.getLogger(__name__)
 
 REAL_STRIPE_BEHAVIOR = "default_incomplete"
@@ -97,12 +95,6 @@ class CreatedSubscription:
     client_secret: str | None  # for the extension to confirm the first payment
     current_period_start: int | None
     current_period_end: int | None
-
-    @property
-    def answer_status(self) -> str:
-        """The extension's word: "active" when it grants its plan now, "pending"
-        while the first payment waits for confirmation."""
-        return "active" if self.status in LIVE_STATUSES else "pending"
 
 
 @dataclass(frozen=True)

@@ -556,19 +556,3 @@ def test_the_api_key_never_appears_in_errors_or_logs(transport, caplog):
     assert "stripe create_customer failed" in caplog.text
     assert API_KEY not in caplog.text
     assert "metadata" not in caplog.text  # no request bodies, not even the library's
-
-
-@pytest.mark.parametrize(
-    ("stripe_status", "answer"),
-    [
-        ("active", "active"),
-        ("trialing", "active"),
-        ("incomplete", "pending"),
-        ("past_due", "pending"),
-    ],
-)
-def test_the_extension_hears_active_only_for_a_subscription_that_grants_its_plan(
-    stripe_status: str, answer: str
-) -> None:
-    created = CreatedSubscription("sub_1", "cus_1", stripe_status, "pi_secret", 1, 2)
-    assert created.answer_status == answer
