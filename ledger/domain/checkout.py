@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from ledger.domain.cause import Cause
+from ledger.domain.facts import assign, takes_fields_of, values_of
 from ledger.domain.ids import stripe_uuid
 
 
@@ -30,43 +32,20 @@ class Checkout(Aggregate):
     class Created(Aggregate.Created):  # the library's default, unused; named for the log
         TOPIC = "ledger.checkout:Checkout.Created"
 
-    class Completed(Aggregate.Created):
+    class Completed(CheckoutFacts, Aggregate.Created):
         TOPIC = "ledger.checkout:Checkout.Completed"
-        stripe_session_id: str
-        stripe_customer_id: str | None
-        stripe_subscription_id: str | None
-        user_id: str | None
-        mode: str
-        amount_total: int | None
-        currency: str | None
         stripe_event_id: str
         stripe_created: int
 
     @event(Completed)
-    def __init__(
-        self,
-        stripe_session_id: str,
-        stripe_customer_id: str | None,
-        stripe_subscription_id: str | None,
-        user_id: str | None,
-        mode: str,
-        amount_total: int | None,
-        currency: str | None,
-        stripe_event_id: str,
-        stripe_created: int,
-    ) -> None:
-        self.stripe_session_id = stripe_session_id
-        self.stripe_customer_id = stripe_customer_id
-        self.stripe_subscription_id = stripe_subscription_id
-        self.user_id = user_id
-        self.mode = mode
-        self.amount_total = amount_total
-        self.currency = currency
+    @takes_fields_of(Completed)
+    def __init__(self, **completed: Any) -> None:
+        assign(self, CheckoutFacts, completed)
 
     @classmethod
     def record(cls, facts: CheckoutFacts, cause: Cause) -> Checkout:
         return cls(
-            **asdict(facts),
+            **values_of(facts),
             stripe_event_id=cause.stripe_event_id,
             stripe_created=cause.stripe_created,
         )

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from ledger.domain.cause import Cause
+from ledger.domain.facts import assign, takes_fields_of, values_of
 from ledger.domain.ids import stripe_uuid
 
 
 @dataclass(frozen=True)
-class InvoiceFacts:
-    """What Stripe said of an invoice, in our words. Amounts in minor units."""
+class InvoiceDetails:
+    """What an invoice is for, recorded once, when it is first seen. Amounts in
+    minor units."""
 
     stripe_invoice_id: str
     stripe_customer_id: str
@@ -21,13 +24,20 @@ class InvoiceFacts:
     number: str | None
     currency: str
     amount_due: int
-    amount_paid: int
     period_start: int | None
     period_end: int | None
-    attempt_count: int
-    next_payment_attempt: int | None
     hosted_invoice_url: str | None
     billing_reason: str | None
+
+
+@dataclass(frozen=True)
+class InvoiceFacts(InvoiceDetails):
+    """What Stripe said of an invoice, in our words: its details, and where its
+    payment stands."""
+
+    amount_paid: int
+    attempt_count: int
+    next_payment_attempt: int | None
 
 
 class Invoice(Aggregate):
@@ -36,18 +46,8 @@ class Invoice(Aggregate):
     class Created(Aggregate.Created):  # the library's default, unused; named for the log
         TOPIC = "ledger.invoice:Invoice.Created"
 
-    class Recorded(Aggregate.Created):
+    class Recorded(InvoiceDetails, Aggregate.Created):
         TOPIC = "ledger.invoice:Invoice.Recorded"
-        stripe_invoice_id: str
-        stripe_customer_id: str
-        stripe_subscription_id: str | None
-        number: str | None
-        currency: str
-        amount_due: int
-        period_start: int | None
-        period_end: int | None
-        hosted_invoice_url: str | None
-        billing_reason: str | None
 
     class Paid(Aggregate.Event):
         TOPIC = "ledger.invoice:Invoice.Paid"
@@ -66,29 +66,9 @@ class Invoice(Aggregate):
         stripe_created: int
 
     @event(Recorded)
-    def __init__(
-        self,
-        stripe_invoice_id: str,
-        stripe_customer_id: str,
-        stripe_subscription_id: str | None,
-        number: str | None,
-        currency: str,
-        amount_due: int,
-        period_start: int | None,
-        period_end: int | None,
-        hosted_invoice_url: str | None,
-        billing_reason: str | None,
-    ) -> None:
-        self.stripe_invoice_id = stripe_invoice_id
-        self.stripe_customer_id = stripe_customer_id
-        self.stripe_subscription_id = stripe_subscription_id
-        self.number = number
-        self.currency = currency
-        self.amount_due = amount_due
-        self.period_start = period_start
-        self.period_end = period_end
-        self.hosted_invoice_url = hosted_invoice_url
-        self.billing_reason = billing_reason
+    @takes_fields_of(Recorded)
+    def __init__(self, **recorded: Any) -> None:
+        assign(self, InvoiceDetails, recorded)
         self.status = "open"
         self.amount_paid = 0
         self.last_cause: Cause | None = None
@@ -99,18 +79,7 @@ class Invoice(Aggregate):
 
     @classmethod
     def record(cls, facts: InvoiceFacts) -> Invoice:
-        return cls(
-            stripe_invoice_id=facts.stripe_invoice_id,
-            stripe_customer_id=facts.stripe_customer_id,
-            stripe_subscription_id=facts.stripe_subscription_id,
-            number=facts.number,
-            currency=facts.currency,
-            amount_due=facts.amount_due,
-            period_start=facts.period_start,
-            period_end=facts.period_end,
-            hosted_invoice_url=facts.hosted_invoice_url,
-            billing_reason=facts.billing_reason,
-        )
+        return cls(**values_of(facts, InvoiceDetails))
 
     @property
     def is_paid(self) -> bool:

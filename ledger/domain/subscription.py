@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from ledger.domain.cause import Cause
+from ledger.domain.facts import assign, takes_fields_of, values_of
 from ledger.domain.ids import stripe_uuid
 from ledger.domain.money import Price
 from ledger.domain.status import is_terminal
 
 
 @dataclass(frozen=True)
-class SubscriptionState:
-    """What Stripe said a subscription was, in our words."""
+class SubscriptionTerms:
+    """A subscription as Stripe describes it while it runs: whose, its status,
+    price, period, cancellation and trial. What Subscription.Started records."""
 
     stripe_subscription_id: str
     stripe_customer_id: str
+    user_id: str | None
     status: str
     price: Price | None
     current_period_start: int | None
@@ -26,8 +30,14 @@ class SubscriptionState:
     cancel_at_period_end: bool
     cancel_at: int | None
     trial_end: int | None
+
+
+@dataclass(frozen=True)
+class SubscriptionState(SubscriptionTerms):
+    """What Stripe said a subscription was, in our words: its terms, and when it
+    ended."""
+
     ended_at: int | None
-    user_id: str | None
 
 
 class Subscription(Aggregate):
@@ -36,18 +46,8 @@ class Subscription(Aggregate):
     class Created(Aggregate.Created):  # the library's default, unused; named for the log
         TOPIC = "ledger.subscription:Subscription.Created"
 
-    class Started(Aggregate.Created):
+    class Started(SubscriptionTerms, Aggregate.Created):
         TOPIC = "ledger.subscription:Subscription.Started"
-        stripe_subscription_id: str
-        stripe_customer_id: str
-        user_id: str | None
-        status: str
-        price: Price | None
-        current_period_start: int | None
-        current_period_end: int | None
-        cancel_at_period_end: bool
-        cancel_at: int | None
-        trial_end: int | None
         stripe_event_id: str
         stripe_created: int
 
@@ -121,48 +121,17 @@ class Subscription(Aggregate):
         return stripe_uuid("subscription", stripe_subscription_id)
 
     @event(Started)
-    def __init__(
-        self,
-        stripe_subscription_id: str,
-        stripe_customer_id: str,
-        user_id: str | None,
-        status: str,
-        price: Price | None,
-        current_period_start: int | None,
-        current_period_end: int | None,
-        cancel_at_period_end: bool,
-        cancel_at: int | None,
-        trial_end: int | None,
-        stripe_event_id: str,
-        stripe_created: int,
-    ) -> None:
-        self.stripe_subscription_id = stripe_subscription_id
-        self.stripe_customer_id = stripe_customer_id
-        self.user_id = user_id
-        self.status = status
-        self.price = price
-        self.current_period_start = current_period_start
-        self.current_period_end = current_period_end
-        self.cancel_at_period_end = cancel_at_period_end
-        self.cancel_at = cancel_at
-        self.trial_end = trial_end
+    @takes_fields_of(Started)
+    def __init__(self, **started: Any) -> None:
+        assign(self, SubscriptionTerms, started)
         self.ended_at: int | None = None
         self.trial_warned_for: tuple[int | None] | None = None
-        self.last_cause = Cause(stripe_created, stripe_event_id)
+        self.last_cause = Cause(started["stripe_created"], started["stripe_event_id"])
 
     @classmethod
     def start(cls, state: SubscriptionState, cause: Cause) -> Subscription:
         subscription = cls(
-            stripe_subscription_id=state.stripe_subscription_id,
-            stripe_customer_id=state.stripe_customer_id,
-            user_id=state.user_id,
-            status=state.status,
-            price=state.price,
-            current_period_start=state.current_period_start,
-            current_period_end=state.current_period_end,
-            cancel_at_period_end=state.cancel_at_period_end,
-            cancel_at=state.cancel_at,
-            trial_end=state.trial_end,
+            **values_of(state, SubscriptionTerms),
             stripe_event_id=cause.stripe_event_id,
             stripe_created=cause.stripe_created,
         )

@@ -28,6 +28,25 @@ def user_id(n: int) -> str:
     return f"user_{T0}_{n:010d}"
 
 
+def _state(
+    sub: str, cus: str, status: str, price: Price, start: int, ended_at: int | None, user: str
+) -> SubscriptionState:
+    """A month-long period from `start`, no cancellation scheduled, no trial."""
+    return SubscriptionState(
+        stripe_subscription_id=sub,
+        stripe_customer_id=cus,
+        user_id=user,
+        status=status,
+        price=price,
+        current_period_start=start,
+        current_period_end=start + MONTH,
+        cancel_at_period_end=False,
+        cancel_at=None,
+        trial_end=None,
+        ended_at=ended_at,
+    )
+
+
 def customer_story(n: int) -> list[Any]:
     """About 18 events: a receipt, a customer, a subscription that renews, fails a
     payment and recovers, its invoices, and for every fourth customer its end."""
@@ -39,9 +58,7 @@ def customer_story(n: int) -> list[Any]:
     customer.link_to_user(user_id(n), cause())
     customer.add_subscription(sub)
     price = PRICES[n % len(PRICES)]
-    state = SubscriptionState(
-        sub, cus, "active", price, T0, T0 + MONTH, False, None, None, None, user_id(n)
-    )
+    state = _state(sub, cus, "active", price, T0, None, user_id(n))
     subscription = Subscription.start(state, cause())
     receipt = Receipt(
         stripe_event_id=f"evt_syn{n}",
@@ -54,34 +71,22 @@ def customer_story(n: int) -> list[Any]:
     receipt.settle(Outcome.APPLIED)
     aggregates: list[Any] = [receipt, customer, subscription]
     for month, status in ((1, "past_due"), (1, "active"), (2, "active")):
-        state = SubscriptionState(
-            sub,
-            cus,
-            status,
-            price,
-            T0 + month * MONTH,
-            T0 + (month + 1) * MONTH,
-            False,
-            None,
-            None,
-            None,
-            user_id(n),
-        )
+        state = _state(sub, cus, status, price, T0 + month * MONTH, None, user_id(n))
         subscription.apply_state(state, cause())
         facts = InvoiceFacts(
-            f"in_syn{n}_{month}_{status}",
-            cus,
-            sub,
-            None,
-            price.currency,
-            price.unit_amount,
-            price.unit_amount,
-            T0 + month * MONTH,
-            T0 + (month + 1) * MONTH,
-            1,
-            None,
-            None,
-            "subscription_cycle",
+            stripe_invoice_id=f"in_syn{n}_{month}_{status}",
+            stripe_customer_id=cus,
+            stripe_subscription_id=sub,
+            number=None,
+            currency=price.currency,
+            amount_due=price.unit_amount,
+            amount_paid=price.unit_amount,
+            period_start=T0 + month * MONTH,
+            period_end=T0 + (month + 1) * MONTH,
+            attempt_count=1,
+            next_payment_attempt=None,
+            hosted_invoice_url=None,
+            billing_reason="subscription_cycle",
         )
         invoice = Invoice.record(facts)
         if status == "past_due":
@@ -90,19 +95,7 @@ def customer_story(n: int) -> list[Any]:
             invoice.mark_paid(facts, cause())
         aggregates.append(invoice)
     if n % 4 == 0:
-        state = SubscriptionState(
-            sub,
-            cus,
-            "canceled",
-            price,
-            T0 + 2 * MONTH,
-            T0 + 3 * MONTH,
-            False,
-            None,
-            None,
-            T0 + 3 * MONTH,
-            user_id(n),
-        )
+        state = _state(sub, cus, "canceled", price, T0 + 2 * MONTH, T0 + 3 * MONTH, user_id(n))
         subscription.apply_state(state, cause())
     return aggregates
 
