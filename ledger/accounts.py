@@ -13,9 +13,9 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from ledger.application import Ledger
+from ledger.domain.catalog import Catalog
 from ledger.domain.status import blocks_new_subscription, is_terminal
 from ledger.domain.user import USER_ID, User, hash_token
-from ledger.plans import Catalog
 from ledger.stripe.gateway import (
     CanceledSubscription,
     CreatedSubscription,

@@ -13,10 +13,10 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from ledger.application import Ledger
+from ledger.domain.catalog import Catalog
 from ledger.domain.customer import Customer
 from ledger.domain.invoice import Invoice
 from ledger.domain.subscription import Subscription
-from ledger.plans import Catalog
 from projections.entitlements import EntitlementsProjection, entitlements_of
 from projections.invoice_history import InvoiceHistoryProjection, invoices_of
 from projections.runner import Catchup, apply_batch

@@ -11,7 +11,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
-from ledger.plans import Catalog
+from ledger.domain.catalog import Catalog
 from projections.store import Cursor, ViewStore
 
 

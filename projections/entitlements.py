@@ -7,10 +7,10 @@ import json
 from functools import singledispatchmethod
 from typing import Any
 
+from ledger.domain.catalog import Catalog
 from ledger.domain.money import Price
 from ledger.domain.status import grants_plan
 from ledger.domain.subscription import Subscription
-from ledger.plans import Catalog
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 from projections.subscription_status import current_row

@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ledger.application import Ledger
-from ledger.plans import Catalog
+from ledger.domain.catalog import Catalog
 from projections.entitlements import entitlements_of
 from projections.invoice_history import invoices_of
 from projections.notifications import notifications_of

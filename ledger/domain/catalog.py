@@ -1,0 +1,126 @@
+"""The plan catalog's value types: plans, their Stripe prices (by id and by
+lookup_key), tier, features, limits and payment grace days, with the lookups.
+
+Each field's constraints are written once, in its metadata, in the words of
+pydantic's `Field` (pattern, ge, le): the loader in `ledger/plans.py` has pydantic
+check them (it reads a stdlib dataclass field's metadata), and `__post_init__`
+checks them for a value made in code. `__pydantic_config__` is a plain dict
+here, for the loader; the domain imports nothing of pydantic."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import Any
+
+from ledger.domain.money import Price
+
+_FORBID_EXTRA = {"extra": "forbid"}  # a key the value types do not name is an error
+
+
+def _check_constraints(value: Any) -> None:
+    for f in fields(value):
+        given, rules = getattr(value, f.name), f.metadata
+        if given is None:
+            continue
+        if "pattern" in rules and not re.search(rules["pattern"], given):
+            raise ValueError(f"{f.name} {given!r} does not match {rules['pattern']}")
+        if "ge" in rules and given < rules["ge"]:
+            raise ValueError(f"{f.name} {given!r} is less than {rules['ge']}")
+        if "le" in rules and given > rules["le"]:
+            raise ValueError(f"{f.name} {given!r} is more than {rules['le']}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogPrice:
+    __pydantic_config__ = _FORBID_EXTRA
+
+    id: str = field(metadata={"pattern": r"^(price|plan)_[A-Za-z0-9_]+$"})
+    lookup_key: str | None = None
+    name: str
+    amount: int = field(metadata={"ge": 0})  # minor units
+    currency: str = field(metadata={"pattern": r"^[a-z]{3}$"})
+    interval: str = field(metadata={"pattern": r"^(day|week|month|year)$"})
+
+    def __post_init__(self) -> None:
+        _check_constraints(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    __pydantic_config__ = _FORBID_EXTRA
+
+    id: str = field(metadata={"pattern": r"^[a-z][a-z0-9_]*$"})
+    name: str
+    tier: str
+    grace_days: int = field(default=0, metadata={"ge": 0, "le": 60})
+    features: tuple[str, ...] = ()
+    limits: dict[str, int] = field(default_factory=dict)
+    prices: tuple[CatalogPrice, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_constraints(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Catalog:
+    __pydantic_config__ = _FORBID_EXTRA
+
+    fallback_tier: str
+    free_tier: str
+    plans: tuple[Plan, ...]
+
+    def __post_init__(self) -> None:
+        tiers = {p.tier for p in self.plans}
+        for name in ("fallback_tier", "free_tier"):
+            if getattr(self, name) not in tiers:
+                raise ValueError(f"{name} {getattr(self, name)!r} is the tier of no plan")
+        seen: set[str] = set()
+        for plan in self.plans:
+            for price in plan.prices:
+                for key in (price.id, price.lookup_key):
+                    if key is not None and key in seen:
+                        raise ValueError(f"price {key!r} appears twice")
+                    if key is not None:
+                        seen.add(key)
+
+    @cached_property
+    def _prices(self) -> dict[str, tuple[Plan, CatalogPrice]]:
+        index: dict[str, tuple[Plan, CatalogPrice]] = {}
+        for plan in self.plans:
+            for price in plan.prices:
+                index[price.id] = (plan, price)
+                if price.lookup_key:
+                    index[f"lookup:{price.lookup_key}"] = (plan, price)
+        return index
+
+    def find(
+        self, price_id: str | None, lookup_key: str | None = None
+    ) -> tuple[Plan, CatalogPrice] | None:
+        """The plan and price of a Stripe price, by id, else by lookup_key."""
+        found = self._prices.get(price_id or "")
+        if found is None and lookup_key:
+            found = self._prices.get(f"lookup:{lookup_key}")
+        return found
+
+    def resolve(self, price: Price | None) -> tuple[Plan, str, bool]:
+        """(plan, display name of the price, whether the price is in the catalog).
+        A price in no plan falls back to the catalog's fallback tier."""
+        if price is None:
+            return self.fallback_plan, self.fallback_plan.name, False
+        found = self.find(price.stripe_price_id, price.lookup_key)
+        if found is not None:
+            return found[0], found[1].name, True
+        return self.fallback_plan, price.nickname or self.fallback_plan.name, False
+
+    def plan_of_tier(self, tier: str) -> Plan:
+        return next(p for p in self.plans if p.tier == tier)
+
+    @property
+    def fallback_plan(self) -> Plan:
+        return self.plan_of_tier(self.fallback_tier)
+
+    @property
+    def free_plan(self) -> Plan:
+        return self.plan_of_tier(self.free_tier)
