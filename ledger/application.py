@@ -28,6 +28,7 @@ from eventsourcing.system import Follower
 from eventsourcing.utils import get_topic
 
 from ledger.domain.receipt import Outcome, Receipt
+from ledger.store.library import record_and_notify
 from ledger.store.transcodings import PriceAsDict
 from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
 
@@ -224,8 +225,7 @@ class Ledger(Follower[UUID]):
             return
         try:
             with self.processing_lock:
-                recordings = self._record(processing)
-                self._notify(recordings)
+                record_and_notify(self, processing)
         except BaseException:
             self.forget()
             raise
