@@ -6,9 +6,9 @@ lookup each for the many that are new.
 
 On PostgreSQL, inserts are sent in binary. The library's recorder passes the
 batch of stored events as text: psycopg hex-encodes every event's bytes and
-escapes the whole array, about 170 µs of CPU per row for a Stripe delivery's few
-kilobytes. Binary (`%b`) sends the same bytes as they are: measured on a batch
-insert of receipts, 3,300 rows/s became 8,300 rows/s, byte for byte the same rows.
+escapes the whole array, and for receipts of a few kilobytes that CPU was what
+limited the group committer. Binary (`%b`) sends the same bytes as they are,
+byte for byte the same rows (BENCHMARKS.md has the figures).
 
 What they rely on of the library's recorders goes through `ledger.store.library`."""
 
