@@ -28,9 +28,9 @@ from eventsourcing.system import Follower
 from eventsourcing.utils import get_topic
 
 from ledger.domain.receipt import Outcome, Receipt
+from ledger.store.library import record_and_notify
 from ledger.store.transcodings import PriceAsDict
-from ledger.stripe.payloads import Envelope, read_envelope
-from ledger.stripe.translator import aggregates_named, translate
+from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
 
 log = logging.getLogger("ledger")
 A = TypeVar("A", bound=Aggregate)
@@ -211,11 +211,11 @@ class Ledger(Follower[UUID]):
         cache = AggregateCache(self.repository, self._recent)
         try:
             receipts = [self.mapper.to_domain_event(n).mutate(None) for n in notifications]
-            envelopes = [_envelope(r) for r in receipts]
-            named = {i for envelope in envelopes for i in aggregates_named(envelope)}
+            events = [read_event(r.payload) for r in receipts]  # each payload read once
+            named = {i for event in events for i in aggregates_named(event)}
             cache.prefetch(named, self.recorder.existing)  # type: ignore[attr-defined]
-            for receipt, envelope in zip(receipts, envelopes, strict=True):
-                receipt.settle(self._translate(cache, envelope))
+            for receipt, event in zip(receipts, events, strict=True):
+                receipt.settle(self._translate(cache, event))
                 processing.collect_events(*cache.take_changed(), receipt)
         except Exception as exc:
             self.forget()  # what was changed in memory will not be saved
@@ -225,8 +225,7 @@ class Ledger(Follower[UUID]):
             return
         try:
             with self.processing_lock:
-                recordings = self._record(processing)
-                self._notify(recordings)
+                record_and_notify(self, processing)
         except BaseException:
             self.forget()
             raise
@@ -239,8 +238,8 @@ class Ledger(Follower[UUID]):
             processing_event.collect_events(*self._attempt(receipt))
 
     @staticmethod
-    def _translate(cache: AggregateCache, envelope: Envelope) -> Outcome:
-        outcome = translate(cache, envelope)
+    def _translate(cache: AggregateCache, payload: Payload) -> Outcome:
+        outcome = translate(cache, payload)
         if outcome is Outcome.APPLIED and not cache.changed():
             outcome = Outcome.UNCHANGED
         return outcome
@@ -250,7 +249,7 @@ class Ledger(Follower[UUID]):
         changes and its outcome, or, when translating raised, only the failure."""
         cache = AggregateCache(self.repository)
         try:
-            outcome = self._translate(cache, _envelope(receipt))
+            outcome = self._translate(cache, receipt.payload)
         except PersistenceError:
             raise  # the store, not the receipt: retried as a whole, position unmoved
         except Exception as exc:
@@ -336,8 +335,3 @@ class Ledger(Follower[UUID]):
             if len(batch) < 500:
                 return
             start = batch[-1].id + 1
-
-
-def _envelope(receipt: Receipt) -> Envelope:
-    assert isinstance(receipt, Receipt)
-    return read_envelope(receipt.payload.encode())

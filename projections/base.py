@@ -12,6 +12,7 @@ from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
 from ledger.domain.catalog import Catalog
+from ledger.store.library import handler_types
 from projections.store import Cursor, ViewStore
 
 
@@ -54,8 +55,7 @@ class SqlProjection(Projection[ViewStore]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        registry = vars(cls)["apply"].dispatcher.registry
-        cls.topics = tuple(sorted(get_topic(t) for t in registry if t is not object))
+        cls.topics = tuple(sorted(get_topic(t) for t in handler_types(vars(cls)["apply"])))
 
     def __init__(self, view: ViewStore, catalog: Catalog) -> None:
         super().__init__(view)

@@ -24,6 +24,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from psycopg.conninfo import make_conninfo
 
+from ledger.store.library import datastore_of, insert_tracking
 from ledger.store.url import Store
 
 _PLACEHOLDER = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
@@ -94,8 +95,7 @@ class ViewStore:
 
     @contextmanager
     def transaction(self, *, commit: bool = True) -> Iterator[Cursor]:
-        datastore: Any = self.tracking.datastore  # type: ignore[attr-defined]
-        with datastore.transaction(commit=commit) as cursor:
+        with datastore_of(self.tracking).transaction(commit=commit) as cursor:
             if self.is_postgres:
                 # Server-side prepared statements and pipelines do not mix well: a
                 # failed batch can leave psycopg believing in statements the server
@@ -112,7 +112,7 @@ class ViewStore:
         each thread keeps a connection of its own (readers never wait on the
         writer in WAL mode); on PostgreSQL a connection from the pool."""
         if self.is_postgres:
-            with self.tracking.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            with datastore_of(self.tracking).get_connection() as conn:
                 conn.prepare_threshold = None  # see transaction()
                 with conn.transaction(), conn.cursor() as cursor:
                     yield Cursor(self, cursor)
@@ -136,7 +136,7 @@ class ViewStore:
     def record_position(self, cursor: Cursor, key: str, position: int) -> None:
         """Raises IntegrityError unless it moves the position forward: two runners
         of one projection can never both apply the same events."""
-        self.tracking._insert_tracking(cursor.raw, Tracking(key, position))  # type: ignore[attr-defined]
+        insert_tracking(self.tracking, cursor.raw, Tracking(key, position))
 
     def index_names(self, c: Cursor) -> set[str]:
         catalog = (

@@ -6,9 +6,11 @@ lookup each for the many that are new.
 
 On PostgreSQL, inserts are sent in binary. The library's recorder passes the
 batch of stored events as text: psycopg hex-encodes every event's bytes and
-escapes the whole array, about 170 µs of CPU per row for a Stripe delivery's few
-kilobytes. Binary (`%b`) sends the same bytes as they are: measured on a batch
-insert of receipts, 3,300 rows/s became 8,300 rows/s, byte for byte the same rows."""
+escapes the whole array, and for receipts of a few kilobytes that CPU was what
+limited the group committer. Binary (`%b`) sends the same bytes as they are,
+byte for byte the same rows (BENCHMARKS.md has the figures).
+
+What they rely on of the library's recorders goes through `ledger.store.library`."""
 
 from __future__ import annotations
 
@@ -22,21 +24,29 @@ from eventsourcing.sqlite import SQLiteProcessRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
+from ledger.store.library import (
+    datastore_of,
+    events_table_name,
+    set_insert_events_statement,
+    stored_event_type_name,
+)
+
 
 class BinaryProcessRecorder(PostgresProcessRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         names = {
-            "schema": Identifier(self.datastore.schema),
-            "table": Identifier(self.events_table_name),
+            "schema": Identifier(datastore_of(self).schema),
+            "table": Identifier(events_table_name(self)),
         }
-        self.insert_events_statement = SQL(
+        binary_insert = SQL(
             "    INSERT INTO {schema}.{table} AS t ("
             "    originator_id, originator_version, topic, state)"
             "    SELECT originator_id, originator_version, topic, state"
             "    FROM unnest(%b::{schema}.{stored_event_type}[])"
             " RETURNING notification_id"
-        ).format(stored_event_type=Identifier(self.stored_event_type_name), **names)
+        ).format(stored_event_type=Identifier(stored_event_type_name(self)), **names)
+        set_insert_events_statement(self, binary_insert)
         self._existing_statement = SQL(
             "SELECT DISTINCT originator_id FROM {schema}.{table} WHERE originator_id = ANY(%s)"
         ).format(**names)
@@ -45,7 +55,7 @@ class BinaryProcessRecorder(PostgresProcessRecorder):
     def existing(self, ids: Collection[UUID]) -> set[UUID]:
         if not ids:
             return set()
-        with self.datastore.transaction(commit=False) as curs:
+        with datastore_of(self).transaction(commit=False) as curs:
             curs.execute(self._existing_statement, (list(ids),))
             return {row["originator_id"] for row in curs.fetchall()}
 
@@ -56,9 +66,9 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder):
             return set()
         # the library's own table name, and one placeholder per id: no input in the text
         statement = (
-            f"SELECT DISTINCT originator_id FROM {self.events_table_name} "  # noqa: S608
+            f"SELECT DISTINCT originator_id FROM {events_table_name(self)} "  # noqa: S608
             f"WHERE originator_id IN ({','.join('?' * len(ids))})"
         )
-        with self.datastore.transaction(commit=False) as c:
+        with datastore_of(self).transaction(commit=False) as c:
             c.execute(statement, [i.hex for i in ids])
             return {UUID(row["originator_id"]) for row in c.fetchall()}

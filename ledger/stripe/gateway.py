@@ -1,7 +1,8 @@
 """Every call this service makes TO Stripe goes through `StripeGateway`.
 
 It wraps the official `stripe` library (a `StripeClient`, never the library's
-global settings) and returns our own frozen dataclasses, never Stripe objects.
+global settings) and returns our own frozen dataclasses, never Stripe objects:
+each answer is read through the payload models of `ledger.stripe.payloads`.
 
 Two modes, chosen explicitly by `payment_behavior` (nothing is guessed from the URL):
 
@@ -14,8 +15,9 @@ Two modes, chosen explicitly by `payment_behavior` (nothing is guessed from the 
   the 2017 API. It has no Prices API (the item is ``{"plan": id}``; real Stripe also
   accepts a plan id as a price), rejects ``default_incomplete``, ``payment_settings``
   and a subscription's ``default_payment_method``, and only knows
-  ``latest_invoice.payment_intent``. The client secret is read from whichever of the
-  two paths the answer has.
+  ``latest_invoice.payment_intent``, and answers with billing periods at the top
+  level, not on the item. The client secret and the period are read from whichever
+  shape the answer has.
 
 Idempotency: each mutating Stripe call sends ``Idempotency-Key: <caller's key>:<step>``,
 so one caller key covers several Stripe calls distinctly, and calling again with the
@@ -41,6 +43,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import stripe
+from pydantic import BaseModel
+
+from ledger.stripe.payloads import StripeCustomer, StripePaymentMethod, StripeSubscription
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,7 @@ _MAX_IDEMPOTENCY_KEY = 255  # Stripe's limit
 _SECRET_KEY_PATTERN = re.compile(r"\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9*]+")
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class StripeError(Exception):
@@ -150,14 +156,15 @@ class StripeGateway:
     def create_customer(self, user_id: str, idempotency_key: str) -> str:
         """Create a customer tagged with our user id; return its ``cus_`` id. With a
         `test_payment_method`, also attach it and make it the customer's default."""
-        customer = self._call(
+        customer = self._ask(
             "create_customer",
+            StripeCustomer,
             lambda: self._client.v1.customers.create(
                 params={"metadata": {"user_id": user_id}},
                 options=_options(idempotency_key, "create"),
             ),
         )
-        customer_id = str(customer["id"])
+        customer_id = customer.id
         if self._test_payment_method is not None:
             self._attach_as_default(customer_id, self._test_payment_method, idempotency_key)
         return customer_id
@@ -177,19 +184,20 @@ class StripeGateway:
             params["items"] = [{"price": price_id}]
             params["payment_settings"] = {"save_default_payment_method": "on_subscription"}
             params["expand"] = ["latest_invoice.confirmation_secret"]
-        sub = self._call(
+        sub = self._ask(
             "create_subscription",
+            StripeSubscription,
             lambda: self._client.v1.subscriptions.create(
                 params=params,  # type: ignore[arg-type]
                 options=_options(idempotency_key, "create"),
             ),
-        ).to_dict()
-        start, end = _period(sub)
+        )
+        start, end = sub.period
         return CreatedSubscription(
-            stripe_subscription_id=sub["id"],
-            stripe_customer_id=_id_of(sub.get("customer")) or customer_id,
-            status=sub["status"],
-            client_secret=_client_secret(sub.get("latest_invoice")),
+            stripe_subscription_id=sub.id,
+            stripe_customer_id=sub.customer,
+            status=sub.status,
+            client_secret=sub.client_secret,
             current_period_start=start,
             current_period_end=end,
         )
@@ -199,27 +207,29 @@ class StripeGateway:
     ) -> CanceledSubscription:
         """immediate: end it now (DELETE); otherwise at the end of the paid period."""
         if immediate:
-            sub = self._call(
+            sub = self._ask(
                 "cancel_subscription",
+                StripeSubscription,
                 lambda: self._client.v1.subscriptions.cancel(
                     subscription_id, options=_options(idempotency_key, "cancel_now")
                 ),
-            ).to_dict()
-            effective_at = sub.get("ended_at") or sub.get("canceled_at")
+            )
+            effective_at = sub.ended_at or sub.canceled_at
         else:
-            sub = self._call(
+            sub = self._ask(
                 "cancel_subscription",
+                StripeSubscription,
                 lambda: self._client.v1.subscriptions.update(
                     subscription_id,
                     params={"cancel_at_period_end": True},
                     options=_options(idempotency_key, "cancel_at_period_end"),
                 ),
-            ).to_dict()
-            effective_at = sub.get("cancel_at") or _period(sub)[1]
+            )
+            effective_at = sub.cancel_at or sub.period[1]
         return CanceledSubscription(
-            stripe_subscription_id=sub["id"],
-            status=sub["status"],
-            cancel_at_period_end=bool(sub.get("cancel_at_period_end")),
+            stripe_subscription_id=sub.id,
+            status=sub.status,
+            cancel_at_period_end=sub.cancel_at_period_end,
             effective_at=effective_at,
         )
 
@@ -244,15 +254,15 @@ class StripeGateway:
     # --- helpers --------------------------------------------------------------------
 
     def _attach_as_default(self, customer_id: str, payment_method_id: str, key: str) -> str:
-        pm = self._call(
+        attached = self._ask(
             "attach_payment_method",
+            StripePaymentMethod,
             lambda: self._client.v1.payment_methods.attach(
                 payment_method_id,
                 params={"customer": customer_id},
                 options=_options(key, "attach_pm"),
             ),
-        )
-        attached = str(pm["id"])
+        ).id
         self._call(
             "set_default_payment_method",
             lambda: self._client.v1.customers.update(
@@ -262,6 +272,10 @@ class StripeGateway:
             ),
         )
         return attached
+
+    def _ask(self, action: str, answer: type[M], call: Callable[[], stripe.StripeObject]) -> M:
+        """Make a call and read its answer through our model of the object it is."""
+        return answer.model_validate(self._call(action, call).to_dict())
 
     def _call(self, action: str, call: Callable[[], T]) -> T:
         try:
@@ -334,31 +348,3 @@ def _options(idempotency_key: str, step: str) -> stripe.RequestOptions:
     if len(key) > _MAX_IDEMPOTENCY_KEY:
         raise ValueError(f"idempotency key longer than {_MAX_IDEMPOTENCY_KEY} characters")
     return {"idempotency_key": key}
-
-
-def _id_of(value: Any) -> str | None:
-    """An expandable field: an id string, or the expanded object (a dict with `id`)."""
-    if isinstance(value, dict):
-        return value.get("id")
-    return value if isinstance(value, str) else None
-
-
-def _client_secret(invoice: Any) -> str | None:
-    """Current API: invoice.confirmation_secret.client_secret; localstripe (2017 API):
-    invoice.payment_intent.client_secret. Either is present only when expanded."""
-    if not isinstance(invoice, dict):
-        return None
-    for holder in (invoice.get("confirmation_secret"), invoice.get("payment_intent")):
-        if isinstance(holder, dict) and holder.get("client_secret"):
-            return str(holder["client_secret"])
-    return None
-
-
-def _period(sub: dict[str, Any]) -> tuple[int | None, int | None]:
-    """Current API: on the subscription's item; localstripe (2017 API): top level."""
-    start, end = sub.get("current_period_start"), sub.get("current_period_end")
-    items = (sub.get("items") or {}).get("data") or []
-    if items and isinstance(items[0], dict):
-        start = start if start is not None else items[0].get("current_period_start")
-        end = end if end is not None else items[0].get("current_period_end")
-    return start, end

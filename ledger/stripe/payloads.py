@@ -3,7 +3,9 @@ JSON paths. It reads both shapes Stripe renders (an endpoint's pinned API
 version decides): the current one (`2026-07-29.dahlia`: billing periods on
 `items.data[]`, an invoice's subscription at `parent.subscription_details`) and
 the pre-2025 one (top-level `current_period_*` and `plan`, `invoice.subscription`).
-What leaves this module is our own vocabulary, never a Stripe dict."""
+What leaves this module is our own vocabulary, never a Stripe dict; the
+`Stripe*` models are shared with the gateway, which reads Stripe's answers
+through them (the same object read the same way, whichever way it came)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,11 @@ class _Model(BaseModel):
 def _id_of(value: Any) -> Any:
     """Stripe sends a related object as its id, or expanded as an object."""
     return value.get("id") if isinstance(value, dict) else value
+
+
+def _expanded(value: Any) -> Any:
+    """A related object we read only when expanded: its bare id counts as absent."""
+    return value if isinstance(value, dict) else None
 
 
 class Envelope(_Model):
@@ -138,39 +145,79 @@ class _Items(_Model):
     data: list[_Item] = []
 
 
-class _Subscription(_Model):
+class _ClientSecret(_Model):
+    client_secret: str | None = None
+
+
+class _LatestInvoice(_Model):
+    """A subscription's first invoice, as an answer expands it: its client secret
+    is at `confirmation_secret` (current API) or `payment_intent` (2017 API, what
+    localstripe speaks). Either is there only when the call asked to expand it."""
+
+    confirmation_secret: _ClientSecret | None = None
+    payment_intent: _ClientSecret | None = None
+
+    _intent = field_validator("payment_intent", mode="before")(_expanded)
+
+    @property
+    def client_secret(self) -> str | None:
+        for holder in (self.confirmation_secret, self.payment_intent):
+            if holder is not None and holder.client_secret:
+                return holder.client_secret
+        return None
+
+
+class StripeSubscription(_Model):
+    """A subscription, as a webhook delivers it and as the gateway's calls answer."""
+
     id: str
     customer: str
     status: str
     metadata: dict[str, str] | None = None
     cancel_at_period_end: bool = False
     cancel_at: int | None = None
+    canceled_at: int | None = None
     trial_end: int | None = None
     ended_at: int | None = None
     items: _Items = _Items()
+    latest_invoice: _LatestInvoice | None = None
     # pre-2025 shape
     current_period_start: int | None = None
     current_period_end: int | None = None
     plan: _Plan | None = None
 
     _customer = field_validator("customer", mode="before")(lambda v: _id_of(v))
+    _invoice = field_validator("latest_invoice", mode="before")(_expanded)
+
+    @property
+    def period(self) -> tuple[int | None, int | None]:
+        """(start, end) of the current billing period: on the first item in the
+        current API, at the top level in the pre-2025 one (and localstripe's)."""
+        item = self.items.data[0] if self.items.data else None
+        start = item.current_period_start if item else None
+        end = item.current_period_end if item else None
+        return start or self.current_period_start, end or self.current_period_end
+
+    @property
+    def client_secret(self) -> str | None:
+        """For the extension to confirm the first payment (when it was expanded)."""
+        return self.latest_invoice.client_secret if self.latest_invoice else None
 
 
 def read_subscription(obj: dict[str, Any]) -> SubscriptionState:
-    s = _Subscription.model_validate(obj)
+    s = StripeSubscription.model_validate(obj)
     item = s.items.data[0] if s.items.data else None
     price = item.to_price() if item else None
     if price is None and s.plan is not None:
         price = s.plan.to_price()
-    start = item.current_period_start if item and item.current_period_start else None
-    end = item.current_period_end if item and item.current_period_end else None
+    start, end = s.period
     return SubscriptionState(
         stripe_subscription_id=s.id,
         stripe_customer_id=s.customer,
         status=s.status,
         price=price,
-        current_period_start=start if start is not None else s.current_period_start,
-        current_period_end=end if end is not None else s.current_period_end,
+        current_period_start=start,
+        current_period_end=end,
         cancel_at_period_end=s.cancel_at_period_end,
         # Stripe also fills cancel_at when cancelling at period end: we keep one meaning.
         cancel_at=None if s.cancel_at_period_end else s.cancel_at,
@@ -180,7 +227,9 @@ def read_subscription(obj: dict[str, Any]) -> SubscriptionState:
     )
 
 
-class _Customer(_Model):
+class StripeCustomer(_Model):
+    """A customer, as a webhook delivers it and as the gateway's calls answer."""
+
     id: str
     email: str | None = None
     name: str | None = None
@@ -189,8 +238,14 @@ class _Customer(_Model):
 
 def read_customer(obj: dict[str, Any]) -> tuple[str, str | None, str | None, str | None]:
     """(stripe customer id, email, name, user id)"""
-    c = _Customer.model_validate(obj)
+    c = StripeCustomer.model_validate(obj)
     return c.id, c.email, c.name, _user_id(c.metadata)
+
+
+class StripePaymentMethod(_Model):
+    """A payment method, as the gateway's attach call answers."""
+
+    id: str
 
 
 class _SubscriptionDetails(_Model):

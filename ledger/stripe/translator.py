@@ -1,10 +1,12 @@
 """The anti-corruption layer's deciding half: one translator per handled Stripe
-event type, each turning a verified event into commands on our aggregates."""
+event type, each turning a verified event into commands on our aggregates. Callers
+hand it a receipt's payload (or the `StripeEvent` read from it) and get our own
+values back: Stripe's JSON does not leave this layer."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 from uuid import UUID
 
@@ -21,6 +23,7 @@ from ledger.stripe.payloads import (
     named_ids,
     read_checkout,
     read_customer,
+    read_envelope,
     read_invoice,
     read_subscription,
 )
@@ -39,9 +42,29 @@ class UnitOfWork(Protocol):
 Translator = Callable[[UnitOfWork, Envelope], Outcome]
 
 
-def translate(uow: UnitOfWork, envelope: Envelope) -> Outcome:
+@dataclass(frozen=True, slots=True)
+class StripeEvent:
+    """A Stripe event read from a receipt's payload, once: `aggregates_named` and
+    `translate` both take it, so that a batch reads each payload one time. What
+    it holds is this layer's business."""
+
+    _envelope: Envelope
+
+
+Payload = str | bytes | StripeEvent
+
+
+def read_event(payload: Payload) -> StripeEvent:
+    """Raises NotAnEvent when the payload is not a Stripe event."""
+    if isinstance(payload, StripeEvent):
+        return payload
+    return StripeEvent(read_envelope(payload.encode() if isinstance(payload, str) else payload))
+
+
+def translate(uow: UnitOfWork, payload: Payload) -> Outcome:
     """Apply one Stripe event. APPLIED means "may have changed something": the
     caller turns it into UNCHANGED when no aggregate has new events."""
+    envelope = read_event(payload)._envelope
     translator = TRANSLATORS.get(envelope.type)
     return translator(uow, envelope) if translator else Outcome.IGNORED
 
@@ -162,9 +185,10 @@ _AGGREGATE_OF_ID: dict[str, type[Customer | Subscription | Invoice | Checkout]] 
 }
 
 
-def aggregates_named(envelope: Envelope) -> list[UUID]:
+def aggregates_named(payload: Payload) -> list[UUID]:
     """The aggregates translating this event will look for, at least most of them:
     a hint for loading them together (what it misses is loaded on its own)."""
+    envelope = read_event(payload)._envelope
     if envelope.type not in TRANSLATORS:
         return []
     return [

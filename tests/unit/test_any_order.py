@@ -13,7 +13,6 @@ from ledger.domain.checkout import Checkout
 from ledger.domain.customer import Customer
 from ledger.domain.invoice import Invoice
 from ledger.domain.subscription import Subscription
-from ledger.stripe.payloads import read_envelope
 from ledger.stripe.translator import translate
 from tests.streams import Delivery, shuffled_with_duplicates, webhook_streams
 from tests.unit.test_translator import MemoryUnitOfWork
@@ -58,7 +57,7 @@ def state_of(aggregate: Any) -> tuple[Any, ...]:
 def run(stream: list[Delivery]) -> MemoryUnitOfWork:
     uow = MemoryUnitOfWork()
     for delivery in stream:
-        translate(uow, read_envelope(delivery.body))
+        translate(uow, delivery.body)
     return uow
 
 

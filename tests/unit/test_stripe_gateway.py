@@ -29,6 +29,7 @@ from ledger.stripe.gateway import (
     StripeRejected,
     StripeUnavailable,
 )
+from ledger.stripe.payloads import read_subscription
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 API_KEY = "sk_test_51UnitTestKeyDoNotLeak0123456789"
@@ -264,6 +265,25 @@ def test_create_subscription_without_confirmation_secret_has_no_client_secret(tr
     created = real_gateway(transport).create_subscription("cus_A", PRICE, USER, "k")
 
     assert (created.status, created.client_secret) == ("active", None)
+
+
+@pytest.mark.parametrize("shape", ["current", "legacy", "both"])
+def test_the_gateway_reads_a_period_as_a_webhook_payload_is_read(transport, shape):
+    """One reader for both: the item's period first (current API), the top level's
+    otherwise (pre-2025 and localstripe), even when an answer carries both."""
+    obj = legacy_subscription_json() if shape == "legacy" else subscription_json("active")
+    if shape == "both":
+        obj.update(current_period_start=1, current_period_end=2)
+    transport.answer(200, obj)
+
+    created = real_gateway(transport).create_subscription("cus_A", PRICE, USER, "k")
+
+    state = read_subscription(obj)
+    assert (created.current_period_start, created.current_period_end) == (
+        state.current_period_start,
+        state.current_period_end,
+    )
+    assert (created.current_period_start, created.current_period_end) == (PERIOD_START, PERIOD_END)
 
 
 def test_cancel_immediately_deletes_the_subscription(transport):

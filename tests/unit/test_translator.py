@@ -15,8 +15,7 @@ from ledger.domain.invoice import Invoice
 from ledger.domain.money import Price
 from ledger.domain.receipt import Outcome
 from ledger.domain.subscription import Subscription
-from ledger.stripe.payloads import read_envelope
-from ledger.stripe.translator import TRANSLATORS, aggregates_named, translate
+from ledger.stripe.translator import TRANSLATORS, aggregates_named, read_event, translate
 from tests import stripe_objects as so
 
 A = TypeVar("A", bound=Aggregate)
@@ -45,7 +44,7 @@ class MemoryUnitOfWork:
         shape: str = "current",
     ) -> Outcome:
         envelope = so.event(evt_id, event_type, obj, created=created, shape=shape)  # type: ignore[arg-type]
-        return translate(self, read_envelope(so.body_of(envelope)))
+        return translate(self, so.body_of(envelope))
 
     def new_events(self) -> list[str]:
         events = [e for a in self.aggregates.values() for e in a.collect_events()]
@@ -277,13 +276,13 @@ def test_the_loading_hint_names_what_a_first_event_looks_for(event_type: str, sh
     else:
         obj = so.checkout_session("cs_1", "cus_1", "sub_1", user_id=USER)
     body = so.body_of(so.event("evt_1", event_type, obj, created=100, shape=shape))  # type: ignore[arg-type]
-    envelope = read_envelope(body)
+    event = read_event(body)
     uow = RecordingUnitOfWork()
-    translate(uow, envelope)
-    assert uow.asked and uow.asked <= set(aggregates_named(envelope))
+    translate(uow, event)
+    assert uow.asked and uow.asked <= set(aggregates_named(event))
 
 
 def test_the_loading_hint_names_nothing_for_an_ignored_type() -> None:
     obj = {"id": "po_1", "customer": "cus_1"}
     body = so.body_of(so.event("evt_1", "payout.paid", obj, created=100))
-    assert aggregates_named(read_envelope(body)) == []
+    assert aggregates_named(body) == []

@@ -1,0 +1,66 @@
+"""Every use of what our libraries do not promise, in one place: the `eventsourcing`
+library's protected members and undocumented recorder attributes, and functools'
+`singledispatchmethod.dispatcher`. tests/unit/test_library_contract.py fails when
+an upgrade changes any of them; pyproject.toml pins the versions they were read in."""
+
+from __future__ import annotations
+
+from functools import singledispatchmethod
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the ledger on SQLite never loads the PostgreSQL modules
+    from eventsourcing.application import ProcessingEvent
+    from eventsourcing.persistence import Recording, Tracking
+    from eventsourcing.postgres import PostgresAggregateRecorder
+    from eventsourcing.projection import EventSourcedProjection
+    from psycopg.sql import Composed
+
+
+def record_and_notify(
+    app: EventSourcedProjection[Any], processing: ProcessingEvent[Any]
+) -> list[Recording[Any]]:
+    """Record a processing event (its events and its tracking position in one
+    transaction) and tell the followers, as the library's `process_event` does for
+    one event; for a caller that collected a batch in one. (`process_event` also
+    takes snapshots: the ledger takes none.) The caller holds `processing_lock`."""
+    recordings = app._record(processing)
+    app._notify(recordings)
+    return recordings
+
+
+def insert_tracking(recorder: Any, cursor: Any, tracking: Tracking) -> None:
+    """Write a tracking position inside the caller's transaction on the recorder's
+    datastore (`insert_tracking` opens a transaction of its own). Raises
+    IntegrityError unless it moves the name's position forward."""
+    recorder._insert_tracking(cursor, tracking)
+
+
+def datastore_of(recorder: Any) -> Any:
+    """An SQLite or PostgreSQL recorder's datastore: its `transaction(commit=...)`
+    and, on PostgreSQL, `get_connection()` and `schema`."""
+    return recorder.datastore
+
+
+def events_table_name(recorder: Any) -> str:
+    """The table an SQLite or PostgreSQL recorder stores events in."""
+    return str(recorder.events_table_name)
+
+
+def stored_event_type_name(recorder: PostgresAggregateRecorder) -> str:
+    """The PostgreSQL composite type of one stored event (an array of them is what
+    the insert statement takes)."""
+    return recorder.stored_event_type_name
+
+
+def set_insert_events_statement(recorder: PostgresAggregateRecorder, statement: Composed) -> None:
+    """Replace the statement the recorder inserts a batch of events with: it is
+    given one parameter, the array of stored-event composites, and must answer
+    the rows' notification ids (the library adds ``RETURNING notification_id``
+    to its own)."""
+    recorder.insert_events_statement = statement
+
+
+def handler_types(method: singledispatchmethod[Any]) -> list[type]:
+    """The types a `singledispatchmethod` has handlers registered for, besides
+    `object` (its `dispatcher` attribute is not documented)."""
+    return [t for t in method.dispatcher.registry if t is not object]

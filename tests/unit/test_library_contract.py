@@ -1,0 +1,165 @@
+"""What ledger/store/library.py relies on of our libraries beyond their promises,
+checked against the installed versions: an upgrade that changes any of it fails
+here, before it fails in production. Read from the libraries' signatures and
+source, plus one run on an in-memory SQLite store."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+import tomllib
+from functools import singledispatchmethod
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from eventsourcing.application import ProcessingEvent
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresRecorder,
+    PostgresTrackingRecorder,
+)
+from eventsourcing.projection import EventSourcedProjection
+from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
+    SQLiteDatastore,
+    SQLiteRecorder,
+    SQLiteTrackingRecorder,
+)
+from eventsourcing.utils import Environment
+from packaging.requirements import Requirement
+
+from ledger.application import Ledger
+from ledger.store.library import (
+    datastore_of,
+    handler_types,
+    insert_tracking,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tree(function: Any) -> ast.AST:
+    return ast.parse(textwrap.dedent(inspect.getsource(function)))
+
+
+def self_attributes(function: Any, ctx: type[ast.expr_context]) -> set[str]:
+    """The `self.<name>` a function assigns (ast.Store) or reads (ast.Load)."""
+    return {
+        node.attr
+        for node in ast.walk(_tree(function))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+        and isinstance(node.ctx, ctx)
+    }
+
+
+def self_calls(function: Any) -> list[str]:
+    """The `self.<name>(...)` a function calls, in the order written."""
+    calls = [
+        node
+        for node in ast.walk(_tree(function))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "self"
+    ]
+    return [c.func.attr for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]  # type: ignore[attr-defined]
+
+
+def test_the_installed_eventsourcing_is_in_the_pinned_range() -> None:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [pin] = [Requirement(d) for d in dependencies if Requirement(d).name == "eventsourcing"]
+    assert pin.specifier.contains(version("eventsourcing"))
+    assert any(s.operator == "<" for s in pin.specifier), "no upper bound on eventsourcing"
+
+
+def test_record_and_notify_is_what_the_library_does_after_a_policy() -> None:
+    """`record_and_notify` copies `process_event`'s steps after the policy (but the
+    snapshots, which the ledger never takes): a new step there must be looked at."""
+    assert self_calls(EventSourcedProjection.process_event) == [
+        "policy",
+        "_record",
+        "_take_snapshots",
+        "notify",  # deprecated, and a no-op
+        "_notify",
+    ]
+    processing = ProcessingEvent[Any](tracking=Tracking("Ledger", 1))
+    inspect.signature(Ledger._record).bind(None, processing)
+    inspect.signature(Ledger._notify).bind(None, [])
+    assert "processing_lock" in self_attributes(EventSourcedProjection.__init__, ast.Store)
+
+
+@pytest.mark.parametrize("recorder", [SQLiteTrackingRecorder, PostgresTrackingRecorder])
+def test_a_tracking_recorder_inserts_a_position_with_the_callers_cursor(recorder: type) -> None:
+    inspect.signature(recorder._insert_tracking).bind(None, object(), Tracking("p", 1))
+
+
+def test_a_position_is_written_in_the_callers_transaction_and_only_forward() -> None:
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": f"file:contract-{uuid4().hex}?mode=memory&cache=shared",
+        "CREATE_TABLE": "y",
+    }
+    factory = InfrastructureFactory.construct(Environment("contract", env))
+    try:
+        tracking = factory.tracking_recorder()
+        datastore = datastore_of(tracking)
+        with datastore.transaction(commit=True) as cursor:
+            insert_tracking(tracking, cursor, Tracking("p", 3))
+        assert tracking.max_tracking_id("p") == 3
+        with pytest.raises(IntegrityError), datastore.transaction(commit=True) as cursor:
+            insert_tracking(tracking, cursor, Tracking("p", 3))
+    finally:
+        factory.close()
+
+
+def test_recorders_keep_their_datastore_and_events_table_name() -> None:
+    for base in (SQLiteRecorder, PostgresRecorder):
+        assert "datastore" in self_attributes(base.__init__, ast.Store)
+    for aggregate_recorder in (SQLiteAggregateRecorder, PostgresAggregateRecorder):
+        assert "events_table_name" in self_attributes(aggregate_recorder.__init__, ast.Store)
+    for datastore in (SQLiteDatastore, PostgresDatastore):
+        inspect.signature(datastore.transaction).bind(None, commit=False)
+    inspect.signature(PostgresDatastore.get_connection).bind(None)
+    assert "schema" in self_attributes(PostgresDatastore.__init__, ast.Store)
+
+
+def test_the_postgres_recorder_inserts_events_with_the_statement_we_replace() -> None:
+    """BinaryProcessRecorder swaps `insert_events_statement` for one taking the same
+    single parameter in binary: the library must still build it from these names,
+    run it with one parameter, and read the notification ids it returns."""
+    assigned = self_attributes(PostgresAggregateRecorder.__init__, ast.Store)
+    assert {"events_table_name", "stored_event_type_name", "insert_events_statement"} <= assigned
+    assert "insert_events_statement" in self_attributes(
+        PostgresAggregateRecorder._insert_stored_events, ast.Load
+    )
+    insert = inspect.getsource(PostgresAggregateRecorder._insert_stored_events)
+    assert "params=(pg_stored_events,)" in insert
+    returning = inspect.getsource(PostgresApplicationRecorder.__init__)
+    assert 'self.insert_events_statement += SQL(" RETURNING notification_id")' in returning
+    assert hasattr(PostgresApplicationRecorder, "_fetch_ids_after_insert_events")
+    # With the database functions on, the library would not use the statement at all.
+    parameters = inspect.signature(PostgresDatastore.__init__).parameters
+    assert parameters["enable_db_functions"].default is False
+
+
+def test_a_singledispatchmethod_shows_its_registered_types() -> None:
+    class Handlers:
+        @singledispatchmethod
+        def apply(self, event: object) -> None: ...
+
+        @apply.register
+        def _(self, event: int) -> None: ...
+
+        @apply.register
+        def _(self, event: str) -> None: ...
+
+    assert sorted(handler_types(vars(Handlers)["apply"]), key=str) == [int, str]
