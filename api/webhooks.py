@@ -10,8 +10,8 @@ from starlette.responses import JSONResponse
 from api.errors import ERRORS, PayloadTooLarge
 from api.metrics import WEBHOOKS
 from ledger.application import Delivery
-from ledger.intake import StoreUnavailable, delivery_of
-from ledger.service import WriteSide
+from ledger.config import Settings
+from ledger.intake import GroupCommitter, StoreUnavailable, delivery_of
 from ledger.stripe.payloads import read_envelope
 from ledger.stripe.signature import verify_signature
 
@@ -19,8 +19,7 @@ REFUSALS = tuple(ERRORS)  # counted by their error code
 
 
 async def stripe_webhook(request: Request) -> JSONResponse:
-    write: WriteSide = request.state.write
-    settings = write.settings
+    settings: Settings = request.state.settings
     try:
         body = await _body(request, settings.webhook_max_body_bytes)
         verify_signature(
@@ -30,7 +29,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
             settings.webhook_tolerance_seconds,
         )
         delivery = delivery_of(read_envelope(body), body)
-        recorded = await _committed(write, delivery)
+        recorded = await _committed(request.state.committer, delivery, settings)
     except REFUSALS as exc:
         WEBHOOKS.labels(ERRORS[type(exc)][1]).inc()
         raise
@@ -38,11 +37,11 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"received": True, "duplicate": not recorded})
 
 
-async def _committed(write: WriteSide, delivery: Delivery) -> bool:
-    pending = asyncio.wrap_future(write.intake.submit(delivery))
+async def _committed(committer: GroupCommitter, delivery: Delivery, settings: Settings) -> bool:
+    pending = asyncio.wrap_future(committer.submit(delivery))
     try:
         return await asyncio.wait_for(
-            asyncio.shield(pending), write.settings.webhook_write_timeout_seconds
+            asyncio.shield(pending), settings.webhook_write_timeout_seconds
         )
     except TimeoutError:
         raise StoreUnavailable("the log did not answer in time") from None

@@ -89,7 +89,7 @@ def open_store(database_url: str) -> Any:
     from pydantic import SecretStr
 
     from ledger.config import Settings
-    from ledger.service import open_ledger
+    from ledger.opening import open_ledger
 
     settings = Settings(
         DATABASE_URL=database_url,

@@ -15,7 +15,7 @@ from ledger.application import Delivery, Ledger
 from ledger.domain.receipt import Outcome, Receipt
 from ledger.domain.subscription import Subscription
 from ledger.intake import GroupCommitter, StoreUnavailable, delivery_of
-from ledger.service import open_ledger
+from ledger.opening import open_ledger
 from ledger.stripe.payloads import read_envelope
 from tests import stripe_objects as so
 from tests.streams import shuffled_with_duplicates, webhook_streams
