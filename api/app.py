@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 yield {
                     "settings": parts.settings,
                     "ledger": parts.ledger,
-                    "committer": parts.committer,
+                    "intake": parts.intake,
                     "read": parts.read,
                     "accounts": parts.accounts,
                 }

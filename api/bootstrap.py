@@ -10,7 +10,7 @@ from functools import cached_property
 from ledger.accounts import Accounts
 from ledger.application import Ledger
 from ledger.config import Settings, load_settings
-from ledger.intake import GroupCommitter
+from ledger.intake import GroupCommitter, Intake
 from ledger.opening import open_ledger
 from ledger.plans import Catalog, load_catalog
 from ledger.processor import Processor
@@ -61,6 +61,17 @@ class Parts:
         return committer
 
     @cached_property
+    def intake(self) -> Intake:
+        """Stage one: a webhook's body and signature in, its receipt committed out."""
+        config = self.settings
+        return Intake(
+            self.committer,
+            config.webhook_secrets,
+            tolerance_seconds=config.webhook_tolerance_seconds,
+            write_timeout_seconds=config.webhook_write_timeout_seconds,
+        )
+
+    @cached_property
     def read(self) -> ReadSide:
         read = ReadSide(
             self.ledger,
@@ -90,12 +101,12 @@ class Parts:
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self.ledger, self.catalog, self.gateway)
+        return Accounts(self.ledger, self.catalog, self.gateway, self.read)
 
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'
         follower in it when the settings say "inline"."""
-        _ = self.catalog, self.committer, self.read, self.accounts  # a bad plans file stops here
+        _ = self.catalog, self.intake, self.read, self.accounts  # a bad plans file stops here
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()
