@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # localstripe accepts any key that starts with "sk_" and is longer than 5 characters.
 TEST_API_KEY = "sk_test_localstripe"
 START_TIMEOUT_SECONDS = 15.0
