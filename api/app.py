@@ -16,17 +16,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api import audit, extension
+from api.bootstrap import Parts
 from api.errors import exception_handlers
 from api.metrics import metrics
 from api.ratelimit import RateLimit
 from api.webhooks import stripe_webhook
-from ledger.accounts import Accounts
-from ledger.config import Settings, load_settings
+from ledger.config import Settings
 from ledger.intake import StoreUnavailable
-from ledger.plans import load_catalog
-from ledger.service import WriteSide
-from ledger.stripe.gateway import StripeGateway
-from projections.read_side import ReadSide
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -46,24 +42,22 @@ async def readyz(request: Request) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        config = settings or load_settings()
-        catalog = load_catalog(config.plans_file)  # refuses to start on a bad plans file
-        write = WriteSide.start(config)
-        read = ReadSide(
-            write.ledger, catalog, config.database_url, interval=config.processor_interval_seconds
-        )
-        accounts = Accounts(write.ledger, catalog, _gateway(config))
-        if config.projections == "inline":
-            write.processor.after = read.follower.wake
-            read.follower.start()
-        await read.open_async()
+        parts = Parts(settings, pool_size=8)
         try:
-            yield {"write": write, "read": read, "accounts": accounts}
+            parts.start()
+            await parts.read.open_async()
+            try:
+                yield {
+                    "settings": parts.settings,
+                    "ledger": parts.ledger,
+                    "intake": parts.intake,
+                    "read": parts.read,
+                    "accounts": parts.accounts,
+                }
+            finally:
+                await parts.read.close_async()
         finally:
-            await read.close_async()
-            read.follower.stop()
-            write.close()
-            read.close()
+            parts.close()
 
     config = settings or Settings()  # reads the environment only; secrets come in lifespan
     return Starlette(
@@ -107,18 +101,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         exception_handlers=exception_handlers(),  # type: ignore[arg-type]
         lifespan=lifespan,
-    )
-
-
-def _gateway(config: Settings) -> StripeGateway | None:
-    if config.stripe_secret_key is None:
-        return None
-    return StripeGateway(
-        config.stripe_secret_key.get_secret_value(),
-        config.stripe_api_base,
-        max_network_retries=config.stripe_max_network_retries,
-        payment_behavior=config.stripe_payment_behavior,
-        test_payment_method=config.stripe_test_payment_method,
     )
 
 

@@ -15,7 +15,7 @@ from projections.read_side import ReadSide
 
 
 def _authorize(request: Request) -> ReadSide:
-    token = request.state.write.settings.admin_token.get_secret_value()
+    token = request.state.settings.admin_token.get_secret_value()
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         raise Unauthorized("an admin token is required: Authorization: Bearer <token>")
@@ -31,7 +31,7 @@ async def user(request: Request) -> JSONResponse:
             moment = parse_instant(as_of)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        ledger = request.state.write.ledger
+        ledger = request.state.ledger
         return JSONResponse(
             await run_in_threadpool(replay_user, ledger, read.catalog, user_id, moment)
         )

@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse
 
 from ledger import accounts
 from ledger.intake import StoreUnavailable
+from ledger.stripe import NotAnEvent
 from ledger.stripe.gateway import StripeRejected, StripeUnavailable
-from ledger.stripe.payloads import NotAnEvent
 from ledger.stripe.signature import InvalidSignature
 
 log = logging.getLogger("api")
@@ -64,12 +64,22 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
 }
 
 
-async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+REFUSALS = tuple(ERRORS)
+
+
+def describe(exc: Exception) -> tuple[int, str, str]:
+    """The answer to a refusal (an instance of a class in ERRORS, or of a subclass
+    of one: the nearest in its class hierarchy wins): status, error code, message."""
     status, code, message = next(ERRORS[c] for c in type(exc).__mro__ if c in ERRORS)
     if isinstance(exc, StripeRejected):  # Stripe's own code says more (card_declined, ...)
         code = exc.code or code
+    return status, code, message or str(exc)
+
+
+async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+    status, code, message = describe(exc)
     headers = {"Retry-After": "5"} if status == 503 else None
-    return error(status, code, message or str(exc), headers)
+    return error(status, code, message, headers)
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:

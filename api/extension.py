@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 
 from api import bodies
 from api.auth import caller
-from ledger.accounts import Accounts, CurrentSubscription
+from ledger.accounts import Accounts
 from ledger.domain.status import extension_word
 from projections.read_side import ReadSide
 from projections.subscription_status import FIELDS
@@ -28,13 +28,6 @@ def _read(request: Request) -> ReadSide:
     return request.state.read
 
 
-async def _current(request: Request, user_id: str) -> CurrentSubscription | None:
-    status = await run_in_threadpool(_read(request).status, user_id)
-    if "id" not in status:
-        return None
-    return CurrentSubscription(status["id"], status["status"])
-
-
 async def register(request: Request) -> JSONResponse:
     body = await bodies.parse(request, bodies.Registration)
     token = await run_in_threadpool(_accounts(request).register, body.user_id)
@@ -44,7 +37,6 @@ async def register(request: Request) -> JSONResponse:
 async def create_subscription(request: Request) -> JSONResponse:
     user_id = await caller(request)
     body = await bodies.parse(request, bodies.CreateSubscription)
-    current = await _current(request, user_id)
     created = await run_in_threadpool(
         _accounts(request).create_subscription,
         user_id,
@@ -52,7 +44,6 @@ async def create_subscription(request: Request) -> JSONResponse:
         body.price_id,
         body.billing_cycle,
         body.return_url,
-        current,
     )
     return JSONResponse(
         {
@@ -91,8 +82,7 @@ async def verify_subscription(request: Request) -> JSONResponse:
 async def cancel_subscription(request: Request) -> JSONResponse:
     user_id = await caller(request)
     body = await bodies.parse(request, bodies.Cancel, empty_ok=True)
-    current = await _current(request, user_id)
-    canceled = await run_in_threadpool(_accounts(request).cancel, user_id, body.immediate, current)
+    canceled = await run_in_threadpool(_accounts(request).cancel, user_id, body.immediate)
     return JSONResponse(
         {
             "canceled": True,
@@ -105,9 +95,8 @@ async def cancel_subscription(request: Request) -> JSONResponse:
 async def update_payment_method(request: Request) -> JSONResponse:
     user_id = await caller(request)
     body = await bodies.parse(request, bodies.UpdatePaymentMethod)
-    current = await _current(request, user_id)
     subscription_id = await run_in_threadpool(
-        _accounts(request).update_payment_method, user_id, body.payment_method_id, current
+        _accounts(request).update_payment_method, user_id, body.payment_method_id
     )
     return JSONResponse({"updated": True, "subscription_id": subscription_id})
 

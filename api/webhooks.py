@@ -1,51 +1,26 @@
-"""POST /webhooks/stripe: verify, record the receipt, answer. Nothing more."""
+"""POST /webhooks/stripe: read the body (up to a limit), hand it to stage one,
+count the result, answer. Nothing more."""
 
 from __future__ import annotations
-
-import asyncio
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.errors import ERRORS, PayloadTooLarge
+from api.errors import REFUSALS, PayloadTooLarge, describe
 from api.metrics import WEBHOOKS
-from ledger.application import Delivery
-from ledger.intake import StoreUnavailable, delivery_of
-from ledger.service import WriteSide
-from ledger.stripe.payloads import read_envelope
-from ledger.stripe.signature import verify_signature
-
-REFUSALS = tuple(ERRORS)  # counted by their error code
+from ledger.intake import Intake
 
 
 async def stripe_webhook(request: Request) -> JSONResponse:
-    write: WriteSide = request.state.write
-    settings = write.settings
+    intake: Intake = request.state.intake
     try:
-        body = await _body(request, settings.webhook_max_body_bytes)
-        verify_signature(
-            body,
-            request.headers.get("stripe-signature"),
-            settings.webhook_secrets,
-            settings.webhook_tolerance_seconds,
-        )
-        delivery = delivery_of(read_envelope(body), body)
-        recorded = await _committed(write, delivery)
+        body = await _body(request, request.state.settings.webhook_max_body_bytes)
+        recorded = await intake.receive(body, request.headers.get("stripe-signature"))
     except REFUSALS as exc:
-        WEBHOOKS.labels(ERRORS[type(exc)][1]).inc()
+        WEBHOOKS.labels(describe(exc)[1]).inc()  # counted by its error code
         raise
     WEBHOOKS.labels("recorded" if recorded else "duplicate").inc()
     return JSONResponse({"received": True, "duplicate": not recorded})
-
-
-async def _committed(write: WriteSide, delivery: Delivery) -> bool:
-    pending = asyncio.wrap_future(write.intake.submit(delivery))
-    try:
-        return await asyncio.wait_for(
-            asyncio.shield(pending), write.settings.webhook_write_timeout_seconds
-        )
-    except TimeoutError:
-        raise StoreUnavailable("the log did not answer in time") from None
 
 
 async def _body(request: Request, limit: int) -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
@@ -78,11 +78,24 @@ class CurrentSubscription:
     status: str
 
 
+class CurrentSubscriptions(Protocol):
+    """Where `Accounts` reads a user's current subscription (the read side)."""
+
+    def current(self, user_id: str) -> CurrentSubscription | None: ...
+
+
 class Accounts:
-    def __init__(self, ledger: Ledger, catalog: Catalog, gateway: StripeGateway | None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        catalog: Catalog,
+        gateway: StripeGateway | None,
+        subscriptions: CurrentSubscriptions,
+    ) -> None:
         self._ledger = ledger
         self._catalog = catalog
         self._gateway = gateway
+        self._subscriptions = subscriptions
         self._token_hashes: dict[str, str] = {}  # immutable once registered
         self._lock = threading.Lock()
 
@@ -143,7 +156,6 @@ class Accounts:
         price_id: str,
         billing_cycle: str,
         return_url: str | None,
-        current: CurrentSubscription | None,
     ) -> CreatedSubscription:
         if body_user_id != user_id:
             raise Forbidden("user_id in the body is not the caller's")
@@ -154,6 +166,7 @@ class Accounts:
             raise BillingCycleMismatch(
                 f"{price_id} is billed every {found[1].interval}, not every {billing_cycle}"
             )
+        current = self._subscriptions.current(user_id)
         user = self._user(user_id)
         live = self._current(user, current)
         if live is not None and blocks_new_subscription(live.status):
@@ -178,9 +191,8 @@ class Accounts:
         self._save(user)
         return created
 
-    def cancel(
-        self, user_id: str, immediate: bool, current: CurrentSubscription | None
-    ) -> CanceledSubscription:
+    def cancel(self, user_id: str, immediate: bool) -> CanceledSubscription:
+        current = self._subscriptions.current(user_id)
         user = self._user(user_id)
         live = self._current(user, current)
         if live is None or is_terminal(live.status):
@@ -201,9 +213,8 @@ class Accounts:
         self._save(user)
         return canceled
 
-    def update_payment_method(
-        self, user_id: str, payment_method_id: str, current: CurrentSubscription | None
-    ) -> str:
+    def update_payment_method(self, user_id: str, payment_method_id: str) -> str:
+        current = self._subscriptions.current(user_id)
         user = self._user(user_id)
         live = self._current(user, current)
         if live is None or is_terminal(live.status):

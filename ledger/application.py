@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -27,35 +26,13 @@ from eventsourcing.persistence import (
 from eventsourcing.system import Follower
 from eventsourcing.utils import get_topic
 
-from ledger.domain.receipt import Outcome, Receipt
+from ledger.domain.receipt import Delivery, Outcome, Receipt
 from ledger.store.library import record_and_notify
 from ledger.store.transcodings import PriceAsDict
 from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
 
 log = logging.getLogger("ledger")
 A = TypeVar("A", bound=Aggregate)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A verified Stripe delivery, ready to be recorded."""
-
-    stripe_event_id: str
-    event_type: str
-    stripe_created: int
-    api_version: str | None
-    livemode: bool
-    payload: str
-
-    def receipt(self) -> Receipt:
-        return Receipt(
-            stripe_event_id=self.stripe_event_id,
-            event_type=self.event_type,
-            stripe_created=self.stripe_created,
-            api_version=self.api_version,
-            livemode=self.livemode,
-            payload=self.payload,
-        )
 
 
 class ReceiptNotFound(LookupError):

@@ -1,4 +1,4 @@
-"""Settings, read once from environment variables (names in DESIGN.md)."""
+"""Settings, read once from environment variables (each described in README.md, Configuration)."""
 
 from __future__ import annotations
 

@@ -4,17 +4,19 @@ commit); each request is answered only after its group is committed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
-from ledger.application import Delivery, Ledger
-from ledger.domain.receipt import Receipt
-from ledger.stripe.payloads import Envelope
+from ledger.application import Ledger
+from ledger.domain.receipt import Delivery, Receipt
+from ledger.stripe import read_delivery
+from ledger.stripe.signature import verify_signature
 
 log = logging.getLogger("ledger.intake")
 
@@ -23,15 +25,35 @@ class StoreUnavailable(RuntimeError):
     """The log cannot be written to now: the sender should retry."""
 
 
-def delivery_of(envelope: Envelope, body: bytes) -> Delivery:
-    return Delivery(
-        stripe_event_id=envelope.id,
-        event_type=envelope.type,
-        stripe_created=envelope.created,
-        api_version=envelope.api_version,
-        livemode=envelope.livemode,
-        payload=body.decode("utf-8"),
-    )
+class Intake:
+    """Stage one as one call: a delivery's body and its Stripe-Signature header in,
+    its receipt committed (or a refusal raised) out."""
+
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        secrets: Sequence[str],
+        *,
+        tolerance_seconds: int,
+        write_timeout_seconds: float,
+    ) -> None:
+        self._committer = committer
+        self._secrets = list(secrets)
+        self._tolerance = tolerance_seconds
+        self._write_timeout = write_timeout_seconds
+
+    async def receive(self, body: bytes, signature_header: str | None) -> bool:
+        """Verify, read and record one delivery; returns once its receipt is
+        committed: True when recorded now, False when it was in the log already.
+        Raises InvalidSignature, NotAnEvent, or StoreUnavailable when the log does
+        not answer within the write timeout (if the write still lands, Stripe's
+        retry is answered as a duplicate)."""
+        verify_signature(body, signature_header, self._secrets, self._tolerance)
+        pending = asyncio.wrap_future(self._committer.submit(read_delivery(body)))
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), self._write_timeout)
+        except TimeoutError:
+            raise StoreUnavailable("the log did not answer in time") from None
 
 
 _Item = tuple[Delivery, Future]

@@ -1,9 +1,10 @@
 """What every projection shares: its tables (in generations, read through
-views), a handler per event type, and `topics` derived from those handlers."""
+views), a handler per event type, `topics` derived from those handlers, and
+`apply_batch`, which applies events with their tracking position."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from functools import singledispatchmethod
 from typing import Any, ClassVar
 
@@ -68,8 +69,6 @@ class SqlProjection(Projection[ViewStore]):
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """The library's contract: one event, its rows and its position in one
         transaction. The runner does the same for many events at a time."""
-        from projections.runner import apply_batch
-
         apply_batch(self, [(tracking.notification_id, domain_event)], tracking.notification_id)
 
     # --- generations ------------------------------------------------------------
@@ -112,3 +111,40 @@ class SqlProjection(Projection[ViewStore]):
     def drop_generation(self, c: Cursor, generation: int) -> None:
         for physical in self.names(generation).values():
             c.execute(f"DROP TABLE IF EXISTS {physical}")
+
+
+class GenerationChanged(RuntimeError):
+    """A rebuild swapped the projection's tables while this batch was prepared."""
+
+
+def apply_batch(
+    projection: SqlProjection,
+    events: Sequence[tuple[int, Any]],
+    position: int,
+    generation: int | None = None,
+) -> None:
+    """Apply events to one generation of the projection's tables and record
+    `position` as its tracking position, in one transaction. The position is
+    written first: on PostgreSQL a concurrent runner waits on that row and then
+    fails instead of applying the batch twice; on SQLite it takes the write lock
+    before anything is read."""
+    store = projection.view
+    if generation is None:
+        generation = projection.view.generations()[projection.name]
+    with store.transaction() as c:
+        store.record_position(c, projection.tracking_key(generation), position)
+        current = published_generation(c, projection.name)
+        if current is not None and generation < current:
+            raise GenerationChanged(projection.name)
+        w = Writer(c, projection.names(generation))
+        for notification_id, event in events:
+            w.position = notification_id
+            projection.apply(event, w)
+
+
+def published_generation(c: Cursor, name: str) -> int | None:
+    """The generation the projection's views show (None before its first)."""
+    rows = c.query(
+        "SELECT generation FROM projection_generations WHERE name = :name", {"name": name}
+    )
+    return rows[0]["generation"] if rows else None

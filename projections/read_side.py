@@ -12,6 +12,7 @@ from eventsourcing.persistence import OperationalError
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from ledger.accounts import CurrentSubscription
 from ledger.application import Ledger
 from ledger.domain.catalog import Catalog
 from projections.entitlements import entitlements_of
@@ -68,6 +69,14 @@ class ReadSide:
             return current_subscription(
                 c, user_id, time.time() if now is None else now, self.catalog.free_tier
             )
+
+    def current(self, user_id: str) -> CurrentSubscription | None:
+        """The user's current subscription, as `Accounts` reads it."""
+        with self.store.reading() as c:
+            row = current_row(c, user_id)
+        if row is None:
+            return None
+        return CurrentSubscription(row["stripe_subscription_id"], row["status"])
 
     async def status_async(self, user_id: str, now: float | None = None) -> dict[str, Any]:
         """`status` for the event loop: never waits on anything slow. SQLite: one

@@ -17,46 +17,10 @@ from eventsourcing.persistence import IntegrityError
 
 from ledger.application import Ledger
 from ledger.loop import WakeableLoop
-from projections.base import SqlProjection, Writer
+from projections.base import GenerationChanged, SqlProjection, apply_batch, published_generation
 
 log = logging.getLogger("projections")
 Progress = Callable[[int, int], None]  # (events done in this call, position)
-
-
-class GenerationChanged(RuntimeError):
-    """A rebuild swapped the projection's tables while this batch was prepared."""
-
-
-def apply_batch(
-    projection: SqlProjection,
-    events: Sequence[tuple[int, Any]],
-    position: int,
-    generation: int | None = None,
-) -> None:
-    """Apply events to one generation of the projection's tables and record
-    `position` as its tracking position, in one transaction. The position is
-    written first: on PostgreSQL a concurrent runner waits on that row and then
-    fails instead of applying the batch twice; on SQLite it takes the write lock
-    before anything is read."""
-    store = projection.view
-    if generation is None:
-        generation = projection.view.generations()[projection.name]
-    with store.transaction() as c:
-        store.record_position(c, projection.tracking_key(generation), position)
-        current = _generation(c, projection.name)
-        if current is not None and generation < current:
-            raise GenerationChanged(projection.name)
-        w = Writer(c, projection.names(generation))
-        for notification_id, event in events:
-            w.position = notification_id
-            projection.apply(event, w)
-
-
-def _generation(c: Any, name: str) -> int | None:
-    rows = c.query(
-        "SELECT generation FROM projection_generations WHERE name = :name", {"name": name}
-    )
-    return rows[0]["generation"] if rows else None
 
 
 class Catchup:
@@ -77,12 +41,12 @@ class Catchup:
         no rebuild; a new table or column does)."""
         store = projection.view
         with store.transaction(commit=False) as c:  # the usual case: all there, write nothing
-            current = _generation(c, projection.name)
+            current = published_generation(c, projection.name)
             existing = store.index_names(c)
         if current is not None and existing.issuperset(projection.index_names(current)):
             return
         with store.transaction() as c:
-            current = _generation(c, projection.name)
+            current = published_generation(c, projection.name)
             if current is None:
                 projection.create_generation(c, 1)
                 projection.publish_generation(c, 1)

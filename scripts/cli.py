@@ -8,13 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from api.bootstrap import Parts
 from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
 from ledger.domain.receipt import Receipt
-from ledger.plans import load_catalog
-from ledger.processor import Processor
-from ledger.service import open_ledger
-from projections.read_side import ReadSide
 from scripts import projection_commands
 
 
@@ -58,16 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
         return _serve(args)
-    settings = load_settings(announce=False)
-    ledger = open_ledger(settings)
+    parts = Parts(load_settings(announce=False), projections=getattr(args, "names", None) or None)
     try:
         if args.command == "process":
-            Processor(ledger, settings.processor_interval_seconds).run_in_foreground()
+            parts.processor.run_in_foreground()
             return 0
         if args.command == "projections":
-            return projection_commands.run(args, settings, ledger)
+            return projection_commands.run(args, parts)
         if args.command == "replay":
-            return projection_commands.replay(args, settings, ledger)
+            return projection_commands.replay(args, parts)
+        ledger = parts.ledger
         if args.receipts_command == "dead":
             return _print_dead(ledger.dead_receipts(), as_json=args.json)
         try:
@@ -78,20 +75,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{receipt.stripe_event_id} {receipt.event_type}: {receipt.outcome}")
         return 0 if receipt.is_settled else 1
     finally:
-        ledger.close()
+        parts.close()
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = load_settings()  # creates and shows the development secrets once
     # Create the tables (and check the plans file) once, before the workers start:
-    # several workers creating them at the same moment would collide.
-    ledger = open_ledger(settings)
+    # several workers creating them at the same moment would collide. The settings
+    # create and show the development secrets once.
+    parts = Parts(load_settings())
     try:
-        ReadSide(ledger, load_catalog(settings.plans_file), settings.database_url).close()
+        _ = parts.read
     finally:
-        ledger.close()
+        parts.close()
     uvicorn.run(
         "api.app:app",
         host=args.host,

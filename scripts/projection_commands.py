@@ -18,37 +18,28 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ledger.application import Ledger
-from ledger.config import Settings
-from ledger.plans import PlansFileError, load_catalog
+from api.bootstrap import Parts
+from ledger.plans import PlansFileError
 from projections.as_of import parse_instant, replay_user
 from projections.base import SqlProjection
 from projections.read_side import ReadSide
 from projections.runner import rebuild
 
 
-def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
+def run(args: argparse.Namespace, parts: Parts) -> int:
+    """The read side of `parts` holds the projections named on the command line."""
     try:
-        read = ReadSide(
-            ledger,
-            load_catalog(settings.plans_file),
-            settings.database_url,
-            names=getattr(args, "names", None) or None,
-            interval=settings.processor_interval_seconds,
-        )
+        read = parts.read
     except (KeyError, PlansFileError) as exc:
         print(str(exc).strip("'\""), file=sys.stderr)
         return 2
-    try:
-        if args.projections_command == "run":
-            read.follower.run_in_foreground()
-        elif args.projections_command == "rebuild":
-            _rebuild(read)
-        else:
-            _status(read)
-        return 0
-    finally:
-        read.close()
+    if args.projections_command == "run":
+        read.follower.run_in_foreground()
+    elif args.projections_command == "rebuild":
+        _rebuild(read)
+    else:
+        _status(read)
+    return 0
 
 
 def _rebuild(read: ReadSide) -> None:
@@ -103,13 +94,13 @@ def _status(read: ReadSide) -> None:
     Console().print(table)
 
 
-def replay(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
+def replay(args: argparse.Namespace, parts: Parts) -> int:
     try:
         moment = parse_instant(args.as_of)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    answer = replay_user(ledger, load_catalog(settings.plans_file), args.user, moment)
+    answer = replay_user(parts.ledger, parts.catalog, args.user, moment)
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return 0

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from ledger.application import Ledger
 from ledger.config import Settings
-from ledger.service import open_ledger
+from ledger.opening import open_ledger
 from ledger.stripe.translator import TRANSLATORS
 
 WEBHOOK_SECRET = "whsec_test_" + "a" * 32

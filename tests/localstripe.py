@@ -6,7 +6,7 @@
         gateway = StripeGateway(TEST_API_KEY, ls.url, payment_behavior="allow_incomplete",
                                 test_payment_method="pm_card_visa", max_network_retries=0)
 
-The implementation lives in scripts/localstripe_server.py, which `make demo` uses too.
+The implementation lives in scripts/dev/localstripe_server.py, which `make demo` uses too.
 """
 
 from __future__ import annotations

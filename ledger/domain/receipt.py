@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
@@ -112,3 +113,25 @@ class Receipt(Aggregate):
     @event(DeadLettered)
     def _dead_lettered(self, attempts: int, error: str) -> None:
         self.outcome = Outcome.DEAD
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A verified Stripe delivery, ready to be recorded."""
+
+    stripe_event_id: str
+    event_type: str
+    stripe_created: int
+    api_version: str | None
+    livemode: bool
+    payload: str
+
+    def receipt(self) -> Receipt:
+        return Receipt(
+            stripe_event_id=self.stripe_event_id,
+            event_type=self.event_type,
+            stripe_created=self.stripe_created,
+            api_version=self.api_version,
+            livemode=self.livemode,
+            payload=self.payload,
+        )

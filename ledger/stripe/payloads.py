@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ledger.domain.checkout import CheckoutFacts
 from ledger.domain.invoice import InvoiceFacts
 from ledger.domain.money import Price
+from ledger.domain.receipt import Delivery
 from ledger.domain.subscription import SubscriptionState
 
 
@@ -337,3 +338,16 @@ def named_ids(obj: dict[str, Any]) -> list[str]:
 
 def _user_id(metadata: dict[str, str] | None) -> str | None:
     return (metadata or {}).get("user_id") or None
+
+
+def read_delivery(body: bytes) -> Delivery:
+    """A delivery's body, as signed, read into what its receipt records."""
+    envelope = read_envelope(body)
+    return Delivery(
+        stripe_event_id=envelope.id,
+        event_type=envelope.type,
+        stripe_created=envelope.created,
+        api_version=envelope.api_version,
+        livemode=envelope.livemode,
+        payload=body.decode("utf-8"),
+    )

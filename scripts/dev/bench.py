@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.dev import bench_projections, bench_reads, loadgen
+from scripts.dev.common import figure, open_store, render_table
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
@@ -82,22 +83,6 @@ def store_database(store: str) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def open_store(database_url: str) -> Any:
-    """The ledger opened in this process, to read positions and receipts."""
-    from pydantic import SecretStr
-
-    from ledger.config import Settings
-    from ledger.service import open_ledger
-
-    settings = Settings(
-        DATABASE_URL=database_url,
-        STRIPE_WEBHOOK_SECRET=SecretStr(loadgen.DEFAULT_SECRET),
-        LEDGER_ADMIN_TOKEN=SecretStr("adm_bench"),
-        LEDGER_PROCESSOR="off",
-    )  # type: ignore[call-arg]
-    return open_ledger(settings, pool_size=1)
 
 
 # --- section: webhooks ------------------------------------------------------------
@@ -272,21 +257,21 @@ def table_webhooks(results: dict[str, dict[str, Any]]) -> str:
         rows.append(
             (
                 store,
-                _f(ingest.get("rate_per_s")),
-                _f(ingest.get("p50_ms")),
-                _f(ingest.get("p99_ms")),
-                _f(ingest.get("max_ms")),
+                figure(ingest.get("rate_per_s")),
+                figure(ingest.get("p50_ms")),
+                figure(ingest.get("p99_ms")),
+                figure(ingest.get("max_ms")),
                 str(non200),
-                _f(ingest.get("server_cpu_s")),
-                _f(paced.get("p50_ms")),
-                _f(paced.get("p99_ms")),
-                _f(r.get("server_peak_rss_mib")),
+                figure(ingest.get("server_cpu_s")),
+                figure(paced.get("p50_ms")),
+                figure(paced.get("p99_ms")),
+                figure(r.get("server_peak_rss_mib")),
                 f"{two.get('mode', '-')}{'' if two.get('finished', True) else ' (unfinished)'}",
-                _f(two.get("elapsed_s")),
-                _f(two.get("steady_rate_per_s", two.get("rate_per_s"))),
+                figure(two.get("elapsed_s")),
+                figure(two.get("steady_rate_per_s", two.get("rate_per_s"))),
             )
         )
-    return _render(rows)
+    return render_table(rows)
 
 
 # --- the registry of sections -----------------------------------------------------
@@ -324,26 +309,6 @@ SECTIONS: dict[str, Section] = {
 
 
 # --- output -----------------------------------------------------------------------
-
-
-def _f(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.1f}" if isinstance(value, float) else str(value)
-
-
-def _render(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def machine() -> dict[str, Any]:

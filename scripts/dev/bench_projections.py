@@ -24,6 +24,7 @@ import urllib.request
 from typing import Any
 
 from scripts.dev import loadgen
+from scripts.dev.common import figure, open_store, render_table
 from scripts.dev.synthetic import fill
 
 SIZES = (100_000, 1_000_000)
@@ -33,8 +34,6 @@ LINE = re.compile(r"^(\w+): ([\d,]+) events in ([\d.]+) s \(([\d,]+) events/s\)"
 
 
 def bench_rebuild(database_url: str, store: str, opts: Any) -> dict[str, Any]:
-    from scripts.dev.bench import open_store
-
     result: dict[str, Any] = {}
     ledger = open_store(database_url)
     written = customers = 0
@@ -94,8 +93,6 @@ def _rebuild_process(database_url: str) -> dict[str, Any]:
 
 
 def table_rebuild(results: dict[str, dict[str, Any]]) -> str:
-    from scripts.dev.bench import _f, _render
-
     names = (
         "subscription_status",
         "entitlements",
@@ -111,13 +108,13 @@ def table_rebuild(results: dict[str, dict[str, Any]]) -> str:
             rows.append(
                 (
                     store,
-                    _f(x.get("log_events")),
-                    *(_f(per.get(n, {}).get("events_per_s")) for n in names),
-                    _f(x.get("wall_s")),
-                    _f(x.get("peak_rss_mib")),
+                    figure(x.get("log_events")),
+                    *(figure(per.get(n, {}).get("events_per_s")) for n in names),
+                    figure(x.get("wall_s")),
+                    figure(x.get("peak_rss_mib")),
                 )
             )
-    return _render(rows)
+    return render_table(rows)
 
 
 # --- freshness ------------------------------------------------------------------------
@@ -248,8 +245,6 @@ def _ms(values: list[float], p: float) -> float:
 
 
 def table_freshness(results: dict[str, dict[str, Any]]) -> str:
-    from scripts.dev.bench import _f, _render
-
     rows = [
         (
             "store",
@@ -266,12 +261,12 @@ def table_freshness(results: dict[str, dict[str, Any]]) -> str:
         rows.append(
             (
                 store,
-                _f(reflect.get("p50_ms")),
-                _f(reflect.get("p99_ms")),
-                _f(reflect.get("max_ms")),
-                _f(lag.get("ingest", {}).get("rate_per_s")),
-                _f(lag.get("max_lag_events")),
-                _f(lag.get("caught_up_after_burst_s")),
+                figure(reflect.get("p50_ms")),
+                figure(reflect.get("p99_ms")),
+                figure(reflect.get("max_ms")),
+                figure(lag.get("ingest", {}).get("rate_per_s")),
+                figure(lag.get("max_lag_events")),
+                figure(lag.get("caught_up_after_burst_s")),
             )
         )
-    return _render(rows)
+    return render_table(rows)

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from scripts.dev import loadgen
+from scripts.dev.common import figure, open_store, render_table
 from scripts.dev.synthetic import fill, user_id
 
 USERS = 10_000
@@ -28,7 +29,6 @@ def prepare(database_url: str, users: int) -> dict[str, Any]:
     from ledger.domain.user import User, hash_token
     from ledger.plans import load_catalog
     from projections.read_side import ReadSide
-    from scripts.dev.bench import open_store
 
     ledger = open_store(database_url)
     started = time.perf_counter()
@@ -122,8 +122,6 @@ def bench_reads(database_url: str, store: str, opts: Any) -> dict[str, Any]:
 
 
 def table_reads(results: dict[str, dict[str, Any]]) -> str:
-    from scripts.dev.bench import _f, _render
-
     rows = [
         (
             "store",
@@ -142,14 +140,14 @@ def table_reads(results: dict[str, dict[str, Any]]) -> str:
         rows.append(
             (
                 store,
-                _f(closed.get("rate_per_s")),
-                _f(closed.get("p50_ms")),
-                _f(closed.get("p99_ms")),
+                figure(closed.get("rate_per_s")),
+                figure(closed.get("p50_ms")),
+                figure(closed.get("p99_ms")),
                 str(closed.get("sent", 0) - closed.get("ok", 0)),
-                _f(paced.get("p50_ms")),
-                _f(paced.get("p99_ms")),
-                _f(paced.get("rate_per_s")),
-                _f(r.get("server_peak_rss_mib")),
+                figure(paced.get("p50_ms")),
+                figure(paced.get("p99_ms")),
+                figure(paced.get("rate_per_s")),
+                figure(r.get("server_peak_rss_mib")),
             )
         )
-    return _render(rows)
+    return render_table(rows)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 HOST = "127.0.0.1"  # loopback only: nothing here ever talks to another address
 WEBHOOK_PATH = "/webhooks/stripe"
 DEFAULT_SECRET = "whsec_test_" + "a" * 32  # the same as tests/conftest.py's WEBHOOK_SECRET

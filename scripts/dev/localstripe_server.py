@@ -37,9 +37,10 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # localstripe accepts any key that starts with "sk_" and is longer than 5 characters.
 TEST_API_KEY = "sk_test_localstripe"
 START_TIMEOUT_SECONDS = 15.0
@@ -201,29 +202,32 @@ def create_plan(
 ) -> str:
     """Create a product and a plan whose id is OUR price id: localstripe has no Prices
     API, and the gateway in localstripe mode subscribes to a plan of that id."""
-    import stripe
-
-    http_client = stripe.RequestsClient(timeout=10)
-    client = stripe.StripeClient(
-        TEST_API_KEY,
-        base_addresses={"api": localstripe_url},
-        max_network_retries=0,  # localstripe has no idempotency: a retry could duplicate
-        http_client=http_client,
+    product = _create(localstripe_url, "products", {"name": product_name})
+    plan = _create(
+        localstripe_url,
+        "plans",
+        {
+            "id": plan_id,
+            "product": product["id"],
+            "amount": amount,
+            "currency": currency,
+            "interval": interval,
+        },
     )
-    try:
-        product = client.v1.products.create(params={"name": product_name})
-        plan = client.v1.plans.create(
-            params={
-                "id": plan_id,
-                "product": product.id,
-                "amount": amount,
-                "currency": currency,
-                "interval": interval,  # type: ignore[typeddict-item]
-            }
-        )
-        return plan.id
-    finally:
-        http_client.close()
+    return plan["id"]
+
+
+def _create(localstripe_url: str, resource: str, params: dict[str, object]) -> dict[str, Any]:
+    """POST /v1/<resource>, form-encoded, as Stripe's clients send it; once (localstripe
+    has no idempotency: a retry could duplicate)."""
+    request = urllib.request.Request(  # noqa: S310 - a loopback http URL
+        f"{localstripe_url}/v1/{resource}",
+        data=urllib.parse.urlencode(params).encode(),
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - raises unless 2xx
+        return json.loads(answer.read())
 
 
 if __name__ == "__main__":

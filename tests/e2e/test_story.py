@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ledger.domain.user import User
-from ledger.service import open_ledger
+from ledger.opening import open_ledger
 from scripts.dev.demo import call, stack, story
 from tests.conftest import make_settings, stored_events
 

@@ -21,7 +21,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.application import ReceiptNotFound
 from ledger.domain.receipt import Receipt
-from ledger.service import open_ledger
+from ledger.opening import open_ledger
 from scripts.dev import loadgen
 from tests.conftest import WEBHOOK_SECRET, make_settings
 

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from ledger.config import Settings
 from ledger.domain.user import User, hash_token
-from ledger.service import open_ledger
+from ledger.opening import open_ledger
 from tests import stripe_objects as so
 from tests.conftest import deliver, eventually, make_settings, stored_events
 

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from ledger.application import Ledger
-from ledger.service import open_ledger
+from ledger.opening import open_ledger
 from tests.conftest import make_settings
 
 ROUTES = [

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.application import Delivery, Ledger
-from ledger.domain.receipt import Outcome, Receipt
+from ledger.application import Ledger
+from ledger.domain.receipt import Delivery, Outcome, Receipt
 from ledger.domain.subscription import Subscription
-from ledger.intake import GroupCommitter, StoreUnavailable, delivery_of
-from ledger.service import open_ledger
-from ledger.stripe.payloads import read_envelope
+from ledger.intake import GroupCommitter, StoreUnavailable
+from ledger.opening import open_ledger
+from ledger.stripe.payloads import read_delivery
 from tests import stripe_objects as so
 from tests.streams import shuffled_with_duplicates, webhook_streams
 from tests.unit.test_any_order import run, state_of, states
@@ -32,7 +32,7 @@ def delivery(
 ) -> Delivery:
     obj = so.subscription(sub, "cus_1") if event_type.startswith("customer.sub") else {"id": "x"}
     body = so.body_of(so.event(evt_id, event_type, obj, created=created))
-    return delivery_of(read_envelope(body), body)
+    return read_delivery(body)
 
 
 def receipt_events(ledger: Ledger) -> list[Receipt.Received]:
@@ -53,7 +53,7 @@ def test_any_delivery_order_through_the_store_ends_in_the_ordered_state(
     expected = run(stream)
     committer = GroupCommitter(ledger)
     try:
-        futures = [committer.submit(delivery_of(read_envelope(d.body), d.body)) for d in delivered]
+        futures = [committer.submit(read_delivery(d.body)) for d in delivered]
         recorded = [f.result(10) for f in futures]
     finally:
         committer.close()
@@ -184,7 +184,7 @@ def test_each_receipt_is_processed_exactly_once_by_competing_processors(
 def subscription_event(evt_id: str, created: int, **fields: object) -> Delivery:
     obj = so.subscription("sub_1", "cus_1", **fields)
     body = so.body_of(so.event(evt_id, "customer.subscription.updated", obj, created=created))
-    return delivery_of(read_envelope(body), body)
+    return read_delivery(body)
 
 
 def test_a_processor_whose_kept_aggregate_another_one_changed_recovers(

@@ -136,7 +136,7 @@ def test_a_legacy_log_replays_to_the_same_projections(
     finally:
         read.close()
 
-    accounts = Accounts(ledger, load_catalog(), None)
+    accounts = Accounts(ledger, load_catalog(), None, read)
     for user_id, token in fixture_json("tokens.json").items():
         assert accounts.authenticate(user_id, token) == user_id
 

@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 
 from ledger.application import Ledger
 from ledger.config import Settings
-from ledger.intake import delivery_of
 from ledger.plans import load_catalog
-from ledger.stripe.payloads import read_envelope
+from ledger.stripe.payloads import read_delivery
 from projections.as_of import replay_user
 from projections.read_side import ReadSide
 from projections.runner import rebuild
@@ -52,7 +51,7 @@ class Feed:
     ) -> str:
         evt = f"evt_{next(self.n)}_{event_type.replace('.', '_')}"
         body = so.body_of(so.event(evt, event_type, obj, created=created))
-        self.ledger.record([delivery_of(read_envelope(body), body)])
+        self.ledger.record([read_delivery(body)])
         if catch_up:
             self.ledger.process_new()
             self.read.catchup.run_once()
@@ -340,7 +339,7 @@ def test_a_rebuilt_projection_equals_the_live_one(
     stream = data.draw(webhook_streams(prefix=f"r{next(_prefixes)}_"))
     cut = data.draw(st.integers(0, len(stream)))
     for i, delivery in enumerate(stream):  # live: catching up in uneven steps
-        ledger.record([delivery_of(read_envelope(delivery.body), delivery.body)])
+        ledger.record([read_delivery(delivery.body)])
         if i in (cut, len(stream) - 1):
             ledger.process_new()
             read.catchup.run_once()
@@ -384,7 +383,7 @@ def test_as_of_a_user_equals_the_live_projection_then_and_now(
 
     def feed(part: list[Any]) -> datetime:
         for d in part:
-            ledger.record([delivery_of(read_envelope(d.body), d.body)])
+            ledger.record([read_delivery(d.body)])
         ledger.process_new()
         read.catchup.run_once()
         return datetime.now(UTC)

@@ -13,7 +13,7 @@ from ledger.application import Ledger
 from ledger.config import Settings
 from ledger.domain.receipt import Outcome, Receipt
 from ledger.domain.subscription import Subscription
-from ledger.service import open_ledger
+from ledger.opening import open_ledger
 from tests import stripe_objects as so
 from tests.conftest import WEBHOOK_SECRET, eventually, make_settings
 from tests.integration.test_extension_api import register

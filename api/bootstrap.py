@@ -1,0 +1,118 @@
+"""The composition root: every part of a process (the ledger, stage one and two,
+the read side, the Stripe gateway, the plan catalog, accounts) built from
+settings in one place, for the app and for the `ledger` command alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+
+from ledger.accounts import Accounts
+from ledger.application import Ledger
+from ledger.config import Settings, load_settings
+from ledger.intake import GroupCommitter, Intake
+from ledger.opening import open_ledger
+from ledger.plans import Catalog, load_catalog
+from ledger.processor import Processor
+from ledger.stripe.gateway import StripeGateway
+from projections.read_side import ReadSide
+
+
+class Parts:
+    """What one process is made of. Each part is built the first time it is asked
+    for, once, from the parts it needs (a command that lists dead receipts opens
+    the ledger only); `close` closes what was built, the last built first."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        pool_size: int = 5,
+        projections: Sequence[str] | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self._pool_size = pool_size
+        self._projections = projections  # names; None: every projection
+        self._closers: list[Callable[[], None]] = []
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return load_catalog(self.settings.plans_file)  # refuses a bad plans file
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        ledger = open_ledger(self.settings, pool_size=self._pool_size)
+        self._closers.append(ledger.close)
+        return ledger
+
+    @cached_property
+    def processor(self) -> Processor:
+        """Stage two: receipts into domain events."""
+        processor = Processor(self.ledger, self.settings.processor_interval_seconds)
+        self._closers.append(processor.stop)
+        return processor
+
+    @cached_property
+    def committer(self) -> GroupCommitter:
+        """Stage one's writer; it wakes stage two when that runs in this process."""
+        inline = self.settings.processor == "inline"
+        committer = GroupCommitter(self.ledger, on_recorded=self.processor.wake if inline else None)
+        self._closers.append(committer.close)
+        return committer
+
+    @cached_property
+    def intake(self) -> Intake:
+        """Stage one: a webhook's body and signature in, its receipt committed out."""
+        config = self.settings
+        return Intake(
+            self.committer,
+            config.webhook_secrets,
+            tolerance_seconds=config.webhook_tolerance_seconds,
+            write_timeout_seconds=config.webhook_write_timeout_seconds,
+        )
+
+    @cached_property
+    def read(self) -> ReadSide:
+        read = ReadSide(
+            self.ledger,
+            self.catalog,
+            self.settings.database_url,
+            names=self._projections,
+            interval=self.settings.processor_interval_seconds,
+        )
+        self._closers.append(read.close)
+        return read
+
+    @cached_property
+    def gateway(self) -> StripeGateway | None:
+        """None without STRIPE_SECRET_KEY: billing actions are then refused."""
+        config = self.settings
+        if config.stripe_secret_key is None:
+            return None
+        gateway = StripeGateway(
+            config.stripe_secret_key.get_secret_value(),
+            config.stripe_api_base,
+            max_network_retries=config.stripe_max_network_retries,
+            payment_behavior=config.stripe_payment_behavior,
+            test_payment_method=config.stripe_test_payment_method,
+        )
+        self._closers.append(gateway.close)
+        return gateway
+
+    @cached_property
+    def accounts(self) -> Accounts:
+        return Accounts(self.ledger, self.catalog, self.gateway, self.read)
+
+    def start(self) -> None:
+        """The API process: build every part, and run stage two and the projections'
+        follower in it when the settings say "inline"."""
+        _ = self.catalog, self.intake, self.read, self.accounts  # a bad plans file stops here
+        if self.settings.projections == "inline":
+            self.processor.after = self.read.follower.wake
+            self.read.follower.start()
+        if self.settings.processor == "inline":
+            self.processor.start()
+
+    def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()

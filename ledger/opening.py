@@ -1,0 +1,25 @@
+"""Opens the ledger on the event store that DATABASE_URL names."""
+
+from __future__ import annotations
+
+from ledger.application import Ledger
+from ledger.config import Settings
+from ledger.store.url import Store
+
+
+def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
+    """Opens (and on first use creates) the event store named by DATABASE_URL."""
+    store = Store(settings.database_url)
+    env = store.env(pool_size=pool_size)
+    env["CREATE_TABLE"] = "y"
+    env["PROCESS_RECORDER_TOPIC"] = (
+        "ledger.store.recorders:BinaryProcessRecorder"
+        if store.is_postgres
+        else "ledger.store.recorders:SQLiteLedgerRecorder"
+    )
+    return Ledger(
+        env,
+        cache_size=settings.aggregate_cache_size,
+        retry_attempts=settings.retry_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+    )
