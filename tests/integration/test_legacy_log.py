@@ -24,8 +24,8 @@ from eventsourcing.persistence import StoredEvent, Tracking
 
 from ledger.accounts import Accounts
 from ledger.application import Ledger
+from ledger.opening import open_ledger
 from ledger.plans import load_catalog
-from ledger.service import open_ledger
 from projections.read_side import ReadSide
 from projections.runner import rebuild
 from tests.conftest import make_settings
