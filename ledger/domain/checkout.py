@@ -27,11 +27,6 @@ class CheckoutFacts:
 
 
 class Checkout(Aggregate):
-    TOPIC = "ledger.checkout:Checkout"
-
-    class Created(Aggregate.Created):  # the library's default, unused; named for the log
-        TOPIC = "ledger.checkout:Checkout.Created"
-
     class Completed(CheckoutFacts, Aggregate.Created):
         TOPIC = "ledger.checkout:Checkout.Completed"
         stripe_event_id: str
@@ -53,3 +48,9 @@ class Checkout(Aggregate):
     @staticmethod
     def create_id(stripe_session_id: str) -> UUID:
         return stripe_uuid("checkout", stripe_session_id)
+
+    # Its name in the log, and the library's default created event's (unused).
+    TOPIC = "ledger.checkout:Checkout"
+
+    class Created(Aggregate.Created):
+        TOPIC = "ledger.checkout:Checkout.Created"

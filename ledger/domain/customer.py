@@ -11,11 +11,6 @@ from ledger.domain.ids import stripe_uuid
 
 
 class Customer(Aggregate):
-    TOPIC = "ledger.customer:Customer"
-
-    class Created(Aggregate.Created):  # the library's default, unused; named for the log
-        TOPIC = "ledger.customer:Customer.Created"
-
     class Registered(Aggregate.Created):
         TOPIC = "ledger.customer:Customer.Registered"
         stripe_customer_id: str
@@ -83,3 +78,9 @@ class Customer(Aggregate):
     @event(SubscriptionAdded)
     def _subscription_added(self, stripe_subscription_id) -> None:
         self.stripe_subscription_ids.append(stripe_subscription_id)
+
+    # Its name in the log, and the library's default created event's (unused).
+    TOPIC = "ledger.customer:Customer"
+
+    class Created(Aggregate.Created):
+        TOPIC = "ledger.customer:Customer.Created"

@@ -41,11 +41,6 @@ class InvoiceFacts(InvoiceDetails):
 
 
 class Invoice(Aggregate):
-    TOPIC = "ledger.invoice:Invoice"
-
-    class Created(Aggregate.Created):  # the library's default, unused; named for the log
-        TOPIC = "ledger.invoice:Invoice.Created"
-
     class Recorded(InvoiceDetails, Aggregate.Created):
         TOPIC = "ledger.invoice:Invoice.Recorded"
 
@@ -125,3 +120,9 @@ class Invoice(Aggregate):
         self.status = "payment_failed"
         self.attempt_count = attempt_count
         self.last_cause = Cause(stripe_created, stripe_event_id)
+
+    # Its name in the log, and the library's default created event's (unused).
+    TOPIC = "ledger.invoice:Invoice"
+
+    class Created(Aggregate.Created):
+        TOPIC = "ledger.invoice:Invoice.Created"

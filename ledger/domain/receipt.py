@@ -21,11 +21,6 @@ class Outcome(StrEnum):
 
 
 class Receipt(Aggregate):
-    TOPIC = "ledger.receipt:Receipt"
-
-    class Created(Aggregate.Created):  # the library's default, unused; named for the log
-        TOPIC = "ledger.receipt:Receipt.Created"
-
     class Received(Aggregate.Created):
         TOPIC = "ledger.receipt:Receipt.Received"
         stripe_event_id: str
@@ -113,6 +108,12 @@ class Receipt(Aggregate):
     @event(DeadLettered)
     def _dead_lettered(self, attempts: int, error: str) -> None:
         self.outcome = Outcome.DEAD
+
+    # Its name in the log, and the library's default created event's (unused).
+    TOPIC = "ledger.receipt:Receipt"
+
+    class Created(Aggregate.Created):
+        TOPIC = "ledger.receipt:Receipt.Created"
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,6 @@ class SubscriptionState(SubscriptionTerms):
 
 
 class Subscription(Aggregate):
-    TOPIC = "ledger.subscription:Subscription"
-
-    class Created(Aggregate.Created):  # the library's default, unused; named for the log
-        TOPIC = "ledger.subscription:Subscription.Created"
-
     class Started(SubscriptionTerms, Aggregate.Created):
         TOPIC = "ledger.subscription:Subscription.Started"
         stripe_event_id: str
@@ -256,6 +251,12 @@ class Subscription(Aggregate):
     @event(StateConfirmed)
     def _state_confirmed(self, stripe_event_id, stripe_created) -> None:
         self._remember(stripe_event_id, stripe_created)
+
+    # Its name in the log, and the library's default created event's (unused).
+    TOPIC = "ledger.subscription:Subscription"
+
+    class Created(Aggregate.Created):
+        TOPIC = "ledger.subscription:Subscription.Created"
 
 
 def _cause_args(cause: Cause) -> tuple[str, int]:

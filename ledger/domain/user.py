@@ -20,11 +20,6 @@ def hash_token(token: str) -> str:
 
 
 class User(Aggregate):
-    TOPIC = "ledger.user:User"
-
-    class Created(Aggregate.Created):  # the library's default, unused; named for the log
-        TOPIC = "ledger.user:User.Created"
-
     class Registered(Aggregate.Created):
         TOPIC = "ledger.user:User.Registered"
         user_id: str
@@ -117,3 +112,9 @@ class User(Aggregate):
     @event(StripeCallFailed)
     def stripe_call_failed(self, action: str, error_code: str, message: str) -> None:
         pass
+
+    # Its name in the log, and the library's default created event's (unused).
+    TOPIC = "ledger.user:User"
+
+    class Created(Aggregate.Created):
+        TOPIC = "ledger.user:User.Created"
