@@ -48,7 +48,7 @@ class StripeEvent:
     `translate` both take it, so that a batch reads each payload one time. What
     it holds is this layer's business."""
 
-    _envelope: Envelope
+    envelope: Envelope
 
 
 Payload = str | bytes | StripeEvent
@@ -64,7 +64,7 @@ def read_event(payload: Payload) -> StripeEvent:
 def translate(uow: UnitOfWork, payload: Payload) -> Outcome:
     """Apply one Stripe event. APPLIED means "may have changed something": the
     caller turns it into UNCHANGED when no aggregate has new events."""
-    envelope = read_event(payload)._envelope
+    envelope = read_event(payload).envelope
     translator = TRANSLATORS.get(envelope.type)
     return translator(uow, envelope) if translator else Outcome.IGNORED
 
@@ -188,7 +188,7 @@ _AGGREGATE_OF_ID: dict[str, type[Customer | Subscription | Invoice | Checkout]] 
 def aggregates_named(payload: Payload) -> list[UUID]:
     """The aggregates translating this event will look for, at least most of them:
     a hint for loading them together (what it misses is loaded on its own)."""
-    envelope = read_event(payload)._envelope
+    envelope = read_event(payload).envelope
     if envelope.type not in TRANSLATORS:
         return []
     return [
