@@ -48,3 +48,11 @@ async def parse(request: Request, model: type[B], *, empty_ok: bool = False) -> 
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise BadRequest(f"{where}: {first['msg']}") from None
+
+
+class AuditQuery(_Body):
+    as_of: str | None = Field(
+        None,
+        max_length=64,
+        description="ISO 8601 with a zone, e.g. 2026-01-31T12:00:00Z: the ledger as it was then",
+    )
