@@ -65,7 +65,7 @@ async def revoke_tokens(request: Request) -> Response:
 ENDPOINTS = [
     Endpoint(
         "GET", "/api/v1/audit/users/{user_id}", user, "A user's billing, now or as of a time",
-        security=ADMIN, query=bodies.AuditQuery,
+        security=ADMIN, query=bodies.AuditQuery, path_params=bodies.UserPath,
         answers={200: (answers.UserBilling, answers.UserBillingAsOf)}, tags=["audit"],
         private=True,
     ),
@@ -80,7 +80,7 @@ ENDPOINTS = [
     ),
     Endpoint(
         "DELETE", "/api/v1/audit/users/{user_id}/tokens", revoke_tokens,
-        "Revoke all of a user's tokens", security=ADMIN,
+        "Revoke all of a user's tokens", security=ADMIN, path_params=bodies.UserPath,
         answers={200: answers.TokensRevoked},
         errors=(accounts.UnknownUser, accounts.ConcurrentRequest), tags=["audit"],
     ),

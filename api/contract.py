@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from eventsourcing.persistence import PersistenceError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -90,6 +90,7 @@ class Endpoint:
     body: type[BaseModel] | None = None
     body_required: bool = True
     query: type[BaseModel] | None = None
+    path_params: type[BaseModel] | None = None  # else each {name} in the path is any string
     errors: Sequence[type[Exception]] = ()
     tags: Sequence[str] = ()
     private: bool = False  # per-user data: Cache-Control: no-store
@@ -99,12 +100,13 @@ class Endpoint:
         return Route(self.path, self._endpoint(), methods=[self.method], name=self.handler.__name__)
 
     def _endpoint(self) -> Handler:
-        handler, security, body, required, query = (
+        handler, security, body, required, query, path_params = (
             self.handler,
             self.security,
             self.body,
             self.body_required,
             self.query,
+            self.path_params,
         )
         private = self.private or security == USER
 
@@ -113,8 +115,10 @@ class Endpoint:
                 request.state.user_id = await auth.caller(request)
             elif security == ADMIN:
                 auth.require_admin(request)
+            if path_params is not None:
+                request.state.path = parse_params(dict(request.path_params), path_params, "path")
             if query is not None:
-                request.state.query = parse_query(request, query)
+                request.state.query = parse_params(dict(request.query_params), query, "query")
             if body is not None:
                 request.state.body = await bodies.parse(request, body, empty_ok=not required)
             response = await handler(request)
@@ -132,7 +136,7 @@ class Endpoint:
         found: list[type[Exception]] = list(self.errors)
         if self.security in (USER, ADMIN):
             found.append(Unauthorized)
-        if self.body is not None or self.query is not None:
+        if self.body is not None or self.query is not None or self.path_params is not None:
             found += [BadRequest, PayloadTooLarge]
         if self.path.startswith("/api/"):
             found.append(RateLimited)
@@ -142,21 +146,23 @@ class Endpoint:
             status, code, _ = next(ERRORS[c] for c in exc.__mro__ if c in ERRORS)
             codes, open_ = table.get(status, (set(), False))
             table[status] = (codes | {code}, open_ or exc in OPEN_CODES)
-        for status, extra in self.extra_errors.items():
+        extra_errors = dict(self.extra_errors)
+        if "{" in self.path:  # a parameter holding "/" is no such route
+            extra_errors[404] = (*extra_errors.get(404, ()), "not_found")
+        for status, extra in extra_errors.items():
             codes, open_ = table.get(status, (set(), False))
             table[status] = (codes | set(extra), open_)
         return table
 
 
-def parse_query(request: Request, model: type[BaseModel]) -> Any:
-    from pydantic import ValidationError
-
+def parse_params(values: dict[str, str], model: type[BaseModel], where: str) -> Any:
+    """Path or query parameters through their model; anything else is a 400."""
     try:
-        return model.model_validate(dict(request.query_params))
+        return model.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "query"
-        raise BadRequest(f"{where}: {first['msg']}") from None
+        at = ".".join(str(p) for p in first["loc"]) or where
+        raise BadRequest(f"{where} {at}: {first['msg']}") from None
 
 
 def reply(answer: BaseModel, status: int = 200) -> JSONResponse:
@@ -237,8 +243,14 @@ def _operation(
     if e.tags:
         operation["tags"] = list(e.tags)
     operation["security"] = SECURITY[e.security] if e.security else []
+    declared = e.path_params.model_json_schema()["properties"] if e.path_params else {}
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": _plain(declared.get(name, {"type": "string"})),
+        }
         for name in _path_params(e.path)
     ]
     if e.query is not None:
@@ -300,6 +312,10 @@ def _operation(
             response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
         operation["responses"][str(status)] = response
     return operation
+
+
+def _plain(prop: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in prop.items() if k not in ("title", "description")}
 
 
 def _path_params(path: str) -> list[str]:

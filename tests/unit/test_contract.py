@@ -70,7 +70,7 @@ def test_request_schemas_are_the_models_own(document: dict[str, Any]) -> None:
 
 
 def test_refusals_and_security_are_documented_per_route(document: dict[str, Any]) -> None:
-    codes = {code for _, code, _ in ERRORS.values()}
+    codes = {code for _, code, _ in ERRORS.values()} | {"not_found"}
     schemes = document["components"]["securitySchemes"]
     assert schemes["userId"] == {"type": "apiKey", "in": "header", "name": "X-User-ID"}
     assert schemes["userToken"]["scheme"] == schemes["adminToken"]["scheme"] == "bearer"
