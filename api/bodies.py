@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.requests import Request
 
 from api.errors import BadRequest, PayloadTooLarge
+from ledger.domain.user import USER_ID
 
 MAX_BODY = 16 * 1024
 B = TypeVar("B", bound=BaseModel)
@@ -48,3 +49,17 @@ async def parse(request: Request, model: type[B], *, empty_ok: bool = False) -> 
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise BadRequest(f"{where}: {first['msg']}") from None
+
+
+class AuditQuery(_Body):
+    model_config = ConfigDict(extra="forbid", frozen=True)  # a misspelt parameter is a 400
+
+    as_of: str | None = Field(
+        None,
+        max_length=64,
+        description="ISO 8601 with a zone, e.g. 2026-01-31T12:00:00Z: the ledger as it was then",
+    )
+
+
+class UserPath(_Body):
+    user_id: str = Field(pattern=USER_ID.pattern)

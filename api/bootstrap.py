@@ -101,12 +101,16 @@ class Parts:
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts = Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts.tokens.interval = self.settings.token_watch_interval_seconds
+        self._closers.append(accounts.tokens.stop)
+        return accounts
 
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'
         follower in it when the settings say "inline"."""
         _ = self.catalog, self.intake, self.read, self.accounts  # a bad plans file stops here
+        self.accounts.tokens.start()  # keeps token hashes in memory while it follows the log
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()
