@@ -18,7 +18,8 @@ is the authenticated caller; ADMIN: the admin token was checked); a declared
 `query` model into `request.state.query`. The refusals a route can answer are
 named by exception class and looked up in `api.errors.ERRORS`, so codes and
 statuses have one source as well; the ones every route of its kind can answer
-(401 for a secured route, 400/413 for a body, 429 on /api/, 503) are added here.
+(401 for a secured route, 400/413 for a body, 400 for parameters, 429 on
+/api/, 503) are added here.
 """
 
 from __future__ import annotations
@@ -136,8 +137,10 @@ class Endpoint:
         found: list[type[Exception]] = list(self.errors)
         if self.security in (USER, ADMIN):
             found.append(Unauthorized)
-        if self.body is not None or self.query is not None or self.path_params is not None:
+        if self.body is not None:
             found += [BadRequest, PayloadTooLarge]
+        elif self.query is not None or self.path_params is not None:
+            found.append(BadRequest)
         if self.path.startswith("/api/"):
             found.append(RateLimited)
         found.append(PersistenceError)

@@ -57,7 +57,8 @@ def test_wrong_tokens_naming_a_victim_never_lock_the_victim_out(client: TestClie
     victim = register(client, VICTIM, "10.0.0.1")
     forged = {"X-User-ID": VICTIM, "Authorization": "Bearer wrong"}
     codes = [get(client, forged, "10.6.6.6").status_code for _ in range(500)]
-    assert codes[:10] == [401] * 10 and set(codes[10:]) == {429}  # the sender is slowed
+    assert codes[:11] == [401] * 10 + [429] and set(codes) == {401, 429}  # the sender is slowed
+    assert codes.count(401) < 20  # (a sliding window lets a few more through past a minute)
     answer = get(client, victim, "10.0.0.1")
     assert answer.status_code == 200 and answer.json() == {"active": False}
 
