@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import audit, extension
+from api import audit, billing, extension
 from api.bootstrap import Parts
 from api.errors import exception_handlers
 from api.metrics import metrics
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     "intake": parts.intake,
                     "read": parts.read,
                     "accounts": parts.accounts,
+                    "billing": parts.billing,
                 }
             finally:
                 await parts.read.close_async()
@@ -85,12 +86,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/audit/users/{user_id}", audit.user, methods=["GET"]),
             Route("/api/v1/audit/webhooks", audit.webhooks, methods=["GET"]),
             Route("/api/v1/audit/projections", audit.projections, methods=["GET"]),
+            Route("/api/v1/billing/customer", billing.get_customer, methods=["GET"]),
+            Route("/api/v1/billing/customer", billing.update_customer, methods=["PATCH"]),
+            Route("/api/v1/billing/subscription", billing.get_subscription, methods=["GET"]),
+            Route("/api/v1/billing/subscription", billing.create_subscription, methods=["POST"]),
+            Route("/api/v1/billing/subscription", billing.change_plan, methods=["PATCH"]),
+            Route("/api/v1/billing/subscription", billing.cancel, methods=["DELETE"]),
+            Route("/api/v1/billing/subscription/resume", billing.resume, methods=["POST"]),
+            Route("/api/v1/billing/checkout", billing.checkout, methods=["POST"]),
+            Route("/api/v1/billing/portal", billing.portal, methods=["POST"]),
         ],
         middleware=[
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.origins,
-                allow_methods=["GET", "POST"],
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "X-User-ID"],
             ),
             Middleware(

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 from starlette.requests import Request
 
 from api.errors import BadRequest, PayloadTooLarge
@@ -48,3 +56,39 @@ async def parse(request: Request, model: type[B], *, empty_ok: bool = False) -> 
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise BadRequest(f"{where}: {first['msg']}") from None
+
+
+# --- the billing API (/api/v1/billing) ----------------------------------------------
+
+_PRICE_ID = Field(max_length=255, pattern=r"^[A-Za-z0-9_]+$")
+_URL = Field(max_length=2048)
+
+
+class CustomerChanges(_Body):
+    email: str | None = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    name: str | None = Field(None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _something(self) -> CustomerChanges:
+        if self.email is None and self.name is None:
+            raise ValueError("give email, name or both")
+        return self
+
+
+class NewSubscription(_Body):
+    price_id: str = _PRICE_ID
+    trial_days: StrictInt | None = Field(None, ge=0, le=730)
+
+
+class PlanChange(_Body):
+    price_id: str = _PRICE_ID
+
+
+class CheckoutRequest(_Body):
+    price_id: str = _PRICE_ID
+    success_url: str = _URL
+    cancel_url: str = _URL
+
+
+class PortalRequest(_Body):
+    return_url: str = _URL

@@ -9,6 +9,7 @@ from functools import cached_property
 
 from ledger.accounts import Accounts
 from ledger.application import Ledger
+from ledger.billing import Billing
 from ledger.config import Settings, load_settings
 from ledger.intake import GroupCommitter, Intake
 from ledger.opening import open_ledger
@@ -103,10 +104,20 @@ class Parts:
     def accounts(self) -> Accounts:
         return Accounts(self.ledger, self.catalog, self.gateway, self.read)
 
+    @cached_property
+    def billing(self) -> Billing:
+        return Billing(self.ledger, self.catalog, self.gateway, self.read, self.settings.redirects)
+
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'
         follower in it when the settings say "inline"."""
-        _ = self.catalog, self.intake, self.read, self.accounts  # a bad plans file stops here
+        _ = (
+            self.catalog,
+            self.intake,
+            self.read,
+            self.accounts,
+            self.billing,
+        )  # a bad plans file stops here
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()
