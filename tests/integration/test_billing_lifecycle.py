@@ -457,3 +457,172 @@ def test_the_end_of_the_grace_removes_access(client: TestClient, read: ReadSide)
     assert (shown["active"], shown["tier"]) == (False, "free")
     assert shown["in_grace_until"] == failed_at + 7 * DAY
     assert read.entitlements(USER)["tier"] == "free"
+
+
+# --- bad input: the error shape, nothing recorded, nothing sent ------------------------
+
+
+def refused(answer: Any, status: int, code: str) -> None:
+    assert answer.status_code == status, answer.text
+    assert set(answer.json()) == {"error", "error_code"}
+    assert answer.json()["error_code"] == code
+
+
+CHECKOUT = {
+    "price_id": "price_starter_monthly",
+    "success_url": f"{APP}/billing/ok",
+    "cancel_url": f"{APP}/billing",
+}
+
+
+def test_bad_input_on_every_route_is_refused_before_anything_happens(
+    client: TestClient, transport: RecordingTransport, ledger: Ledger
+) -> None:
+    story = Story(client)
+    # Nothing to act on yet.
+    refused(story.call("GET", "customer"), 404, "customer_not_found")
+    refused(story.call("PATCH", "customer", json={"name": "Ada"}), 404, "customer_not_found")
+    refused(
+        story.call("POST", "portal", json={"return_url": f"{APP}/account"}),
+        404,
+        "customer_not_found",
+    )
+    refused(
+        story.call("PATCH", "subscription", json={"price_id": "price_starter_yearly"}),
+        404,
+        "subscription_not_found",
+    )
+    refused(story.call("DELETE", "subscription"), 404, "subscription_not_found")
+    refused(story.call("POST", "subscription/resume"), 409, "nothing_to_resume")
+    # Unknown prices.
+    unknown = {"price_id": "price_nope"}
+    refused(story.call("POST", "subscription", json=unknown), 400, "invalid_price")
+    refused(story.call("POST", "checkout", json=CHECKOUT | unknown), 400, "invalid_price")
+    # Redirects outside LEDGER_ALLOWED_REDIRECTS.
+    for field, url in [
+        ("success_url", "https://evil.test/billing"),
+        ("cancel_url", f"{APP}.evil.test/billing"),
+        ("success_url", f"{APP}/elsewhere"),
+    ]:
+        refused(
+            story.call("POST", "checkout", json=CHECKOUT | {field: url}), 400, "invalid_redirect"
+        )
+    # Bodies that are not JSON, or not the right JSON.
+    for method, path in [
+        ("PATCH", "customer"),
+        ("POST", "subscription"),
+        ("PATCH", "subscription"),
+        ("POST", "checkout"),
+        ("POST", "portal"),
+    ]:
+        refused(story.call(method, path, content=b"{not json"), 400, "bad_request")
+        refused(story.call(method, path, json=[]), 400, "bad_request")
+    refused(story.call("PATCH", "customer", json={}), 400, "bad_request")
+    refused(story.call("PATCH", "customer", json={"email": "not-an-email"}), 400, "bad_request")
+    refused(
+        story.call(
+            "POST", "subscription", json={"price_id": "price_starter_monthly", "trial_days": -1}
+        ),
+        400,
+        "bad_request",
+    )
+    refused(story.call("DELETE", "subscription?at_period_end=maybe"), 400, "bad_request")
+    assert user_events(ledger) == ["Registered"]
+    assert transport.requests == []
+
+
+def test_another_currency_and_another_users_subscription_are_refused(
+    client: TestClient, transport: RecordingTransport, ledger: Ledger
+) -> None:
+    story = Story(client)
+    story.subscribed("price_starter_monthly", 1900)
+    eur = {"price_id": "price_starter_monthly_eur"}
+    refused(story.call("PATCH", "subscription", json=eur), 400, "currency_mismatch")
+    story.webhook("customer.subscription.deleted", sub(status="canceled", ended_at=NOW))
+    story.subscription(status="canceled")
+    refused(story.call("POST", "checkout", json=CHECKOUT | eur), 400, "currency_mismatch")
+    refused(story.call("POST", "subscription", json=eur), 400, "currency_mismatch")
+
+    other = Story(client, "user_1767225601_someoneels")
+    for method, path in [
+        ("GET", "subscription"),
+        ("PATCH", "subscription"),
+        ("DELETE", "subscription"),
+        ("POST", "subscription/resume"),
+        ("GET", "customer"),
+        ("POST", "portal"),
+    ]:
+        stolen = {"X-User-ID": USER, "Authorization": other.headers["Authorization"]}
+        answer = client.request(
+            method,
+            f"/api/v1/billing/{path}",
+            headers=stolen,
+            json={"price_id": "price_starter_yearly"},
+        )
+        refused(answer, 401, "unauthorized")
+    refused(other.call("DELETE", "subscription"), 404, "subscription_not_found")
+    assert other.call("GET", "subscription").json()["id"] is None
+    assert user_events(ledger) == ["Registered"]
+    assert user_events(ledger, other.user_id) == ["Registered"]
+    assert transport.requests == []
+
+
+def test_stripe_unavailable_is_502_and_recorded(
+    client: TestClient, transport: RecordingTransport, ledger: Ledger
+) -> None:
+    story = Story(client)
+    story.subscribed("price_starter_monthly", 1900)
+    for _ in range(3):  # the first try and the library's two retries
+        transport.answer(500, {"error": {"message": "down", "type": "api_error"}})
+    answer = story.call("PATCH", "subscription", json={"price_id": "price_professional_monthly"})
+    refused(answer, 502, "stripe_unavailable")
+    assert user_events(ledger) == ["Registered", "StripeCallFailed"]
+    failed = stored_events(ledger, User.create_id(USER))[-1]
+    assert (failed.action, failed.error_code) == ("change_plan", "stripe_unavailable")
+
+
+def test_update_customer_answers_stripes_values_unconfirmed_then_the_webhook_confirms(
+    client: TestClient, transport: RecordingTransport, ledger: Ledger
+) -> None:
+    story = Story(client)
+    story.customer_created()
+    eventually(lambda: story.call("GET", "customer").status_code == 200)
+    transport.answer(
+        200, so.customer("cus_1", email="grace@example.com", name="Grace", user_id=USER)
+    )
+    answer = story.call("PATCH", "customer", json={"email": "grace@example.com", "name": "Grace"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "customer_id": "cus_1",
+        "email": "grace@example.com",
+        "name": "Grace",
+        "confirmed": False,
+    }
+    assert transport.requests[0].params == {"email": "grace@example.com", "name": "Grace"}
+    assert user_events(ledger)[-1] == "CustomerDetailsUpdated"
+    assert story.call("GET", "customer").json()["email"] == "ada@example.com"  # not yet
+    story.webhook(
+        "customer.updated",
+        so.customer("cus_1", email="grace@example.com", name="Grace", user_id=USER),
+    )
+    assert eventually(lambda: story.call("GET", "customer").json()["name"] == "Grace")
+
+
+def test_portal_session_for_the_users_customer(
+    client: TestClient, transport: RecordingTransport, ledger: Ledger
+) -> None:
+    story = Story(client)
+    story.customer_created()
+    eventually(lambda: story.call("GET", "customer").status_code == 200)
+    transport.answer(200, so.portal_session("cus_1", f"{APP}/account"))
+    answer = story.call("POST", "portal", json={"return_url": f"{APP}/account"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"url": "https://billing.stripe.com/p/session/test_bps_1"}
+    assert transport.requests[0].params == {"customer": "cus_1", "return_url": f"{APP}/account"}
+    assert user_events(ledger)[-1] == "PortalOpened"
+    refused(
+        story.call("POST", "portal", json={"return_url": "https://evil.test/"}),
+        400,
+        "invalid_redirect",
+    )
+    assert len(transport.requests) == 1
