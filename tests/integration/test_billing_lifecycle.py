@@ -28,6 +28,7 @@ from ledger.opening import open_ledger
 from ledger.plans import DEFAULT_PLANS_FILE, load_catalog
 from ledger.stripe.gateway import StripeGateway
 from projections.read_side import ReadSide
+from projections.runner import rebuild
 from tests import stripe_objects as so
 from tests.conftest import deliver, eventually, make_settings, stored_events
 from tests.stripe_transport import RecordingTransport
@@ -626,3 +627,36 @@ def test_portal_session_for_the_users_customer(
         "invalid_redirect",
     )
     assert len(transport.requests) == 1
+
+
+def test_the_billing_projections_rebuild_equal_to_live(
+    client: TestClient, transport: RecordingTransport, read: ReadSide
+) -> None:
+    story = Story(client)
+    story.subscribed("price_professional_monthly", 4900)
+    current = [("price_professional_monthly", START, END)]
+    for _ in range(2):
+        transport.answer(200, so.schedule("sub_sched_1", "sub_1", "cus_1", current))
+    story.call("PATCH", "subscription", json={"price_id": "price_starter_monthly"})
+    story.subscription(
+        pending_change={
+            "price_id": "price_starter_monthly",
+            "plan_id": "starter",
+            "effective_at": END,
+        }
+    )
+    ours = [p for p in read.projections if p.name in ("customers", "pending_changes")]
+
+    def snapshot() -> dict[str, list[tuple[Any, ...]]]:
+        out = {}
+        with read.store.transaction(commit=False) as c:
+            for table in (t for p in ours for t in p.tables):
+                rows = c.query(f"SELECT * FROM {table}")
+                out[table] = sorted(tuple(sorted((k, str(v)) for k, v in r.items())) for r in rows)
+        return out
+
+    live = snapshot()
+    assert all(live.values())
+    for projection in ours:
+        rebuild(read.catchup, projection, batch_size=2)
+    assert snapshot() == live
