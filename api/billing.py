@@ -1,110 +1,23 @@
 """The billing API (/api/v1/billing): customer, subscription, Checkout and
 Customer Portal. Reads come from projections; each action is one `Billing` call;
-every answer is a pydantic model below."""
+every route is an `Endpoint` (the caller authenticated and the body parsed before
+the handler runs), every answer a model of `api.answers`."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
-from api import bodies
-from api.auth import caller
-from api.errors import BadRequest
+from api import answers, bodies
+from api.contract import USER, Endpoint, reply
+from ledger import accounts, billing
 from ledger.billing import Billing, CustomerNotFound
 from ledger.domain.status import is_live
+from ledger.stripe.gateway import StripeRejected, StripeUnavailable
 from projections.read_side import ReadSide
 
-
-class _Answer(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class CustomerAnswer(_Answer):
-    customer_id: str
-    email: str | None
-    name: str | None
-
-
-class CustomerUpdated(CustomerAnswer):
-    confirmed: bool  # False until customer.updated has been applied
-
-
-class PendingChange(_Answer):
-    price_id: str
-    plan_id: str | None
-    effective_at: int | None
-
-
-class SubscriptionAnswer(_Answer):
-    id: str
-    status: str
-    active: bool
-    tier: str
-    plan_id: str | None
-    plan_name: str | None = None
-    price_id: str | None
-    interval: str | None
-    amount: int | None
-    currency: str | None
-    current_period_start: int | None
-    current_period_end: int | None
-    cancel_at_period_end: bool
-    cancel_at: int | None
-    trial_end: int | None
-    in_grace_until: int | None
-    pending_change: PendingChange | None
-
-
-class NoSubscriptionAnswer(_Answer):
-    active: Literal[False] = False
-    id: None = None
-    tier: str
-
-
-class CreatedSubscriptionAnswer(SubscriptionAnswer):
-    client_secret: str | None
-    confirmed: bool
-
-
-class PlanChangeAnswer(_Answer):
-    change: Literal["upgrade", "downgrade", "same"]
-    effective: Literal["now", "period_end"]
-    subscription_id: str
-    price_id: str
-    plan_id: str
-    effective_at: int | None
-    proration_behavior: str | None
-    status: str
-    confirmed: bool
-
-
-class CancelAnswer(_Answer):
-    subscription_id: str
-    status: str
-    cancel_at_period_end: bool
-    cancel_at: int | None
-    confirmed: bool
-
-
-class ResumeAnswer(_Answer):
-    subscription_id: str
-    status: str
-    withdrew_cancellation: bool
-    withdrew_pending_change: bool
-    confirmed: bool
-
-
-class CheckoutAnswer(_Answer):
-    id: str
-    url: str
-
-
-class PortalAnswer(_Answer):
-    url: str
+STRIPE_FAILURES = (StripeRejected, StripeUnavailable, accounts.StripeNotConfigured)
 
 
 def _billing(request: Request) -> Billing:
@@ -115,29 +28,26 @@ def _read(request: Request) -> ReadSide:
     return request.state.read
 
 
-def _answer(model: BaseModel, status: int = 200) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"), status_code=status)
-
-
 # --- the customer --------------------------------------------------------------------
 
 
-async def get_customer(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    found = await run_in_threadpool(_read(request).customer, user_id)
+async def get_customer(request: Request) -> Response:
+    """The caller's Stripe customer as the `customers` projection holds it."""
+    found = await run_in_threadpool(_read(request).customer, request.state.user_id)
     if found is None:
         raise CustomerNotFound("no Stripe customer for this user yet")
-    return _answer(CustomerAnswer(**found))
+    return reply(answers.CustomerAnswer(**found))
 
 
-async def update_customer(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    body = await bodies.parse(request, bodies.CustomerChanges)
+async def update_customer(request: Request) -> Response:
+    """Change the customer's email and/or name at Stripe; recorded as
+    CustomerDetailsUpdated."""
+    body: bodies.CustomerChanges = request.state.body
     details = await run_in_threadpool(
-        _billing(request).update_customer, user_id, body.email, body.name
+        _billing(request).update_customer, request.state.user_id, body.email, body.name
     )
-    return _answer(
-        CustomerUpdated(
+    return reply(
+        answers.CustomerUpdated(
             customer_id=details.stripe_customer_id,
             email=details.email,
             name=details.name,
@@ -149,22 +59,23 @@ async def update_customer(request: Request) -> JSONResponse:
 # --- the subscription -----------------------------------------------------------------
 
 
-async def get_subscription(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    found = await run_in_threadpool(_read(request).billing_subscription, user_id)
+async def get_billing_subscription(request: Request) -> Response:
+    """The caller's current subscription (grace, pending downgrade), or the free tier."""
+    found = await run_in_threadpool(_read(request).billing_subscription, request.state.user_id)
     if found.get("id") is None:
-        return _answer(NoSubscriptionAnswer(tier=found["tier"]))
-    return _answer(SubscriptionAnswer(**found))
+        return reply(answers.NoSubscriptionAnswer(tier=found["tier"]))
+    return reply(answers.SubscriptionAnswer(**found))
 
 
-async def create_subscription(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    body = await bodies.parse(request, bodies.NewSubscription)
+async def create_billing_subscription(request: Request) -> Response:
+    """Start a subscription on a plan's price, with the plan's trial unless
+    `trial_days` is given; the customer is created first when there is none."""
+    body: bodies.NewSubscription = request.state.body
     created, plan, price = await run_in_threadpool(
-        _billing(request).create_subscription, user_id, body.price_id, body.trial_days
+        _billing(request).create_subscription, request.state.user_id, body.price_id, body.trial_days
     )
     active = is_live(created.status)
-    answer = CreatedSubscriptionAnswer(
+    answer = answers.CreatedSubscriptionAnswer(
         id=created.stripe_subscription_id,
         status=created.status,
         active=active,
@@ -185,15 +96,17 @@ async def create_subscription(request: Request) -> JSONResponse:
         client_secret=created.client_secret,
         confirmed=False,
     )
-    return _answer(answer, 201)
+    return reply(answer, 201)
 
 
-async def change_plan(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    body = await bodies.parse(request, bodies.PlanChange)
-    change = await run_in_threadpool(_billing(request).change_plan, user_id, body.price_id)
-    return _answer(
-        PlanChangeAnswer(
+async def change_plan(request: Request) -> Response:
+    """An upgrade now (prorated), or a downgrade at the period end (a schedule)."""
+    body: bodies.PlanChange = request.state.body
+    change = await run_in_threadpool(
+        _billing(request).change_plan, request.state.user_id, body.price_id
+    )
+    return reply(
+        answers.PlanChangeAnswer(
             change=change.change,  # type: ignore[arg-type]
             effective=change.effective,  # type: ignore[arg-type]
             subscription_id=change.stripe_subscription_id,
@@ -207,15 +120,15 @@ async def change_plan(request: Request) -> JSONResponse:
     )
 
 
-async def cancel(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    raw = request.query_params.get("at_period_end", "true").lower()
-    if raw not in ("true", "false", "1", "0"):
-        raise BadRequest("at_period_end: must be true or false")
-    at_period_end = raw in ("true", "1")
-    canceled = await run_in_threadpool(_billing(request).cancel, user_id, at_period_end)
-    return _answer(
-        CancelAnswer(
+async def cancel(request: Request) -> Response:
+    """Cancel at the period's end (default) or now (`at_period_end=false`)."""
+    query: bodies.CancelQuery = request.state.query
+    at_period_end = query.at_period_end in ("true", "1")
+    canceled = await run_in_threadpool(
+        _billing(request).cancel, request.state.user_id, at_period_end
+    )
+    return reply(
+        answers.CancelAnswer(
             subscription_id=canceled.stripe_subscription_id,
             status=canceled.status,
             cancel_at_period_end=canceled.cancel_at_period_end,
@@ -225,11 +138,11 @@ async def cancel(request: Request) -> JSONResponse:
     )
 
 
-async def resume(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    resumed = await run_in_threadpool(_billing(request).resume, user_id)
-    return _answer(
-        ResumeAnswer(
+async def resume(request: Request) -> Response:
+    """Withdraw a scheduled cancellation and release a pending downgrade."""
+    resumed = await run_in_threadpool(_billing(request).resume, request.state.user_id)
+    return reply(
+        answers.ResumeAnswer(
             subscription_id=resumed.stripe_subscription_id,
             status=resumed.status,
             withdrew_cancellation=resumed.withdrew_cancellation,
@@ -242,17 +155,84 @@ async def resume(request: Request) -> JSONResponse:
 # --- hosted pages -----------------------------------------------------------------------
 
 
-async def checkout(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    body = await bodies.parse(request, bodies.CheckoutRequest)
+async def checkout(request: Request) -> Response:
+    """A Stripe Checkout session (mode=subscription) for the caller's customer."""
+    body: bodies.CheckoutRequest = request.state.body
     session = await run_in_threadpool(
-        _billing(request).checkout, user_id, body.price_id, body.success_url, body.cancel_url
+        _billing(request).checkout,
+        request.state.user_id,
+        body.price_id,
+        body.success_url,
+        body.cancel_url,
     )
-    return _answer(CheckoutAnswer(id=session.stripe_session_id, url=session.url))
+    return reply(answers.CheckoutAnswer(id=session.stripe_session_id, url=session.url))
 
 
-async def portal(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    body = await bodies.parse(request, bodies.PortalRequest)
-    session = await run_in_threadpool(_billing(request).portal, user_id, body.return_url)
-    return _answer(PortalAnswer(url=session.url))
+async def portal(request: Request) -> Response:
+    """A Stripe Customer Portal session for the caller's customer."""
+    body: bodies.PortalRequest = request.state.body
+    session = await run_in_threadpool(
+        _billing(request).portal, request.state.user_id, body.return_url
+    )
+    return reply(answers.PortalAnswer(url=session.url))
+
+
+ACTION = (accounts.ConcurrentRequest, *STRIPE_FAILURES)  # every action that calls Stripe
+B = "/api/v1/billing"
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", f"{B}/customer", get_customer, "The caller's Stripe customer",
+        security=USER, answers={200: answers.CustomerAnswer},
+        errors=(CustomerNotFound,), tags=["billing"],
+    ),
+    Endpoint(
+        "PATCH", f"{B}/customer", update_customer, "Change the customer's email or name",
+        security=USER, body=bodies.CustomerChanges, answers={200: answers.CustomerUpdated},
+        errors=(CustomerNotFound, *ACTION), tags=["billing"],
+    ),
+    Endpoint(
+        "GET", f"{B}/subscription", get_billing_subscription, "The caller's subscription",
+        security=USER,
+        answers={200: (answers.SubscriptionAnswer, answers.NoSubscriptionAnswer)},
+        tags=["billing"],
+    ),
+    Endpoint(
+        "POST", f"{B}/subscription", create_billing_subscription, "Start a subscription",
+        security=USER, body=bodies.NewSubscription,
+        answers={201: answers.CreatedSubscriptionAnswer},
+        errors=(accounts.UnknownPrice, billing.CurrencyMismatch, accounts.SubscriptionExists,
+                *ACTION),
+        tags=["billing"],
+    ),
+    Endpoint(
+        "PATCH", f"{B}/subscription", change_plan, "Upgrade now or downgrade at the period end",
+        security=USER, body=bodies.PlanChange, answers={200: answers.PlanChangeAnswer},
+        errors=(accounts.UnknownPrice, accounts.NoSubscription, billing.CurrencyMismatch,
+                *ACTION),
+        tags=["billing"],
+    ),
+    Endpoint(
+        "DELETE", f"{B}/subscription", cancel, "Cancel the subscription",
+        security=USER, query=bodies.CancelQuery, answers={200: answers.CancelAnswer},
+        errors=(accounts.NoSubscription, *ACTION), tags=["billing"],
+    ),
+    Endpoint(
+        "POST", f"{B}/subscription/resume", resume,
+        "Withdraw a scheduled cancellation or downgrade", security=USER,
+        answers={200: answers.ResumeAnswer}, errors=(billing.NothingToResume, *ACTION),
+        tags=["billing"],
+    ),
+    Endpoint(
+        "POST", f"{B}/checkout", checkout, "Open a Stripe Checkout session",
+        security=USER, body=bodies.CheckoutRequest, answers={200: answers.CheckoutAnswer},
+        errors=(billing.InvalidRedirect, accounts.UnknownPrice, billing.CurrencyMismatch,
+                accounts.SubscriptionExists, *ACTION),
+        tags=["billing"],
+    ),
+    Endpoint(
+        "POST", f"{B}/portal", portal, "Open a Stripe Customer Portal session",
+        security=USER, body=bodies.PortalRequest, answers={200: answers.PortalAnswer},
+        errors=(billing.InvalidRedirect, CustomerNotFound, *ACTION), tags=["billing"],
+    ),
+]  # fmt: skip
