@@ -137,3 +137,93 @@ class OpenApiDocument(_Open):
     openapi: str
     info: dict[str, Any]
     paths: dict[str, Any]
+
+
+# --- the billing API (/api/v1/billing) --------------------------------------------------
+
+
+class CustomerAnswer(_Answer):
+    customer_id: str
+    email: str | None
+    name: str | None
+
+
+class CustomerUpdated(_Answer):
+    customer_id: str
+    email: str | None
+    name: str | None
+    confirmed: bool = Field(description="false until Stripe's customer.updated is applied")
+
+
+class PendingChange(_Answer):
+    price_id: str
+    plan_id: str | None
+    effective_at: int | None
+
+
+class SubscriptionAnswer(_Answer):
+    id: str
+    status: str
+    active: bool
+    tier: str
+    plan_id: str | None
+    plan_name: str | None = None
+    price_id: str | None
+    interval: str | None
+    amount: int | None
+    currency: str | None
+    current_period_start: int | None
+    current_period_end: int | None
+    cancel_at_period_end: bool
+    cancel_at: int | None
+    trial_end: int | None
+    in_grace_until: int | None = Field(description="end of a past_due subscription's grace")
+    pending_change: PendingChange | None = Field(description="a downgrade at the period end")
+
+
+class NoSubscriptionAnswer(_Answer):
+    active: Literal[False] = False
+    id: None = None
+    tier: str
+
+
+class CreatedSubscriptionAnswer(SubscriptionAnswer):
+    client_secret: str | None
+    confirmed: bool
+
+
+class PlanChangeAnswer(_Answer):
+    change: Literal["upgrade", "downgrade", "same"]
+    effective: Literal["now", "period_end"]
+    subscription_id: str
+    price_id: str
+    plan_id: str
+    effective_at: int | None
+    proration_behavior: str | None
+    status: str
+    confirmed: bool
+
+
+class CancelAnswer(_Answer):
+    subscription_id: str
+    status: str
+    cancel_at_period_end: bool
+    cancel_at: int | None
+    confirmed: bool
+
+
+class ResumeAnswer(_Answer):
+    subscription_id: str
+    status: str
+    withdrew_cancellation: bool
+    withdrew_pending_change: bool
+    confirmed: bool
+
+
+class CheckoutAnswer(_Answer):
+    id: str
+    url: str
+
+
+class PortalAnswer(_Answer):
+    url: str

@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api import answers, audit, extension, webhooks
+from api import answers, audit, billing, extension, webhooks
 from api.bootstrap import Parts
 from api.contract import Endpoint, openapi, reply, routes
 from api.errors import exception_handlers
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     "intake": parts.intake,
                     "read": parts.read,
                     "accounts": parts.accounts,
+                    "billing": parts.billing,
                     "limits": limits,
                 }
             finally:
@@ -90,13 +91,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 *OPERATIONS,
                 *webhooks.ENDPOINTS,
                 *audit.ENDPOINTS,
+                *billing.ENDPOINTS,
             ]
         ),
         middleware=[
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.origins,
-                allow_methods=["GET", "POST", "DELETE"],
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "X-User-ID"],
             ),
             Middleware(RateLimit, per_address=config.rate_limit_per_address),

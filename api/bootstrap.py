@@ -9,6 +9,7 @@ from functools import cached_property
 
 from ledger.accounts import Accounts
 from ledger.application import Ledger
+from ledger.billing import Billing
 from ledger.config import Settings, load_settings
 from ledger.intake import GroupCommitter, Intake
 from ledger.opening import open_ledger
@@ -106,10 +107,20 @@ class Parts:
         self._closers.append(accounts.tokens.stop)
         return accounts
 
+    @cached_property
+    def billing(self) -> Billing:
+        return Billing(self.ledger, self.catalog, self.gateway, self.read, self.settings.redirects)
+
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'
         follower in it when the settings say "inline"."""
-        _ = self.catalog, self.intake, self.read, self.accounts  # a bad plans file stops here
+        _ = (
+            self.catalog,
+            self.intake,
+            self.read,
+            self.accounts,
+            self.billing,
+        )  # a bad plans file stops here
         self.accounts.tokens.start()  # keeps token hashes in memory while it follows the log
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake

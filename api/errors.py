@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ledger import accounts
+from ledger import accounts, billing
 from ledger.intake import StoreUnavailable
 from ledger.stripe import NotAnEvent
 from ledger.stripe.gateway import StripeRejected, StripeUnavailable
@@ -69,6 +69,10 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
         "stripe_unavailable",
         "Stripe did not answer; retrying the same request is safe",
     ),
+    billing.CustomerNotFound: (404, "customer_not_found", None),
+    billing.NothingToResume: (409, "nothing_to_resume", None),
+    billing.InvalidRedirect: (400, "invalid_redirect", None),
+    billing.CurrencyMismatch: (400, "currency_mismatch", None),
     RateLimited: (429, "rate_limited", None),
     accounts.UnknownUser: (404, "user_not_found", None),
 }

@@ -90,7 +90,38 @@ class CurrentSubscriptions(Protocol):
     def current(self, user_id: str) -> CurrentSubscription | None: ...
 
 
-class Accounts:
+class UserActions:
+    """What every service acting for a user shares: the log its actions are
+    recorded in, the plan catalog, the gateway to Stripe, and the helpers below."""
+
+    def __init__(self, ledger: Ledger, catalog: Catalog, gateway: StripeGateway | None) -> None:
+        self._ledger = ledger
+        self._catalog = catalog
+        self._gateway = gateway
+
+    def _user(self, user_id: str) -> User:
+        return self._ledger.repository.get(User.create_id(user_id))
+
+    def _require_gateway(self) -> StripeGateway:
+        if self._gateway is None:
+            raise StripeNotConfigured("STRIPE_SECRET_KEY is not set: billing actions are off")
+        return self._gateway
+
+    def _record_failure(self, user: User, action: str, exc: StripeError) -> None:
+        user.stripe_call_failed(action, exc.code, exc.message[:300])
+        self._save(user)
+
+    def _save(self, user: User) -> None:
+        try:
+            self._ledger.save(user)
+        except IntegrityError:
+            self._ledger.forget()
+            raise ConcurrentRequest(
+                "another request for this user was recorded first; retry"
+            ) from None
+
+
+class Accounts(UserActions):
     def __init__(
         self,
         ledger: Ledger,
@@ -98,9 +129,7 @@ class Accounts:
         gateway: StripeGateway | None,
         subscriptions: CurrentSubscriptions,
     ) -> None:
-        self._ledger = ledger
-        self._catalog = catalog
-        self._gateway = gateway
+        super().__init__(ledger, catalog, gateway)
         self._subscriptions = subscriptions
         # user id -> token hash ("" once revoked); trusted only while `tokens` follows
         # the log, which evicts a user whose token was rotated or revoked anywhere
@@ -197,9 +226,6 @@ class Accounts:
                 user_id = self._names.pop(aggregate_id, None)
                 if user_id is not None:
                     self._token_hashes.pop(user_id, None)
-
-    def _user(self, user_id: str) -> User:
-        return self._ledger.repository.get(User.create_id(user_id))
 
     # --- billing actions ------------------------------------------------------------
 
@@ -299,21 +325,3 @@ class Accounts:
         if user.last_subscription is not None:
             return CurrentSubscription(*user.last_subscription)
         return None
-
-    def _require_gateway(self) -> StripeGateway:
-        if self._gateway is None:
-            raise StripeNotConfigured("STRIPE_SECRET_KEY is not set: billing actions are off")
-        return self._gateway
-
-    def _record_failure(self, user: User, action: str, exc: StripeError) -> None:
-        user.stripe_call_failed(action, exc.code, exc.message[:300])
-        self._save(user)
-
-    def _save(self, user: User) -> None:
-        try:
-            self._ledger.save(user)
-        except IntegrityError:
-            self._ledger.forget()
-            raise ConcurrentRequest(
-                "another request for this user was recorded first; retry"
-            ) from None

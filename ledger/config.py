@@ -59,10 +59,17 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(10_000, ge=0, alias="LEDGER_AGGREGATE_CACHE_SIZE")
     retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")
     retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")
+    # Comma-separated URL prefixes Checkout and the Customer Portal may send users
+    # back to; none set: every redirect is refused.
+    allowed_redirects: str = Field("", alias="LEDGER_ALLOWED_REDIRECTS")
 
     @property
     def origins(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def redirects(self) -> list[str]:
+        return [p.strip() for p in self.allowed_redirects.split(",") if p.strip()]
 
     @property
     def webhook_secrets(self) -> list[str]:

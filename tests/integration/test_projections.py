@@ -149,7 +149,7 @@ def test_entitlements_follow_the_current_plan(feed: Feed, read: ReadSide) -> Non
         so.subscription(
             "sub_1",
             "cus_1",
-            price_id="price_professional_annual",
+            price_id="price_professional_yearly",
             amount=49000,
             interval="year",
             user_id=USER,
