@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import audit, extension
+from api import audit, extension, usage
 from api.bootstrap import Parts
 from api.errors import exception_handlers
 from api.metrics import metrics
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     "intake": parts.intake,
                     "read": parts.read,
                     "accounts": parts.accounts,
+                    "metering": parts.metering,
                 }
             finally:
                 await parts.read.close_async()
@@ -85,6 +86,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/audit/users/{user_id}", audit.user, methods=["GET"]),
             Route("/api/v1/audit/webhooks", audit.webhooks, methods=["GET"]),
             Route("/api/v1/audit/projections", audit.projections, methods=["GET"]),
+            Route("/api/v1/billing/usage", usage.record, methods=["POST"]),
+            Route("/api/v1/billing/usage/batch", usage.record_batch, methods=["POST"]),
+            Route("/api/v1/billing/usage", usage.totals, methods=["GET"]),
+            Route("/api/v1/billing/entitlements/check", usage.check, methods=["GET"]),
         ],
         middleware=[
             Middleware(

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+)
 from starlette.requests import Request
 
 from api.errors import BadRequest, PayloadTooLarge
@@ -36,10 +44,26 @@ class UpdatePaymentMethod(_Body):
     payment_method_id: str = Field(pattern=r"^pm_[A-Za-z0-9_]{1,250}$")
 
 
-async def parse(request: Request, model: type[B], *, empty_ok: bool = False) -> B:
+class UsageRecordBody(_Body):
+    metric: str = Field(max_length=64)
+    quantity: StrictInt = Field(ge=0, le=10**12)
+    idempotency_key: str = Field(min_length=1, max_length=255)
+    occurred_at: AwareDatetime | None = None
+
+
+class UsageBatch(_Body):
+    records: list[UsageRecordBody] = Field(min_length=1, max_length=1000)
+
+
+USAGE_BATCH_MAX_BODY = 256 * 1024
+
+
+async def parse(
+    request: Request, model: type[B], *, empty_ok: bool = False, max_body: int = MAX_BODY
+) -> B:
     body = await request.body()
-    if len(body) > MAX_BODY:
-        raise PayloadTooLarge(f"body over {MAX_BODY} bytes")
+    if len(body) > max_body:
+        raise PayloadTooLarge(f"body over {max_body} bytes")
     if empty_ok and not body.strip():
         body = b"{}"
     try:

@@ -15,6 +15,7 @@ from ledger.opening import open_ledger
 from ledger.plans import Catalog, load_catalog
 from ledger.processor import Processor
 from ledger.stripe.gateway import StripeGateway
+from ledger.usage import Metering
 from projections.read_side import ReadSide
 
 
@@ -103,10 +104,26 @@ class Parts:
     def accounts(self) -> Accounts:
         return Accounts(self.ledger, self.catalog, self.gateway, self.read)
 
+    @cached_property
+    def metering(self) -> Metering:
+        """Usage records, appended through stage one's group commit."""
+        return Metering(
+            self.ledger,
+            self.catalog,
+            self.committer,
+            write_timeout_seconds=self.settings.webhook_write_timeout_seconds,
+        )
+
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'
         follower in it when the settings say "inline"."""
-        _ = self.catalog, self.intake, self.read, self.accounts  # a bad plans file stops here
+        _ = (
+            self.catalog,
+            self.intake,
+            self.read,
+            self.accounts,
+            self.metering,
+        )  # a bad plans file stops here
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()

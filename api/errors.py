@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ledger import accounts
+from ledger import accounts, usage
 from ledger.intake import StoreUnavailable
 from ledger.stripe import NotAnEvent
 from ledger.stripe.gateway import StripeRejected, StripeUnavailable
@@ -56,6 +56,7 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     accounts.ConcurrentRequest: (409, "conflict", None),
     accounts.StripeNotConfigured: (503, "stripe_not_configured", None),
     StripeRejected: (400, "stripe_rejected", None),
+    usage.InvalidUsage: (400, "bad_request", None),
     StripeUnavailable: (
         502,
         "stripe_unavailable",

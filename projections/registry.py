@@ -7,6 +7,7 @@ from projections.entitlements import EntitlementsProjection
 from projections.invoice_history import InvoiceHistoryProjection
 from projections.notifications import NotificationsProjection
 from projections.subscription_status import SubscriptionStatusProjection
+from projections.usage_totals import UsageTotalsProjection
 from projections.webhook_health import WebhookHealthProjection
 
 PROJECTIONS: dict[str, type[SqlProjection]] = {
@@ -17,5 +18,6 @@ PROJECTIONS: dict[str, type[SqlProjection]] = {
         InvoiceHistoryProjection,
         NotificationsProjection,
         WebhookHealthProjection,
+        UsageTotalsProjection,
     )
 }
