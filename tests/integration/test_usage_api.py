@@ -288,3 +288,101 @@ def test_alerts_at_80_and_100_percent_once_per_metric_and_period(
     audit = client.get(f"/api/v1/audit/users/{USER}", headers=admin).json()
     alerts = [(n["kind"], n["detail"]["total"]) for n in audit["notifications"]]
     assert alerts == [("usage_warning", 40), ("usage_limit_reached", 50)]
+
+
+def test_the_period_boundary_and_a_plan_change_mid_period(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    now = int(time.time())
+    boundary = now - now % DAY  # today 00:00 UTC: one period ends, the next starts
+    deliver(
+        client, "evt_c", "customer.created", so.customer("cus_b", user_id=USER), boundary - 30 * DAY
+    )
+
+    def sub(start: int, price: str = "price_lisa_premium_monthly") -> dict[str, Any]:
+        return so.subscription(
+            "sub_b",
+            "cus_b",
+            price_id=price,
+            period_start=start,
+            period_end=start + 30 * DAY,
+            user_id=USER,
+        )
+
+    deliver(
+        client,
+        "evt_s1",
+        "customer.subscription.created",
+        sub(boundary - 30 * DAY),
+        boundary - 30 * DAY,
+    )
+    deliver(client, "evt_s2", "customer.subscription.updated", sub(boundary), boundary)
+    for key, t in (("last-second", boundary - 1), ("first-second", boundary)):
+        answer = client.post(
+            "/api/v1/billing/usage",
+            json={"metric": "ai_requests", "quantity": 5 if t < boundary else 7,
+                  "idempotency_key": key, "occurred_at": iso(t)},
+            headers=headers,
+        )  # fmt: skip
+        assert answer.status_code == 201, answer.text
+    current = usage_of(client, headers, ai_requests=7)
+    assert current["period"] == {"start": iso(boundary), "end": iso(boundary + 30 * DAY)}
+    yesterday = client.get(
+        f"/api/v1/billing/usage?at={iso(boundary - 1)[:10]}", headers=headers
+    ).json()
+    assert yesterday["period"] == {"start": iso(boundary - 30 * DAY), "end": iso(boundary)}
+    assert yesterday["metrics"]["ai_requests"]["total"] == 5
+    # an upgrade now: the current period is counted against the plan in force at its end
+    deliver(
+        client,
+        "evt_s3",
+        "customer.subscription.updated",
+        sub(boundary, "price_professional_monthly"),
+        now,
+    )
+    upgraded = eventually(
+        lambda: (
+            (u := client.get("/api/v1/billing/usage", headers=headers).json())["plan_id"]
+            == "professional"
+            and u
+        )
+    )
+    assert upgraded["metrics"]["ai_requests"]["included"] == 10_000
+    assert upgraded["metrics"]["ai_requests"]["total"] == 7
+    ended = client.get(f"/api/v1/billing/usage?at={iso(boundary - 1)[:10]}", headers=headers).json()
+    assert ended["plan_id"] == "lisa_premium"  # it ended before the change
+
+
+def test_concurrent_requests_with_one_key_count_once(
+    postgres_url: str,
+) -> None:
+    """Two API processes on one PostgreSQL database, sixteen threads, one key."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = make_settings(
+        postgres_url,
+        LEDGER_PROCESSOR="inline",
+        LEDGER_PROCESSOR_INTERVAL=0.05,
+        LEDGER_RATE_LIMIT_PER_USER="100000/minute",
+        LEDGER_RATE_LIMIT_PER_ADDRESS="100000/minute",
+    )
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+        token = one.post("/api/users", json={"user_id": USER}).json()["token"]
+        auth = {"X-User-ID": USER, "Authorization": f"Bearer {token}"}
+        for round_ in range(3):
+            body = {"metric": "ai_requests", "quantity": 2, "idempotency_key": f"same-{round_}"}
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(
+                    pool.map(
+                        lambda i, body=body: (one if i % 2 else two).post(  # type: ignore[misc]
+                            "/api/v1/billing/usage", json=body, headers=auth
+                        ),
+                        range(16),
+                    )
+                )
+            codes = sorted(a.status_code for a in answers)
+            assert codes == [200] * 15 + [201], codes
+            assert len({a.json()["id"] for a in answers}) == 1
+            assert sum(a.json()["duplicate"] for a in answers) == 15
+        usage_of(one, auth, ai_requests=6)
+    assert [e.idempotency_key for e in records_in_log(settings)] == ["same-0", "same-1", "same-2"]
