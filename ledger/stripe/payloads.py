@@ -243,6 +243,21 @@ def read_customer(obj: dict[str, Any]) -> tuple[str, str | None, str | None, str
     return c.id, c.email, c.name, _user_id(c.metadata)
 
 
+class StripeInvoiceItem(_Model):
+    """An invoice item, as the gateway's create call answers."""
+
+    id: str
+    amount: int
+    currency: str
+
+
+class StripeMeterEvent(_Model):
+    """A billing meter event, as the gateway's create call answers."""
+
+    identifier: str
+    event_name: str
+
+
 class StripePaymentMethod(_Model):
     """A payment method, as the gateway's attach call answers."""
 
