@@ -153,6 +153,9 @@ class Ledger(Follower[UUID]):
         """Append new aggregates (receipts of deliveries, usage records) in one
         transaction; raises IntegrityError if any of them is already recorded
         (then nothing of this call is). Returns their positions in the log."""
+        if all(hasattr(i, "new_events") for i in items):  # usage records only: the fast path
+            stored = [self.mapper.to_stored_event(e) for i in items for e in i.new_events()]  # type: ignore[attr-defined]
+            return list(self.recorder.insert_events(stored) or [])
         recordings = self.save(*(i.new_aggregate() for i in items))
         return [r.notification.id for r in recordings]
 

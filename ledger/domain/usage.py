@@ -57,6 +57,23 @@ class Usage:
     def aggregate_id(self) -> UUID:
         return UsageRecord.create_id(self.user_id, self.idempotency_key)
 
+    def new_events(self) -> list[UsageRecord.Recorded]:
+        """The record's one event, as `new_aggregate().collect_events()` gives it,
+        made directly: the fast path of a batch of records (no aggregate built)."""
+        return [
+            UsageRecord.Recorded(
+                originator_id=self.aggregate_id,
+                originator_version=1,
+                timestamp=UsageRecord.Recorded.create_timestamp(),
+                originator_topic=UsageRecord.TOPIC,
+                user_id=self.user_id,
+                metric=self.metric,
+                quantity=self.quantity,
+                idempotency_key=self.idempotency_key,
+                occurred_at=self.occurred_at,
+            )
+        ]
+
     def new_aggregate(self) -> UsageRecord:
         return UsageRecord(
             user_id=self.user_id,
