@@ -102,7 +102,10 @@ class Parts:
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts = Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts.tokens.interval = self.settings.token_watch_interval_seconds
+        self._closers.append(accounts.tokens.stop)
+        return accounts
 
     @cached_property
     def metering(self) -> Metering:
@@ -124,6 +127,7 @@ class Parts:
             self.accounts,
             self.metering,
         )  # a bad plans file stops here
+        self.accounts.tokens.start()  # keeps token hashes in memory while it follows the log
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()

@@ -30,6 +30,14 @@ class BadRequest(ValueError):
     pass
 
 
+class RateLimited(Exception):
+    """Over a rate limit; `retry_after` seconds until the window lets it through."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -62,6 +70,8 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
         "stripe_unavailable",
         "Stripe did not answer; retrying the same request is safe",
     ),
+    RateLimited: (429, "rate_limited", None),
+    accounts.UnknownUser: (404, "user_not_found", None),
 }
 
 
@@ -80,6 +90,8 @@ def describe(exc: Exception) -> tuple[int, str, str]:
 async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     status, code, message = describe(exc)
     headers = {"Retry-After": "5"} if status == 503 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return error(status, code, message, headers)
 
 

@@ -3,15 +3,15 @@ totals, and the gate that answers whether a user may use more of a metric."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
-from api import bodies
-from api.auth import caller
+from api import answers, bodies
+from api.contract import USER, Endpoint, reply
 from api.errors import BadRequest
+from ledger import usage
+from ledger.intake import StoreUnavailable
 from ledger.usage import Metering, UsageRequest
 from projections.read_side import ReadSide
 
@@ -28,52 +28,80 @@ def _request(body: bodies.UsageRecordBody) -> UsageRequest:
     return UsageRequest(body.metric, body.quantity, body.idempotency_key, body.occurred_at)
 
 
-async def record(request: Request) -> JSONResponse:
-    """POST /api/v1/billing/usage"""
-    user_id = await caller(request)
-    body = await bodies.parse(request, bodies.UsageRecordBody)
-    answer = await _metering(request).record(user_id, _request(body))
-    return JSONResponse(answer, status_code=200 if answer["duplicate"] else 201)
+async def record(request: Request) -> Response:
+    """Record usage once per idempotency key: 201, or 200 with the first record for a
+    key recorded before. Never refused for being over a limit (the gate is)."""
+    body: bodies.UsageRecordBody = request.state.body
+    answer = await _metering(request).record(request.state.user_id, _request(body))
+    recorded = answers.UsageRecorded.model_validate(answer)
+    return reply(recorded, 200 if recorded.duplicate else 201)
 
 
-async def record_batch(request: Request) -> JSONResponse:
-    """POST /api/v1/billing/usage/batch"""
-    user_id = await caller(request)
-    body = await bodies.parse(request, bodies.UsageBatch, max_body=bodies.USAGE_BATCH_MAX_BODY)
-    answers = await _metering(request).record_batch(user_id, [_request(r) for r in body.records])
-    return JSONResponse(
-        {
-            "recorded": sum(not a["duplicate"] for a in answers),
-            "duplicates": sum(bool(a["duplicate"]) for a in answers),
-            "records": answers,
-        }
+async def record_batch(request: Request) -> Response:
+    """Record 1 to 1,000 records (at most 256 KiB), all or none, in one transaction."""
+    body: bodies.UsageBatch = request.state.body
+    records = await _metering(request).record_batch(
+        request.state.user_id, [_request(r) for r in body.records]
+    )
+    recorded = [answers.UsageRecorded.model_validate(r) for r in records]
+    return reply(
+        answers.UsageBatchRecorded(
+            recorded=sum(not r.duplicate for r in recorded),
+            duplicates=sum(r.duplicate for r in recorded),
+            records=recorded,
+        )
     )
 
 
-async def totals(request: Request) -> JSONResponse:
-    """GET /api/v1/billing/usage[?at=YYYY-MM-DD]"""
-    user_id = await caller(request)
-    at = request.query_params.get("at")
-    when = None
-    if at is not None:
-        try:
-            when = datetime.strptime(at, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            raise BadRequest("at: expected a day, YYYY-MM-DD") from None
-    return JSONResponse(await run_in_threadpool(_read(request).usage, user_id, when))
+async def totals(request: Request) -> Response:
+    """The caller's usage in the billing period holding `at` (now by default): per
+    metric the total, the included amount, what remains and the overage so far."""
+    query: bodies.UsageQuery = request.state.query
+    found = await run_in_threadpool(_read(request).usage, request.state.user_id, query.moment())
+    return reply(answers.UsageTotals.model_validate(found))
 
 
-async def check(request: Request) -> JSONResponse:
-    """GET /api/v1/billing/entitlements/check?metric=...&quantity=...: 402 past a
-    hard limit; reads the usage_totals projection only."""
-    user_id = await caller(request)
+async def check(request: Request) -> Response:
+    """Whether the caller may use `quantity` more of `metric` now: 402 past a hard
+    limit, 200 otherwise (past a soft one, as overage); reads the usage_totals
+    projection only."""
+    query: bodies.UsageCheckQuery = request.state.query
     read = _read(request)
-    name = request.query_params.get("metric", "")
-    metric = read.catalog.metric(name)
+    metric = read.catalog.metric(query.metric)
     if metric is None:
-        raise BadRequest(f"metric: unknown metric {name!r}")
-    raw = request.query_params.get("quantity", "1")
-    if not raw.isdigit() or not 0 <= int(raw) <= metric.max_quantity:
+        raise BadRequest(f"metric: unknown metric {query.metric!r}")
+    if query.quantity > metric.max_quantity:
         raise BadRequest(f"quantity: must be a whole number from 0 to {metric.max_quantity}")
-    answer = await run_in_threadpool(read.usage_check, user_id, metric, int(raw))
-    return JSONResponse(answer, status_code=200 if answer["allowed"] else 402)
+    user_id = request.state.user_id
+    answer = await run_in_threadpool(read.usage_check, user_id, metric, query.quantity)
+    if answer["allowed"]:
+        return reply(answers.UsageAllowed.model_validate(answer))
+    return reply(answers.UsageLimitReached.model_validate(answer), 402)
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST", "/api/v1/billing/usage", record, "Record usage", security=USER,
+        body=bodies.UsageRecordBody,
+        answers={201: answers.UsageRecorded, 200: answers.UsageRecorded},
+        errors=(usage.InvalidUsage, StoreUnavailable), tags=["usage"],
+    ),
+    Endpoint(
+        "POST", "/api/v1/billing/usage/batch", record_batch, "Record a batch of usage",
+        security=USER, body=bodies.UsageBatch, max_body=bodies.USAGE_BATCH_MAX_BODY,
+        answers={200: answers.UsageBatchRecorded},
+        errors=(usage.InvalidUsage, StoreUnavailable), tags=["usage"],
+    ),
+    Endpoint(
+        "GET", "/api/v1/billing/usage", totals, "The caller's usage in a billing period",
+        security=USER, query=bodies.UsageQuery, answers={200: answers.UsageTotals},
+        tags=["usage"],
+    ),
+    Endpoint(
+        "GET", "/api/v1/billing/entitlements/check", check,
+        "Whether the caller may use more of a metric", security=USER,
+        query=bodies.UsageCheckQuery,
+        answers={200: answers.UsageAllowed, 402: answers.UsageLimitReached},
+        errors=(BadRequest,), tags=["usage"],
+    ),
+]  # fmt: skip

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     # "N/second|minute|hour": per user id, and per client address, on /api/.
     rate_limit_per_user: str = Field("120/minute", alias="LEDGER_RATE_LIMIT_PER_USER")
     rate_limit_per_address: str = Field("600/minute", alias="LEDGER_RATE_LIMIT_PER_ADDRESS")
+    # Per client address: failed authentications (wrong or missing token), registrations.
+    rate_limit_failed_auth: str = Field("30/minute", alias="LEDGER_RATE_LIMIT_FAILED_AUTH")
+    rate_limit_registration: str = Field("30/minute", alias="LEDGER_RATE_LIMIT_REGISTRATION")
+    # How often each API process reads the log for rotated or revoked tokens, seconds.
+    token_watch_interval_seconds: float = Field(
+        0.02, gt=0, le=1, alias="LEDGER_TOKEN_WATCH_INTERVAL"
+    )
 
     webhook_tolerance_seconds: int = Field(300, ge=1, alias="LEDGER_WEBHOOK_TOLERANCE")
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="LEDGER_WEBHOOK_MAX_BODY")

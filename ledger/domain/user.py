@@ -55,10 +55,17 @@ class User(Aggregate):
         error_code: str
         message: str
 
+    class TokenRotated(Aggregate.Event):
+        TOPIC = "ledger.user:User.TokenRotated"
+        token_hash: str
+
+    class TokensRevoked(Aggregate.Event):
+        TOPIC = "ledger.user:User.TokensRevoked"
+
     @event(Registered)
     def __init__(self, user_id: str, token_hash: str) -> None:
         self.user_id = user_id
-        self.token_hash = token_hash
+        self.token_hash: str | None = token_hash  # None: every token revoked
         self.stripe_customer_id: str | None = None
         self.last_subscription: tuple[str, str] | None = None  # (stripe id, status)
         self.actions = 0  # billing actions Stripe carried out for this user
@@ -112,6 +119,14 @@ class User(Aggregate):
     @event(StripeCallFailed)
     def stripe_call_failed(self, action: str, error_code: str, message: str) -> None:
         pass
+
+    @event(TokenRotated)
+    def rotate_token(self, token_hash: str) -> None:
+        self.token_hash = token_hash
+
+    @event(TokensRevoked)
+    def revoke_tokens(self) -> None:
+        self.token_hash = None
 
     # Its name in the log, and the library's default created event's (unused).
     TOPIC = "ledger.user:User"

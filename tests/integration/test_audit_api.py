@@ -153,6 +153,11 @@ def test_projection_commands(
     assert main(["replay", "--user", USER, "--as-of", "2999-01-01T00:00:00Z"]) == 0
     assert "subscription sub_1: active" in capsys.readouterr().out
 
+    assert main(["replay", "--user", USER, "--json"]) == 0  # without --as-of: now
+    now = json.loads(capsys.readouterr().out)
+    assert now["subscription"] == answer["subscription"]
+    assert abs(datetime.fromisoformat(now["as_of"]).timestamp() - time.time()) < 60
+
     assert main(["projections", "rebuild", "nonsense"]) == 2
     assert "no projection named nonsense" in capsys.readouterr().err
     assert main(["replay", "--user", USER, "--as-of", "2026-01-31"]) == 2

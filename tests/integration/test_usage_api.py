@@ -253,7 +253,7 @@ def test_totals_follow_the_subscription_period_and_the_gate_its_limits(
     ).json()
     assert before["metrics"]["ai_requests"]["total"] == 0
     bad = client.get("/api/v1/billing/usage?at=yesterday", headers=headers)
-    assert bad.status_code == 400 and bad.json()["error"].startswith("at")
+    assert bad.status_code == 400 and bad.json()["error"].startswith("query at:")
     assert (
         client.get("/api/v1/billing/entitlements/check?metric=nope", headers=headers).status_code
         == 400
