@@ -72,6 +72,64 @@ class PaymentMethodUpdated(_Answer):
     subscription_id: str
 
 
+# --- usage metering ---------------------------------------------------------------------
+
+
+class UsageRecorded(_Answer):
+    id: str
+    metric: str
+    quantity: int
+    idempotency_key: str
+    occurred_at: str = Field(description="ISO 8601 UTC")
+    duplicate: bool = Field(description="the key was recorded before: this is the first record")
+
+
+class UsageBatchRecorded(_Answer):
+    recorded: int
+    duplicates: int
+    records: list[UsageRecorded]
+
+
+class UsagePeriod(_Answer):
+    start: str = Field(description="ISO 8601 UTC")
+    end: str = Field(description="ISO 8601 UTC, exclusive")
+
+
+class MetricUsage(_Answer):
+    total: int
+    included: int | None = Field(description="null without a limit")
+    remaining: int | None
+    limit: Literal["hard", "soft", "none"]
+    unit: str
+    aggregation: Literal["sum", "max"]
+    overage_amount: int = Field(description="minor units of `currency`")
+    currency: str
+
+
+class UsageTotals(_Answer):
+    period: UsagePeriod
+    plan_id: str
+    metrics: dict[str, MetricUsage]
+
+
+class UsageAllowed(_Answer):
+    allowed: Literal[True]
+    overage: bool = Field(description="past the included amount of a soft limit: billed")
+    metric: str
+    used: int
+    included: int | None
+    limit: Literal["hard", "soft", "none"]
+
+
+class UsageLimitReached(_Answer):
+    allowed: Literal[False]
+    reason: Literal["limit_reached"]
+    metric: str
+    used: int
+    included: int | None
+    limit: Literal["hard", "soft", "none"]
+
+
 # --- webhooks, operations -------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api import answers, audit, billing, extension, webhooks
+from api import answers, audit, billing, extension, usage, webhooks
 from api.bootstrap import Parts
 from api.contract import Endpoint, openapi, reply, routes
 from api.errors import exception_handlers
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     "read": parts.read,
                     "accounts": parts.accounts,
                     "billing": parts.billing,
+                    "metering": parts.metering,
                     "limits": limits,
                 }
             finally:
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 *webhooks.ENDPOINTS,
                 *audit.ENDPOINTS,
                 *billing.ENDPOINTS,
+                *usage.ENDPOINTS,
             ]
         ),
         middleware=[

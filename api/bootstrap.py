@@ -16,6 +16,7 @@ from ledger.opening import open_ledger
 from ledger.plans import Catalog, load_catalog
 from ledger.processor import Processor
 from ledger.stripe.gateway import StripeGateway
+from ledger.usage import Metering
 from projections.read_side import ReadSide
 
 
@@ -111,6 +112,16 @@ class Parts:
     def billing(self) -> Billing:
         return Billing(self.ledger, self.catalog, self.gateway, self.read, self.settings.redirects)
 
+    @cached_property
+    def metering(self) -> Metering:
+        """Usage records, appended through stage one's group commit."""
+        return Metering(
+            self.ledger,
+            self.catalog,
+            self.committer,
+            write_timeout_seconds=self.settings.webhook_write_timeout_seconds,
+        )
+
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'
         follower in it when the settings say "inline"."""
@@ -120,6 +131,7 @@ class Parts:
             self.read,
             self.accounts,
             self.billing,
+            self.metering,
         )  # a bad plans file stops here
         self.accounts.tokens.start()  # keeps token hashes in memory while it follows the log
         if self.settings.projections == "inline":

@@ -90,6 +90,7 @@ class Endpoint:
     security: Security | None = None
     body: type[BaseModel] | None = None
     body_required: bool = True
+    max_body: int = bodies.MAX_BODY  # bytes; past it, 413
     query: type[BaseModel] | None = None
     path_params: type[BaseModel] | None = None  # else each {name} in the path is any string
     errors: Sequence[type[Exception]] = ()
@@ -101,11 +102,12 @@ class Endpoint:
         return Route(self.path, self._endpoint(), methods=[self.method], name=self.handler.__name__)
 
     def _endpoint(self) -> Handler:
-        handler, security, body, required, query, path_params = (
+        handler, security, body, required, max_body, query, path_params = (
             self.handler,
             self.security,
             self.body,
             self.body_required,
+            self.max_body,
             self.query,
             self.path_params,
         )
@@ -121,7 +123,9 @@ class Endpoint:
             if query is not None:
                 request.state.query = parse_params(dict(request.query_params), query, "query")
             if body is not None:
-                request.state.body = await bodies.parse(request, body, empty_ok=not required)
+                request.state.body = await bodies.parse(
+                    request, body, empty_ok=not required, max_body=max_body
+                )
             response = await handler(request)
             if private:
                 response.headers["Cache-Control"] = "no-store"
@@ -331,6 +335,7 @@ _REASONS = {
     204: "No Content",
     400: "Bad Request",
     401: "Unauthorized",
+    402: "Payment Required",
     403: "Forbidden",
     404: "Not Found",
     409: "Conflict",

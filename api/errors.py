@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ledger import accounts, billing
+from ledger import accounts, billing, usage
 from ledger.intake import StoreUnavailable
 from ledger.stripe import NotAnEvent
 from ledger.stripe.gateway import StripeRejected, StripeUnavailable
@@ -64,6 +64,7 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     accounts.ConcurrentRequest: (409, "conflict", None),
     accounts.StripeNotConfigured: (503, "stripe_not_configured", None),
     StripeRejected: (400, "stripe_rejected", None),
+    usage.InvalidUsage: (400, "bad_request", None),
     StripeUnavailable: (
         502,
         "stripe_unavailable",

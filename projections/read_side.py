@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from ledger.accounts import CurrentSubscription
 from ledger.application import Ledger
 from ledger.billing import BillingState
-from ledger.domain.catalog import Catalog
+from ledger.domain.catalog import Catalog, Metric
 from projections.billing_read import customer_answer, subscription_of
 from projections.customers import customer_of
 from projections.entitlements import entitlements_of
@@ -32,6 +32,7 @@ from projections.subscription_status import (
     current_subscription,
     status_answer,
 )
+from projections.usage_totals import ended_totals, usage_alerts_of, usage_answer, usage_check
 from projections.webhook_health import health, outcomes
 
 
@@ -167,7 +168,29 @@ class ReadSide:
 
     def notifications(self, user_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         with self.store.reading() as c:
-            return notifications_of(c, user_id, after, limit)
+            rows = notifications_of(c, user_id, after, limit)
+            if any(p.name == "usage_totals" for p in self.projections):  # its usage alerts
+                rows = sorted(
+                    rows + usage_alerts_of(c, user_id, after, limit), key=lambda r: r["cursor"]
+                )[:limit]
+            return rows
+
+    def usage(self, user_id: str, at: float | None = None) -> dict[str, Any]:
+        """The usage of the billing period holding `at` (now by default)."""
+        with self.store.reading() as c:
+            return usage_answer(c, self.catalog, user_id, int(time.time() if at is None else at))
+
+    def usage_check(
+        self, user_id: str, metric: Metric, quantity: int, now: float | None = None
+    ) -> dict[str, Any]:
+        with self.store.reading() as c:
+            return usage_check(
+                c, self.catalog, metric, user_id, quantity, int(time.time() if now is None else now)
+            )
+
+    def ended_usage(self, before: float) -> list[dict[str, Any]]:
+        with self.store.reading() as c:
+            return ended_totals(c, int(before))
 
     def webhook_health(self) -> dict[str, Any]:
         with self.store.reading() as c:

@@ -9,6 +9,7 @@ from projections.invoice_history import InvoiceHistoryProjection
 from projections.notifications import NotificationsProjection
 from projections.pending_changes import PendingChangesProjection
 from projections.subscription_status import SubscriptionStatusProjection
+from projections.usage_totals import UsageTotalsProjection
 from projections.webhook_health import WebhookHealthProjection
 
 PROJECTIONS: dict[str, type[SqlProjection]] = {
@@ -21,5 +22,6 @@ PROJECTIONS: dict[str, type[SqlProjection]] = {
         WebhookHealthProjection,
         CustomersProjection,
         PendingChangesProjection,
+        UsageTotalsProjection,
     )
 }

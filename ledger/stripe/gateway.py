@@ -47,6 +47,8 @@ from pydantic import BaseModel
 
 from ledger.stripe.payloads import (
     StripeCustomer,
+    StripeInvoiceItem,
+    StripeMeterEvent,
     StripePaymentMethod,
     StripeSession,
     StripeSubscription,
@@ -467,6 +469,52 @@ class StripeGateway:
             ),
         )
         return Session(session.id, session.url)
+
+    def report_meter_event(
+        self, event_name: str, customer_id: str, value: int, timestamp: int, idempotency_key: str
+    ) -> str:
+        """Send usage to a Stripe billing meter; the key is also the event's
+        `identifier`, which Stripe deduplicates on. Returns the identifier."""
+        event = self._ask(
+            "report_meter_event",
+            StripeMeterEvent,
+            lambda: self._client.v1.billing.meter_events.create(
+                params={
+                    "event_name": event_name,
+                    "identifier": idempotency_key,
+                    "timestamp": timestamp,
+                    "payload": {"stripe_customer_id": customer_id, "value": str(value)},
+                },
+                options=_options(idempotency_key, "meter_event"),
+            ),
+        )
+        return event.identifier
+
+    def create_invoice_item(
+        self,
+        customer_id: str,
+        amount: int,
+        currency: str,
+        description: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> str:
+        """Add an amount (minor units) to the customer's next invoice; returns its id."""
+        item = self._ask(
+            "create_invoice_item",
+            StripeInvoiceItem,
+            lambda: self._client.v1.invoice_items.create(
+                params={
+                    "customer": customer_id,
+                    "amount": amount,
+                    "currency": currency,
+                    "description": description,
+                    "metadata": metadata,
+                },
+                options=_options(idempotency_key, "invoice_item"),
+            ),
+        )
+        return item.id
 
     # --- helpers --------------------------------------------------------------------
 

@@ -268,6 +268,21 @@ class StripeSession(_Model):
     url: str
 
 
+class StripeInvoiceItem(_Model):
+    """An invoice item, as the gateway's create call answers."""
+
+    id: str
+    amount: int
+    currency: str
+
+
+class StripeMeterEvent(_Model):
+    """A billing meter event, as the gateway's create call answers."""
+
+    identifier: str
+    event_name: str
+
+
 class StripePaymentMethod(_Model):
     """A payment method, as the gateway's attach call answers."""
 

@@ -11,7 +11,7 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from api import bodies
+from api import bodies, usage
 from api.app import create_app
 from api.contract import Endpoint, contract_of, openapi
 from api.errors import ERRORS
@@ -69,16 +69,22 @@ def test_request_schemas_are_the_models_own(document: dict[str, Any]) -> None:
     assert payment["properties"]["payment_method_id"]["pattern"].startswith("^pm_")
 
 
-def test_refusals_and_security_are_documented_per_route(document: dict[str, Any]) -> None:
+def test_refusals_and_security_are_documented_per_route(app: Any, document: dict[str, Any]) -> None:
     codes = {code for _, code, _ in ERRORS.values()} | {"not_found"}
+    answered = {  # answers with a model of their own, not refusals (e.g. the gate's 402)
+        (e.method.lower(), e.path, str(status))
+        for e in (contract_of(r) for r in app.routes)
+        if e is not None
+        for status in e.answers
+    }
     schemes = document["components"]["securitySchemes"]
     assert schemes["userId"] == {"type": "apiKey", "in": "header", "name": "X-User-ID"}
     assert schemes["userToken"]["scheme"] == schemes["adminToken"]["scheme"] == "bearer"
     assert schemes["stripeSignature"]["name"] == "Stripe-Signature"
     for path, operations in document["paths"].items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             for status, response in operation["responses"].items():
-                if int(status) < 400:
+                if int(status) < 400 or (method, path, status) in answered:
                     continue
                 schema = response["content"]["application/json"]["schema"]
                 assert schema["allOf"][0] == {"$ref": "#/components/schemas/ErrorAnswer"}
@@ -86,7 +92,7 @@ def test_refusals_and_security_are_documented_per_route(document: dict[str, Any]
             if path.startswith("/api/v1/audit/"):
                 assert operation["security"] == [{"adminToken": []}], path
                 assert "401" in operation["responses"]
-            elif path.startswith("/api/stripe/") or path == "/api/users/token":
+            elif path.startswith(("/api/stripe/", "/api/v1/billing/", "/api/users/token")):
                 assert operation["security"] == [{"userToken": [], "userId": []}], path
                 assert "401" in operation["responses"] and "429" in operation["responses"]
     webhook = document["paths"]["/webhooks/stripe"]["post"]
@@ -95,6 +101,25 @@ def test_refusals_and_security_are_documented_per_route(document: dict[str, Any]
     register = document["paths"]["/api/users"]["post"]["responses"]
     enum = register["409"]["content"]["application/json"]["schema"]["allOf"][1]
     assert enum["properties"]["error_code"]["enum"] == ["user_exists"]
+
+
+def test_usage_metering_is_documented(document: dict[str, Any]) -> None:
+    """The gate answers 402 with a model of its own; the batch's body limit is its own."""
+    schemas = document["components"]["schemas"]
+    gate = document["paths"]["/api/v1/billing/entitlements/check"]["get"]
+    assert {p["name"]: p["required"] for p in gate["parameters"]} == {
+        "metric": True,
+        "quantity": False,
+    }
+    refused = gate["responses"]["402"]["content"]["application/json"]["schema"]
+    assert refused == {"$ref": "#/components/schemas/UsageLimitReached"}
+    assert schemas["UsageLimitReached"]["properties"]["allowed"]["const"] is False
+    record = document["paths"]["/api/v1/billing/usage"]["post"]["responses"]
+    assert {"200", "201", "400", "401", "413", "429", "503"} <= set(record)
+    assert "413" in document["paths"]["/api/v1/billing/usage/batch"]["post"]["responses"]
+
+    batch = next(e for e in usage.ENDPOINTS if e.path.endswith("/batch"))
+    assert batch.max_body == 256 * 1024
 
 
 def test_declaring_a_route_gives_its_route_and_its_operation() -> None:
