@@ -30,6 +30,7 @@ import pickle
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -56,7 +57,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--from-scratch", action="store_true", help="ignore saved data")
+    parser.add_argument(
+        "--plans", action="store_true", help="create a plan for every price of the plans file"
+    )
+    parser.add_argument("--webhook", metavar="URL", help="register our endpoint for its events")
+    parser.add_argument("--webhook-secret", default="", help="the secret it signs them with")
     args = parser.parse_args(argv)
+    if args.plans or args.webhook:
+        threading.Thread(target=_set_up, args=(args,), daemon=True).start()
 
     from aiohttp import web
     from localstripe import resources, server
@@ -92,6 +100,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=access_log,
         print=lambda *a: print(*a, flush=True),
     )
+
+
+def _set_up(args: argparse.Namespace) -> None:
+    """Once the server listens: the plans file's prices as plans, and our webhook."""
+    from ledger.plans import load_catalog
+
+    url = f"http://{HOST}:{args.port}"
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, args.port), 0.5):
+            break
+        time.sleep(0.1)
+    if args.plans:
+        for plan in load_catalog().plans:
+            for price in plan.prices:
+                create_plan(url, price.id, price.amount, price.interval, price.name)
+        print("plans created for every price of the plans file", flush=True)
+    if args.webhook:
+        register_webhook(url, args.webhook, args.webhook_secret)
+        print(f"webhook registered: {args.webhook}", flush=True)
 
 
 # --- running it from Python -----------------------------------------------------------
