@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from projections.base import SqlProjection
+from projections.customers import CustomersProjection
 from projections.entitlements import EntitlementsProjection
 from projections.invoice_history import InvoiceHistoryProjection
 from projections.notifications import NotificationsProjection
+from projections.reconciliations import ReconciliationsProjection
 from projections.subscription_status import SubscriptionStatusProjection
 from projections.webhook_health import WebhookHealthProjection
 
@@ -17,5 +19,7 @@ PROJECTIONS: dict[str, type[SqlProjection]] = {
         InvoiceHistoryProjection,
         NotificationsProjection,
         WebhookHealthProjection,
+        CustomersProjection,
+        ReconciliationsProjection,
     )
 }
