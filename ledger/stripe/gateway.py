@@ -51,10 +51,10 @@ from ledger.domain.receipt import Delivery
 from ledger.domain.subscription import SubscriptionState
 from ledger.stripe.payloads import (
     StripeCustomer,
-    StripeList,
     StripePaymentMethod,
     StripeSubscription,
     read_customer,
+    read_list,
     read_listed_event,
     read_subscription,
 )
@@ -325,7 +325,7 @@ class StripeGateway:
             asked = {**params, "limit": PAGE_SIZE, **({"starting_after": after} if after else {})}
             fetched_at = int(time.time())
             answer = self._read(action, lambda asked=asked: lister(params=asked))
-            page = StripeList.model_validate(answer.to_dict())
+            page = read_list(answer.last_response.body)  # the page's JSON, as Stripe sent it
             yield Page(page.data, fetched_at)
             after = page.last_id
             if not page.has_more or after is None:

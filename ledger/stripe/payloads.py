@@ -366,6 +366,12 @@ class StripeList(_Model):
         return _id_of(self.data[-1]) if self.data else None
 
 
+def read_list(body: str) -> StripeList:
+    """A list call's answer, from its JSON (the library's objects turn some
+    fields into Decimal: we keep Stripe's own text)."""
+    return StripeList.model_validate(json.loads(body))
+
+
 def read_listed_event(obj: dict[str, Any]) -> Delivery:
     """An event as Stripe's events list returned it, read like a delivery: its
     receipt's payload is that event's JSON. Raises NotAnEvent."""
