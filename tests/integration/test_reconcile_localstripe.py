@@ -5,14 +5,21 @@ and fixed as recorded events, and a second run finds nothing. Both stores."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from eventsourcing.utils import get_topic
+from starlette.testclient import TestClient
 
+from api.app import create_app
 from ledger.application import Ledger
 from ledger.domain.customer import Customer
 from ledger.domain.receipt import Receipt, Source
@@ -22,6 +29,7 @@ from ledger.plans import load_catalog
 from ledger.stripe.gateway import StripeGateway
 from projections.read_side import ReadSide
 from scripts.cli import main
+from tests.conftest import eventually, make_settings
 from tests.localstripe import (
     TEST_API_KEY,
     LocalStripe,
@@ -32,6 +40,7 @@ from tests.localstripe import (
 )
 
 PRICE = "price_lisa_premium_monthly"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -170,3 +179,54 @@ def test_backfill_and_reconcile_bring_the_projections_to_stripes_state(
     assert (code, out.splitlines()[-1]) == (0, "no drift")
     code, out = run(["backfill"], capsys)
     assert counts(out) == {"listed": second["listed"], "new": 0, "duplicate": second["listed"]}
+
+
+def test_each_runs_counts_reach_the_apis_metrics(
+    env: None,
+    gateway: StripeGateway,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command is a process of its own: its runs are events, and the API reads
+    them from the `reconciliations` projection at scrape time."""
+    subscribe(gateway, 1)
+    settings = make_settings(database_url, LEDGER_PROCESSOR_INTERVAL=0.05)
+    with TestClient(create_app(settings)) as client:
+        assert "ledger_reconcile_last_run" not in client.get("/metrics").text  # no run yet
+        assert run(["reconcile", "--exit-code"], capsys)[0] == 1
+        assert run(["reconcile"], capsys)[0] == 0  # ran: whatever it found
+
+        def scraped() -> dict[str, float]:
+            lines = client.get("/metrics").text.splitlines()
+            return {
+                k: float(v)
+                for k, v in (line.rsplit(" ", 1) for line in lines)
+                if k.startswith("ledger_reconcile_")
+            }
+
+        missing = 'ledger_reconcile_drift_total{field="missing"}'
+        figures = eventually(lambda: (m := scraped()).get(missing) == 4 and m)
+    # two runs, each finding the customer and the subscription missing
+    assert figures["ledger_reconcile_last_run_drift"] == 2
+    assert abs(figures["ledger_reconcile_last_run_timestamp_seconds"] - time.time()) < 60
+
+
+def test_every_runs_again_until_stopped(
+    env: None, gateway: StripeGateway, ledger: Ledger, tmp_path: Path
+) -> None:
+    subscribe(gateway, 1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scripts.cli", "reconcile", "--every", "1s", "--fix"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        eventually(lambda: topics(ledger).count(get_topic(Reconciliation.Ran)) >= 2, timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
+    assert "fixed 2 objects" in out and "no drift" in out  # fixed in the first run, then none
