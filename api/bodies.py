@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 from starlette.requests import Request
 
 from api.errors import BadRequest, PayloadTooLarge
+from ledger.domain.user import USER_ID
 
 MAX_BODY = 16 * 1024
 B = TypeVar("B", bound=BaseModel)
@@ -48,3 +57,72 @@ async def parse(request: Request, model: type[B], *, empty_ok: bool = False) -> 
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise BadRequest(f"{where}: {first['msg']}") from None
+
+
+class AuditQuery(_Body):
+    model_config = ConfigDict(extra="forbid", frozen=True)  # a misspelt parameter is a 400
+
+    as_of: str | None = Field(
+        None,
+        max_length=64,
+        description="ISO 8601 with a zone, e.g. 2026-01-31T12:00:00Z: the ledger as it was then",
+    )
+
+
+class UserPath(_Body):
+    user_id: str = Field(pattern=USER_ID.pattern)
+
+
+# --- the billing API (/api/v1/billing) ----------------------------------------------
+
+_PRICE_ID = Field(max_length=255, pattern=r"^[A-Za-z0-9_]+$")
+_URL = Field(max_length=2048)
+
+
+class CustomerChanges(_Body):
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        json_schema_extra={  # the document says what `_something` checks
+            "anyOf": [
+                {"required": ["email"], "properties": {"email": {"type": "string"}}},
+                {"required": ["name"], "properties": {"name": {"type": "string"}}},
+            ]
+        },
+    )
+
+    email: str | None = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    name: str | None = Field(None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _something(self) -> CustomerChanges:
+        if self.email is None and self.name is None:
+            raise ValueError("give email, name or both")
+        return self
+
+
+class NewSubscription(_Body):
+    price_id: str = _PRICE_ID
+    trial_days: StrictInt | None = Field(None, ge=0, le=730)
+
+
+class PlanChange(_Body):
+    price_id: str = _PRICE_ID
+
+
+class CheckoutRequest(_Body):
+    price_id: str = _PRICE_ID
+    success_url: str = _URL
+    cancel_url: str = _URL
+
+
+class PortalRequest(_Body):
+    return_url: str = _URL
+
+
+class CancelQuery(_Body):
+    model_config = ConfigDict(extra="forbid", frozen=True)  # a misspelt parameter is a 400
+
+    at_period_end: Literal["true", "false", "1", "0"] = Field(
+        "true", description="true: at the period's end (the default); false: now"
+    )

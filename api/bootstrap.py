@@ -10,6 +10,7 @@ from functools import cached_property
 from ledger.accounts import Accounts, StripeNotConfigured
 from ledger.application import Ledger
 from ledger.backfill import Backfill
+from ledger.billing import Billing
 from ledger.config import Settings, load_settings
 from ledger.intake import GroupCommitter, Intake
 from ledger.opening import open_ledger
@@ -104,7 +105,14 @@ class Parts:
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts = Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts.tokens.interval = self.settings.token_watch_interval_seconds
+        self._closers.append(accounts.tokens.stop)
+        return accounts
+
+    @cached_property
+    def billing(self) -> Billing:
+        return Billing(self.ledger, self.catalog, self.gateway, self.read, self.settings.redirects)
 
     @cached_property
     def backfill(self) -> Backfill:
@@ -123,7 +131,14 @@ class Parts:
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'
         follower in it when the settings say "inline"."""
-        _ = self.catalog, self.intake, self.read, self.accounts  # a bad plans file stops here
+        _ = (
+            self.catalog,
+            self.intake,
+            self.read,
+            self.accounts,
+            self.billing,
+        )  # a bad plans file stops here
+        self.accounts.tokens.start()  # keeps token hashes in memory while it follows the log
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()

@@ -14,11 +14,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger.accounts import CurrentSubscription
 from ledger.application import Ledger
+from ledger.billing import BillingState
 from ledger.domain.catalog import Catalog
-from projections.customers import customers
+from projections.billing_read import customer_answer, subscription_of
+from projections.customers import customer_of, registered_customers
 from projections.entitlements import entitlements_of
 from projections.invoice_history import invoices_of
 from projections.notifications import notifications_of
+from projections.pending_changes import pending_change_of
 from projections.reconciliations import reconcile_figures
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
@@ -79,6 +82,40 @@ class ReadSide:
         if row is None:
             return None
         return CurrentSubscription(row["stripe_subscription_id"], row["status"])
+
+    def billing_state(self, user_id: str, now: float | None = None) -> BillingState | None:
+        """The user's current subscription and pending change, as `Billing` reads it."""
+        with self.store.reading() as c:
+            row = current_row(c, user_id)
+            if row is None:
+                return None
+            now = time.time() if now is None else now
+            pending = pending_change_of(c, row["subscription_id"], now)
+        return BillingState(
+            stripe_subscription_id=row["stripe_subscription_id"],
+            status=row["status"],
+            price_id=row["price_id"],
+            currency=row["currency"],
+            cancel_at_period_end=bool(row["cancel_at_period_end"]),
+            cancel_at=row["cancel_at"],
+            pending_price_id=pending["price_id"] if pending else None,
+            pending_schedule_id=pending["stripe_schedule_id"] if pending else None,
+        )
+
+    def customer_id(self, user_id: str) -> str | None:
+        with self.store.reading() as c:
+            row = customer_of(c, user_id)
+        return row["stripe_customer_id"] if row else None
+
+    def billing_subscription(self, user_id: str, now: float | None = None) -> dict[str, Any]:
+        with self.store.reading() as c:
+            return subscription_of(
+                c, user_id, time.time() if now is None else now, self.catalog.free_tier
+            )
+
+    def customer(self, user_id: str) -> dict[str, Any] | None:
+        with self.store.reading() as c:
+            return customer_answer(c, user_id)
 
     async def status_async(self, user_id: str, now: float | None = None) -> dict[str, Any]:
         """`status` for the event loop: never waits on anything slow. SQLite: one
@@ -185,7 +222,7 @@ class ReadSide:
 
     def held_customers(self) -> dict[str, dict[str, Any]]:
         with self.store.reading() as c:
-            rows = customers(c)
+            rows = registered_customers(c)
         return {
             r["stripe_customer_id"]: {"email": r["email"], "user_id": r["user_id"]} for r in rows
         }

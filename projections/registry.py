@@ -7,6 +7,7 @@ from projections.customers import CustomersProjection
 from projections.entitlements import EntitlementsProjection
 from projections.invoice_history import InvoiceHistoryProjection
 from projections.notifications import NotificationsProjection
+from projections.pending_changes import PendingChangesProjection
 from projections.reconciliations import ReconciliationsProjection
 from projections.subscription_status import SubscriptionStatusProjection
 from projections.webhook_health import WebhookHealthProjection
@@ -21,5 +22,6 @@ PROJECTIONS: dict[str, type[SqlProjection]] = {
         WebhookHealthProjection,
         CustomersProjection,
         ReconciliationsProjection,
+        PendingChangesProjection,
     )
 }

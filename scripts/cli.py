@@ -26,6 +26,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes (each runs the whole app)"
     )
+    serve.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="behind a proxy: take the client's address from X-Forwarded-For (and the scheme "
+        "from X-Forwarded-Proto), only from the addresses --forwarded-allow-ips names",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        metavar="IPS",
+        help="comma-separated proxy addresses or networks trusted with --proxy-headers "
+        "(default 127.0.0.1; '*' trusts every sender: only when nothing else can connect)",
+    )
 
     sub.add_parser("process", help="run stage two (receipts -> domain events) on its own")
 
@@ -47,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = sub.add_parser("replay", help="a user's billing as the ledger knew it at a time")
     replay.add_argument("--user", required=True)
     replay.add_argument(
-        "--as-of", required=True, help="ISO 8601 with a zone, e.g. 2026-01-31T12:00:00Z"
+        "--as-of", help="ISO 8601 with a zone, e.g. 2026-01-31T12:00:00Z (default: now)"
     )
     replay.add_argument("--json", action="store_true")
 
@@ -102,6 +115,8 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=not args.no_access_log,
         log_level="info",
         workers=args.workers,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
     return 0
 

@@ -38,6 +38,8 @@ class CatalogPrice:
 
     id: str = field(metadata={"pattern": r"^(price|plan)_[A-Za-z0-9_]+$"})
     lookup_key: str | None = None
+    # Former ids (or lookup keys) of this price: logs written with them still resolve.
+    aliases: tuple[str, ...] = ()
     name: str
     amount: int = field(metadata={"ge": 0})  # minor units
     currency: str = field(metadata={"pattern": r"^[a-z]{3}$"})
@@ -58,6 +60,15 @@ class Plan:
     features: tuple[str, ...] = ()
     limits: dict[str, int] = field(default_factory=dict)
     prices: tuple[CatalogPrice, ...] = ()
+    # What a new subscription to this plan starts with, unless the caller says.
+    trial_days: int = field(default=0, metadata={"ge": 0, "le": 730})
+    # A change to a plan of higher rank is an upgrade (now); lower, a downgrade
+    # (at the period end).
+    rank: int = field(default=0, metadata={"ge": 0})
+    # How Stripe charges an upgrade's difference.
+    proration_behavior: str = field(
+        default="always_invoice", metadata={"pattern": r"^(always_invoice|create_prorations|none)$"}
+    )
 
     def __post_init__(self) -> None:
         _check_constraints(self)
@@ -79,7 +90,7 @@ class Catalog:
         seen: set[str] = set()
         for plan in self.plans:
             for price in plan.prices:
-                for key in (price.id, price.lookup_key):
+                for key in (price.id, price.lookup_key, *price.aliases):
                     if key is not None and key in seen:
                         raise ValueError(f"price {key!r} appears twice")
                     if key is not None:
@@ -93,12 +104,16 @@ class Catalog:
                 index[price.id] = (plan, price)
                 if price.lookup_key:
                     index[f"lookup:{price.lookup_key}"] = (plan, price)
+                for alias in price.aliases:
+                    index.setdefault(alias, (plan, price))
+                    index.setdefault(f"lookup:{alias}", (plan, price))
         return index
 
     def find(
         self, price_id: str | None, lookup_key: str | None = None
     ) -> tuple[Plan, CatalogPrice] | None:
-        """The plan and price of a Stripe price, by id, else by lookup_key."""
+        """The plan and price of a Stripe price, by id, else by lookup_key (former
+        ids and lookup keys, its `aliases`, count as both)."""
         found = self._prices.get(price_id or "")
         if found is None and lookup_key:
             found = self._prices.get(f"lookup:{lookup_key}")

@@ -122,6 +122,7 @@ class _Plan(_Model):
 
 
 class _Item(_Model):
+    id: str | None = None
     price: _Price | None = None
     plan: _Plan | None = None
     current_period_start: int | None = None
@@ -205,6 +206,10 @@ class StripeSubscription(_Model):
         """For the extension to confirm the first payment (when it was expanded)."""
         return self.latest_invoice.client_secret if self.latest_invoice else None
 
+    @property
+    def first_item(self) -> _Item | None:
+        return self.items.data[0] if self.items.data else None
+
 
 def read_subscription(obj: dict[str, Any]) -> SubscriptionState:
     s = StripeSubscription.model_validate(obj)
@@ -242,6 +247,26 @@ def read_customer(obj: dict[str, Any]) -> tuple[str, str | None, str | None, str
     """(stripe customer id, email, name, user id)"""
     c = StripeCustomer.model_validate(obj)
     return c.id, c.email, c.name, _user_id(c.metadata)
+
+
+class _Phase(_Model):
+    start_date: int
+    end_date: int | None = None
+
+
+class StripeSubscriptionSchedule(_Model):
+    """A subscription schedule, as the gateway's calls answer."""
+
+    id: str
+    status: str | None = None
+    phases: list[_Phase] = []
+
+
+class StripeSession(_Model):
+    """A Checkout or Customer Portal session, as its create call answers."""
+
+    id: str
+    url: str
 
 
 class StripePaymentMethod(_Model):
