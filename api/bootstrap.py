@@ -7,14 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
-from ledger.accounts import Accounts
+from ledger.accounts import Accounts, StripeNotConfigured
 from ledger.application import Ledger
+from ledger.backfill import Backfill
 from ledger.billing import Billing
 from ledger.config import Settings, load_settings
 from ledger.intake import GroupCommitter, Intake
 from ledger.opening import open_ledger
 from ledger.plans import Catalog, load_catalog
 from ledger.processor import Processor
+from ledger.reconcile import Reconciler
 from ledger.stripe.gateway import StripeGateway
 from ledger.usage import Metering
 from projections.read_side import ReadSide
@@ -97,6 +99,7 @@ class Parts:
             max_network_retries=config.stripe_max_network_retries,
             payment_behavior=config.stripe_payment_behavior,
             test_payment_method=config.stripe_test_payment_method,
+            reads_per_second=config.stripe_reads_per_second,
         )
         self._closers.append(gateway.close)
         return gateway
@@ -121,6 +124,20 @@ class Parts:
             self.committer,
             write_timeout_seconds=self.settings.webhook_write_timeout_seconds,
         )
+
+    @cached_property
+    def backfill(self) -> Backfill:
+        """`ledger backfill`: Stripe's events list through stage one. Needs the gateway."""
+        if self.gateway is None:
+            raise StripeNotConfigured("STRIPE_SECRET_KEY is not set")
+        return Backfill(self.ledger, self.gateway, self.committer)
+
+    @cached_property
+    def reconciler(self) -> Reconciler:
+        """`ledger reconcile`: Stripe's objects against the projections. Needs the gateway."""
+        if self.gateway is None:
+            raise StripeNotConfigured("STRIPE_SECRET_KEY is not set")
+        return Reconciler(self.ledger, self.gateway, self.read)
 
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'

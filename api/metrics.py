@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,13 +29,19 @@ class ReadModelGauges(Collector):
     """Sampled once per scrape; absent when the store does not answer in time
     (alert on `absent(ledger_receipts)` as well)."""
 
-    def __init__(self, receipts: dict[str, int], lags: dict[str, int]) -> None:
+    def __init__(
+        self,
+        receipts: dict[str, int],
+        lags: dict[str, int],
+        reconcile: dict[str, Any] | None = None,
+    ) -> None:
         self.receipts, self.lags = receipts, lags
+        self.reconcile = reconcile or {"drift_total": {}, "last_run": None}
 
     @classmethod
     def sample(cls, read: ReadSide) -> ReadModelGauges:
         lags = {p["name"]: p["lag"] for p in read.positions()}
-        return cls(read.receipt_outcomes(), lags)
+        return cls(read.receipt_outcomes(), lags, read.reconcile_figures())
 
     def collect(self) -> Iterator[Metric]:
         receipts = GaugeMetricFamily(
@@ -53,6 +60,32 @@ class ReadModelGauges(Collector):
         for name, events in self.lags.items():
             lag.add_metric([name], events)
         yield from (receipts, lag)
+        yield from reconcile_metrics(self.reconcile)
+
+
+def reconcile_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
+    """`ledger reconcile` runs in a process of its own: each run is recorded as an
+    event, and these are read from the `reconciliations` projection."""
+    drift = CounterMetricFamily(
+        "ledger_reconcile_drift",
+        "Differences from Stripe found by `ledger reconcile`, over every run, by field",
+        labels=["field"],
+    )
+    for field, found in figures["drift_total"].items():
+        drift.add_metric([field], found)
+    yield drift
+    last = figures["last_run"]
+    if last is not None:
+        yield GaugeMetricFamily(
+            "ledger_reconcile_last_run_timestamp_seconds",
+            "When the last `ledger reconcile` run finished (unix time)",
+            value=last["finished_at"],
+        )
+        yield GaugeMetricFamily(
+            "ledger_reconcile_last_run_drift",
+            "Differences from Stripe the last run found (0: in step)",
+            value=last["drift"],
+        )
 
 
 async def metrics(request: Request) -> Response:

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(10_000, ge=0, alias="LEDGER_AGGREGATE_CACHE_SIZE")
     retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")
     retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")
+    # List calls of `ledger backfill` / `reconcile`: Stripe allows ~100 reads/s live, 25 in test.
+    stripe_reads_per_second: float = Field(20.0, gt=0, le=100, alias="STRIPE_READS_PER_SECOND")
     # Comma-separated URL prefixes Checkout and the Customer Portal may send users
     # back to; none set: every redirect is refused.
     allowed_redirects: str = Field("", alias="LEDGER_ALLOWED_REDIRECTS")

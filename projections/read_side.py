@@ -17,11 +17,12 @@ from ledger.application import Ledger
 from ledger.billing import BillingState
 from ledger.domain.catalog import Catalog, Metric
 from projections.billing_read import customer_answer, subscription_of
-from projections.customers import customer_of
+from projections.customers import customer_of, registered_customers
 from projections.entitlements import entitlements_of
 from projections.invoice_history import invoices_of
 from projections.notifications import notifications_of
 from projections.pending_changes import pending_change_of
+from projections.reconciliations import reconcile_figures
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
 from projections.status_cache import MISSING, StatusCache
@@ -216,3 +217,39 @@ class ReadSide:
             }
             for p in self.projections
         ]
+
+    # --- what `ledger reconcile` compares with Stripe (ledger.reconcile.HeldState) ---
+
+    def catch_up(self) -> None:
+        self.catchup.run_once()
+
+    def held_subscriptions(self) -> dict[str, dict[str, Any]]:
+        with self.store.reading() as c:
+            rows = c.query(
+                "SELECT stripe_subscription_id, status, price_id, current_period_start, "
+                "current_period_end, cancel_at_period_end, cancel_at, trial_end "
+                "FROM subscription_status"
+            )
+        return {
+            r["stripe_subscription_id"]: {
+                "status": r["status"],
+                "price": r["price_id"],
+                "current_period_start": r["current_period_start"],
+                "current_period_end": r["current_period_end"],
+                "cancel_at_period_end": bool(r["cancel_at_period_end"]),
+                "cancel_at": r["cancel_at"],
+                "trial_end": r["trial_end"],
+            }
+            for r in rows
+        }
+
+    def held_customers(self) -> dict[str, dict[str, Any]]:
+        with self.store.reading() as c:
+            rows = registered_customers(c)
+        return {
+            r["stripe_customer_id"]: {"email": r["email"], "user_id": r["user_id"]} for r in rows
+        }
+
+    def reconcile_figures(self) -> dict[str, Any]:
+        with self.store.reading() as c:
+            return reconcile_figures(c)

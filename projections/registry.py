@@ -8,6 +8,7 @@ from projections.entitlements import EntitlementsProjection
 from projections.invoice_history import InvoiceHistoryProjection
 from projections.notifications import NotificationsProjection
 from projections.pending_changes import PendingChangesProjection
+from projections.reconciliations import ReconciliationsProjection
 from projections.subscription_status import SubscriptionStatusProjection
 from projections.usage_totals import UsageTotalsProjection
 from projections.webhook_health import WebhookHealthProjection
@@ -21,6 +22,7 @@ PROJECTIONS: dict[str, type[SqlProjection]] = {
         NotificationsProjection,
         WebhookHealthProjection,
         CustomersProjection,
+        ReconciliationsProjection,
         PendingChangesProjection,
         UsageTotalsProjection,
     )

@@ -12,7 +12,7 @@ from api.bootstrap import Parts
 from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
 from ledger.domain.receipt import Receipt
-from scripts import projection_commands, usage_commands
+from scripts import projection_commands, reconcile_commands, usage_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay.add_argument("--json", action="store_true")
 
     usage_commands.add_parser(sub)
+    reconcile_commands.add_parsers(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -81,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return projection_commands.replay(args, parts)
         if args.command == "usage":
             return usage_commands.run(args, parts)
+        if args.command == "backfill":
+            return reconcile_commands.backfill(args, parts)
+        if args.command == "reconcile":
+            return reconcile_commands.reconcile(args, parts)
         ledger = parts.ledger
         if args.receipts_command == "dead":
             return _print_dead(ledger.dead_receipts(), as_json=args.json)

@@ -32,6 +32,18 @@ class Customer(Aggregate):
         TOPIC = "ledger.customer:Customer.SubscriptionAdded"
         stripe_subscription_id: str
 
+    class ReconciledFromStripe(Aggregate.Event):
+        """The customer as `ledger reconcile --fix` fetched it from Stripe, and the
+        fields where the ledger differed; the changes follow with the same cause."""
+
+        TOPIC = "ledger.customer:Customer.ReconciledFromStripe"
+        email: str | None
+        name: str | None
+        user_id: str | None
+        drifted: list[str]
+        stripe_event_id: str  # the reconciliation run's cause id ("reconcile_...")
+        stripe_created: int  # the fetch time, unix seconds
+
     @event(Registered)
     def __init__(self, stripe_customer_id: str) -> None:
         self.stripe_customer_id = stripe_customer_id
@@ -60,6 +72,29 @@ class Customer(Aggregate):
         self._linked_to_user(user_id, cause.stripe_event_id, cause.stripe_created)
         return True
 
+    def reconcile(
+        self,
+        email: str | None,
+        name: str | None,
+        user_id: str | None,
+        drifted: list[str],
+        cause: Cause,
+    ) -> bool:
+        """Follow Stripe's customer as fetched at `cause`: its details when newer
+        than those held, its user when none is linked yet (the first user stays)."""
+        newer = cause.newer_than(self.details_cause)
+        links = user_id is not None and self.user_id is None
+        if not (newer or links):
+            return False
+        self._reconciled_from_stripe(
+            email, name, user_id, list(drifted), cause.stripe_event_id, cause.stripe_created
+        )
+        if newer:
+            self.change_details(email, name, cause)
+        if links:
+            self.link_to_user(user_id, cause)  # type: ignore[arg-type]
+        return True
+
     def add_subscription(self, stripe_subscription_id: str) -> bool:
         if stripe_subscription_id in self.stripe_subscription_ids:
             return False
@@ -70,6 +105,12 @@ class Customer(Aggregate):
     def _details_changed(self, email, name, stripe_event_id, stripe_created) -> None:
         self.email, self.name = email, name
         self.details_cause = Cause(stripe_created, stripe_event_id)
+
+    @event(ReconciledFromStripe)
+    def _reconciled_from_stripe(
+        self, email, name, user_id, drifted, stripe_event_id, stripe_created
+    ) -> None:
+        pass  # the changes follow as events of their own
 
     @event(LinkedToUser)
     def _linked_to_user(self, user_id, stripe_event_id, stripe_created) -> None:

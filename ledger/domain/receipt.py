@@ -12,6 +12,13 @@ from eventsourcing.domain import Aggregate, event
 from ledger.domain.ids import stripe_uuid
 
 
+class Source(StrEnum):
+    """How a Stripe event reached the log."""
+
+    WEBHOOK = "webhook"  # delivered to our endpoint
+    BACKFILL = "backfill"  # fetched from Stripe's events list (`ledger backfill`)
+
+
 class Outcome(StrEnum):
     APPLIED = "applied"  # changed at least one aggregate
     UNCHANGED = "unchanged"  # newest state already held: nothing to change
@@ -29,7 +36,15 @@ class Receipt(Aggregate):
         stripe_created: int
         api_version: str | None
         livemode: bool
-        payload: str  # the delivery's body, exactly as signed
+        payload: str  # the delivery's body, exactly as signed (or as Stripe's list gave it)
+        source: str  # Source: webhook or backfill
+
+        # Version 1 (before backfill) had no source: every receipt was a webhook's.
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["source"] = Source.WEBHOOK.value
 
     class Processed(Aggregate.Event):
         TOPIC = "ledger.receipt:Receipt.Processed"
@@ -56,6 +71,7 @@ class Receipt(Aggregate):
         api_version: str | None,
         livemode: bool,
         payload: str,
+        source: str = Source.WEBHOOK.value,
     ) -> None:
         self.stripe_event_id = stripe_event_id
         self.event_type = event_type
@@ -63,6 +79,7 @@ class Receipt(Aggregate):
         self.api_version = api_version
         self.livemode = livemode
         self.payload = payload
+        self.source = Source(source)
         self.outcome: Outcome | None = None
         self.attempts = 0
         self.last_error = ""
@@ -127,6 +144,7 @@ class Delivery:
     api_version: str | None
     livemode: bool
     payload: str
+    source: Source = Source.WEBHOOK
 
     @cached_property
     def aggregate_id(self) -> UUID:
@@ -143,4 +161,5 @@ class Delivery:
             api_version=self.api_version,
             livemode=self.livemode,
             payload=self.payload,
+            source=self.source.value,
         )

@@ -111,6 +111,16 @@ class Subscription(Aggregate):
         stripe_event_id: str
         stripe_created: int
 
+    class ReconciledFromStripe(SubscriptionState, Aggregate.Event):
+        """Stripe's subscription as `ledger reconcile --fix` fetched it (in our
+        words), the fields where the ledger differed, and the run that fetched it:
+        the changes recorded right after it carry the same cause."""
+
+        TOPIC = "ledger.subscription:Subscription.ReconciledFromStripe"
+        drifted: list[str]
+        stripe_event_id: str  # the reconciliation run's cause id ("reconcile_...")
+        stripe_created: int  # the fetch time, unix seconds
+
     @staticmethod
     def create_id(stripe_subscription_id: str) -> UUID:
         return stripe_uuid("subscription", stripe_subscription_id)
@@ -132,6 +142,16 @@ class Subscription(Aggregate):
         )
         if is_terminal(state.status):
             subscription._ended(state.status, state.ended_at, *_cause_args(cause))
+        return subscription
+
+    @classmethod
+    def discover(cls, state: SubscriptionState, cause: Cause) -> Subscription:
+        """A subscription the ledger never heard of, found by a reconciliation:
+        started from Stripe's state as fetched, and marked as found that way."""
+        subscription = cls.start(state, cause)
+        subscription._reconciled_from_stripe(  # noqa: SLF001 (its own class's event)
+            **values_of(state, SubscriptionState), drifted=["missing"], **_cause_kwargs(cause)
+        )
         return subscription
 
     # --- commands: decide, then record -------------------------------------------
@@ -175,6 +195,17 @@ class Subscription(Aggregate):
         if self.version == before:
             self._state_confirmed(*args)
         return True
+
+    def reconcile(self, state: SubscriptionState, drifted: list[str], cause: Cause) -> bool:
+        """Follow Stripe's state as fetched at `cause` (a reconciliation): record
+        what was fetched and why, then the changes, under the same watermark rule
+        as a webhook. False when the ledger holds a newer state, or an ended one."""
+        if not self.accepts(cause):
+            return False
+        self._reconciled_from_stripe(
+            **values_of(state, SubscriptionState), drifted=list(drifted), **_cause_kwargs(cause)
+        )
+        return self.apply_state(state, cause)
 
     def warn_trial_ending(self, trial_end: int | None, cause: Cause) -> bool:
         if self.is_ended or self.trial_warned_for == (trial_end,):
@@ -248,6 +279,11 @@ class Subscription(Aggregate):
     def _linked_to_user(self, user_id) -> None:
         self.user_id = user_id
 
+    @event(ReconciledFromStripe)
+    @takes_fields_of(ReconciledFromStripe)
+    def _reconciled_from_stripe(self, **fetched: Any) -> None:
+        pass  # the changes follow as events of their own
+
     @event(StateConfirmed)
     def _state_confirmed(self, stripe_event_id, stripe_created) -> None:
         self._remember(stripe_event_id, stripe_created)
@@ -261,3 +297,7 @@ class Subscription(Aggregate):
 
 def _cause_args(cause: Cause) -> tuple[str, int]:
     return cause.stripe_event_id, cause.stripe_created
+
+
+def _cause_kwargs(cause: Cause) -> dict[str, Any]:
+    return {"stripe_event_id": cause.stripe_event_id, "stripe_created": cause.stripe_created}

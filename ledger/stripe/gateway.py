@@ -37,14 +37,18 @@ records (whole bodies) and masks secret keys in the rest.
 from __future__ import annotations
 
 import logging
+import random
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import stripe
 from pydantic import BaseModel
 
+from ledger.domain.receipt import Delivery
+from ledger.domain.subscription import SubscriptionState
 from ledger.stripe.payloads import (
     StripeCustomer,
     StripeInvoiceItem,
@@ -53,6 +57,10 @@ from ledger.stripe.payloads import (
     StripeSession,
     StripeSubscription,
     StripeSubscriptionSchedule,
+    read_customer,
+    read_list,
+    read_listed_event,
+    read_subscription,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,10 @@ PAYMENT_BEHAVIORS = frozenset({"default_incomplete", "allow_incomplete", "error_
 # Seconds: to connect, then to wait for an answer (the library's default is 80 for both).
 DEFAULT_TIMEOUT = (5.0, 30.0)
 _MAX_IDEMPOTENCY_KEY = 255  # Stripe's limit
+PAGE_SIZE = 100  # Stripe's largest page
+# Stripe allows about 100 read requests/s in live mode and 25 in test mode.
+DEFAULT_READS_PER_SECOND = 20.0
+RATE_LIMIT_RETRIES = 6  # our own back-off on 429, after the library's retries
 _SECRET_KEY_PATTERN = re.compile(r"\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9*]+")
 
 T = TypeVar("T")
@@ -150,6 +162,22 @@ class CanceledSubscription:
     effective_at: int | None  # unix seconds when it ends / ended
 
 
+@dataclass(frozen=True)
+class FetchedCustomer:
+    stripe_customer_id: str
+    email: str | None
+    name: str | None
+    user_id: str | None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list call, read into our words, and when it was asked for."""
+
+    items: list[T]
+    fetched_at: int  # unix seconds
+
+
 class StripeGateway:
     def __init__(
         self,
@@ -160,6 +188,8 @@ class StripeGateway:
         payment_behavior: str = REAL_STRIPE_BEHAVIOR,
         test_payment_method: str | None = None,
         http_client: stripe.HTTPClient | None = None,
+        reads_per_second: float = DEFAULT_READS_PER_SECOND,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not api_key:
             raise ValueError("a Stripe API key is required")
@@ -171,6 +201,11 @@ class StripeGateway:
         self._api_key = api_key  # kept only to scrub it out of error messages
         self._payment_behavior = payment_behavior
         self._test_payment_method = test_payment_method
+        if reads_per_second <= 0:
+            raise ValueError("reads_per_second must be positive")
+        self._read_interval = 1.0 / reads_per_second
+        self._last_read = 0.0  # time.monotonic() of the last list request
+        self._sleep = sleep
         self._http_client = http_client or stripe.RequestsClient(timeout=DEFAULT_TIMEOUT)
         self._client = stripe.StripeClient(
             api_key,
@@ -298,6 +333,67 @@ class StripeGateway:
                 ),
             )
         return attached
+
+    # --- lists (backfill and reconcile) ------------------------------------------
+
+    def events(self, since: int, types: Collection[str]) -> Iterator[Page[Delivery]]:
+        """Stripe's events created at or after `since` (unix seconds) of the given
+        types, page by page, each read like a delivery (marked as backfilled).
+        localstripe knows only one `type`, not `types[]`: in its mode the types are
+        filtered here instead."""
+        params: dict[str, Any] = {"created": {"gte": since}}
+        if not self.localstripe_mode:
+            params["types"] = sorted(types)
+        for page in self._pages("list_events", "/v1/events", params):
+            listed = [read_listed_event(obj) for obj in page.items]
+            yield Page([d for d in listed if d.event_type in types], page.fetched_at)
+
+    def subscriptions(self) -> Iterator[Page[SubscriptionState]]:
+        """Every subscription Stripe has, canceled ones too (`status=all`)."""
+        for page in self._pages("list_subscriptions", "/v1/subscriptions", {"status": "all"}):
+            yield Page([read_subscription(obj) for obj in page.items], page.fetched_at)
+
+    def customers(self) -> Iterator[Page[FetchedCustomer]]:
+        for page in self._pages("list_customers", "/v1/customers", {}):
+            customers = [FetchedCustomer(*read_customer(obj)) for obj in page.items]
+            yield Page(customers, page.fetched_at)
+
+    def _pages(
+        self, action: str, path: str, params: dict[str, Any]
+    ) -> Iterator[Page[dict[str, Any]]]:
+        """`limit=100` pages, each after the last id of the one before, paced
+        below the read rate limit. Through the library's `raw_request` (its
+        requests, retries and errors) without its objects: building those costs
+        about 1 s of CPU per 100 subscriptions; the page's JSON is read through
+        our models instead."""
+        after: str | None = None
+        while True:
+            asked = {**params, "limit": PAGE_SIZE, **({"starting_after": after} if after else {})}
+            fetched_at = int(time.time())
+            answer = self._read(action, lambda a=asked: self._client.raw_request("get", path, **a))
+            page = read_list(answer.body)  # the page's JSON, as Stripe sent it
+            yield Page(page.data, fetched_at)
+            after = page.last_id
+            if not page.has_more or after is None:
+                return
+
+    def _read(self, action: str, call: Callable[[], T]) -> T:
+        """A read, paced to `reads_per_second`; a 429 that outlasts the library's
+        own retries is retried here with exponential back-off and jitter."""
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            wait = self._last_read + self._read_interval - time.monotonic()
+            if wait > 0:
+                self._sleep(wait)
+            self._last_read = time.monotonic()
+            try:
+                return self._call(action, call)
+            except StripeUnavailable as exc:
+                if exc.http_status != 429 or attempt == RATE_LIMIT_RETRIES:
+                    raise
+                delay = min(30.0, 2.0**attempt) * (0.5 + random.random() / 2)
+                log.info("stripe %s: rate limited, waiting %.1f s", action, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
 
     # --- the billing API's calls ----------------------------------------------------
 

@@ -10,6 +10,7 @@ through them (the same object read the same way, whichever way it came)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ledger.domain.checkout import CheckoutFacts
 from ledger.domain.invoice import InvoiceFacts
 from ledger.domain.money import Price
-from ledger.domain.receipt import Delivery
+from ledger.domain.receipt import Delivery, Source
 from ledger.domain.subscription import SubscriptionState
 
 
@@ -391,3 +392,28 @@ def read_delivery(body: bytes) -> Delivery:
         livemode=envelope.livemode,
         payload=body.decode("utf-8"),
     )
+
+
+class StripeList(_Model):
+    """One page of a list call (`GET /v1/events`, `/v1/subscriptions`, ...)."""
+
+    data: list[dict[str, Any]] = []
+    has_more: bool = False
+
+    @property
+    def last_id(self) -> str | None:
+        """What the next page starts after."""
+        return _id_of(self.data[-1]) if self.data else None
+
+
+def read_list(body: str) -> StripeList:
+    """A list call's answer, from its JSON (the library's objects turn some
+    fields into Decimal: we keep Stripe's own text)."""
+    return StripeList.model_validate(json.loads(body))
+
+
+def read_listed_event(obj: dict[str, Any]) -> Delivery:
+    """An event as Stripe's events list returned it, read like a delivery: its
+    receipt's payload is that event's JSON. Raises NotAnEvent."""
+    delivery = read_delivery(json.dumps(obj, separators=(",", ":")).encode())
+    return replace(delivery, source=Source.BACKFILL)

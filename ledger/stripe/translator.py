@@ -164,6 +164,48 @@ def _checkout_completed(uow: UnitOfWork, envelope: Envelope) -> Outcome:
     return Outcome.APPLIED
 
 
+# --- reconciliation: Stripe's objects as fetched, in our words --------------------
+
+
+def reconcile_subscription(
+    uow: UnitOfWork, state: SubscriptionState, drifted: list[str], cause: Cause
+) -> bool:
+    """Follow a subscription as `ledger reconcile --fix` fetched it, as a webhook
+    would be followed, recording a ReconciledFromStripe first. False when the
+    ledger holds a newer (or an ended) state."""
+    customer = _customer(uow, state.stripe_customer_id)
+    customer.add_subscription(state.stripe_subscription_id)
+    _link(uow, customer, state.user_id, cause)
+    user_id = state.user_id or customer.user_id
+    subscription = uow.get(Subscription, Subscription.create_id(state.stripe_subscription_id))
+    if subscription is None:
+        uow.add(Subscription.discover(replace(state, user_id=user_id), cause))
+        return True
+    if user_id is not None:
+        subscription.link_to_user(user_id)
+    return subscription.reconcile(state, drifted, cause)
+
+
+def reconcile_customer(
+    uow: UnitOfWork,
+    stripe_customer_id: str,
+    details: tuple[str | None, str | None, str | None],
+    drifted: list[str],
+    cause: Cause,
+) -> bool:
+    """Follow a customer as fetched: `details` are (email, name, user id)."""
+    email, name, user_id = details
+    customer = _customer(uow, stripe_customer_id)
+    unlinked = customer.user_id is None
+    fixed = customer.reconcile(email, name, user_id, drifted, cause)
+    if unlinked and customer.user_id is not None:
+        for stripe_subscription_id in customer.stripe_subscription_ids:
+            subscription = uow.get(Subscription, Subscription.create_id(stripe_subscription_id))
+            if subscription is not None:
+                subscription.link_to_user(customer.user_id)
+    return fixed
+
+
 TRANSLATORS: dict[str, Translator] = {
     "customer.created": _customer_changed,
     "customer.updated": _customer_changed,

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from ledger.application import Ledger
 from ledger.config import Settings
+from ledger.domain.user import User
 from ledger.plans import load_catalog
 from ledger.stripe.payloads import read_delivery
 from projections.as_of import replay_user
@@ -205,6 +206,26 @@ def test_invoice_history_is_attributed_once_the_customer_is_linked(
         T,
     )
     assert rows[1]["currency"] == "usd" and rows[1]["stripe_subscription_id"] == "sub_1"
+
+
+def test_customers_serve_the_billing_api_and_reconcile_alike(feed: Feed, read: ReadSide) -> None:
+    """One `customers` projection: the user's own record of creating a customer
+    answers the billing API at once, but reconcile holds only what the log has
+    as a `Customer` (so that one is still `missing` to it) until its webhook."""
+    user = User(user_id=USER, token_hash="h")
+    user.customer_created("cus_1")
+    feed.ledger.save(user)
+    read.catchup.run_once()
+    assert read.customer(USER) == {"customer_id": "cus_1", "email": None, "name": None}
+    assert read.held_customers() == {}
+
+    feed("customer.created", so.customer("cus_1", email="a@example.com", name="Ada"), T)
+    assert read.held_customers() == {"cus_1": {"email": "a@example.com", "user_id": None}}
+    assert read.customer(USER) == {"customer_id": "cus_1", "email": "a@example.com", "name": "Ada"}
+
+    feed("customer.updated", so.customer("cus_1", email="b@example.com", user_id=USER), T + 1)
+    assert read.held_customers() == {"cus_1": {"email": "b@example.com", "user_id": USER}}
+    assert read.customer(USER) == {"customer_id": "cus_1", "email": "b@example.com", "name": None}
 
 
 def test_notifications_tell_each_change_with_an_increasing_cursor(
