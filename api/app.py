@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import audit, extension
+from api import audit, audit_history, extension
 from api.bootstrap import Parts
 from api.errors import exception_handlers
 from api.metrics import metrics
@@ -85,6 +85,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/audit/users/{user_id}", audit.user, methods=["GET"]),
             Route("/api/v1/audit/webhooks", audit.webhooks, methods=["GET"]),
             Route("/api/v1/audit/projections", audit.projections, methods=["GET"]),
+            Route("/api/v1/audit/events", audit_history.events, methods=["GET"]),
+            Route(
+                "/api/v1/audit/deliveries/{stripe_event_id}",
+                audit_history.delivery,
+                methods=["GET"],
+            ),
+            Route("/api/v1/audit/users/{user_id}/actions", audit_history.actions, methods=["GET"]),
         ],
         middleware=[
             Middleware(

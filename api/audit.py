@@ -33,7 +33,7 @@ async def user(request: Request) -> JSONResponse:
             raise BadRequest(str(exc)) from None
         ledger = request.state.ledger
         return JSONResponse(
-            await run_in_threadpool(replay_user, ledger, read.catalog, user_id, moment)
+            await run_in_threadpool(replay_user, ledger, read.catalog, user_id, moment, read.owners)
         )
 
     def gather() -> dict[str, object]:

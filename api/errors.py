@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ledger import accounts
+from ledger.application import ReceiptNotFound
 from ledger.intake import StoreUnavailable
 from ledger.stripe import NotAnEvent
 from ledger.stripe.gateway import StripeRejected, StripeUnavailable
@@ -56,6 +57,7 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     accounts.ConcurrentRequest: (409, "conflict", None),
     accounts.StripeNotConfigured: (503, "stripe_not_configured", None),
     StripeRejected: (400, "stripe_rejected", None),
+    ReceiptNotFound: (404, "delivery_not_found", "no delivery with that Stripe event id"),
     StripeUnavailable: (
         502,
         "stripe_unavailable",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import OperationalError
@@ -15,9 +16,11 @@ from psycopg_pool import AsyncConnectionPool
 from ledger.accounts import CurrentSubscription
 from ledger.application import Ledger
 from ledger.domain.catalog import Catalog
+from projections.as_of import Owners
 from projections.entitlements import entitlements_of
 from projections.invoice_history import invoices_of
 from projections.notifications import notifications_of
+from projections.ownership import owned_by
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
 from projections.status_cache import MISSING, StatusCache
@@ -141,6 +144,22 @@ class ReadSide:
     def receipt_outcomes(self) -> dict[str, int]:
         with self.store.reading() as c:
             return outcomes(c)
+
+    @property
+    def owners(self) -> Owners | None:
+        """The ownership index (None when this process does not keep it): a user's
+        aggregates, and the index's position (read first: the rows are at least
+        as new)."""
+        index = next((p for p in self.projections if p.name == "ownership"), None)
+        if index is None:
+            return None
+
+        def owners(user_id: str) -> tuple[set[UUID], int]:
+            position = self.catchup.position(index)
+            with self.store.reading() as c:
+                return owned_by(c, user_id), position
+
+        return owners
 
     def positions(self) -> list[dict[str, Any]]:
         head = self.catchup.head()

@@ -6,6 +6,7 @@ from projections.base import SqlProjection
 from projections.entitlements import EntitlementsProjection
 from projections.invoice_history import InvoiceHistoryProjection
 from projections.notifications import NotificationsProjection
+from projections.ownership import OwnershipProjection
 from projections.subscription_status import SubscriptionStatusProjection
 from projections.webhook_health import WebhookHealthProjection
 
@@ -17,5 +18,6 @@ PROJECTIONS: dict[str, type[SqlProjection]] = {
         InvoiceHistoryProjection,
         NotificationsProjection,
         WebhookHealthProjection,
+        OwnershipProjection,
     )
 }

@@ -12,7 +12,7 @@ from api.bootstrap import Parts
 from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
 from ledger.domain.receipt import Receipt
-from scripts import projection_commands
+from scripts import audit_commands, projection_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     replay.add_argument("--json", action="store_true")
 
+    audit_commands.add_commands(sub)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
@@ -64,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return projection_commands.run(args, parts)
         if args.command == "replay":
             return projection_commands.replay(args, parts)
+        if args.command in ("events", "history"):
+            return audit_commands.run(args, parts)
         ledger = parts.ledger
         if args.receipts_command == "dead":
             return _print_dead(ledger.dead_receipts(), as_json=args.json)

@@ -29,6 +29,7 @@ class Receipt(Aggregate):
         api_version: str | None
         livemode: bool
         payload: str  # the delivery's body, exactly as signed
+        signature_time: int | None = None  # its Stripe-Signature's t= (None before it was kept)
 
     class Processed(Aggregate.Event):
         TOPIC = "ledger.receipt:Receipt.Processed"
@@ -55,6 +56,7 @@ class Receipt(Aggregate):
         api_version: str | None,
         livemode: bool,
         payload: str,
+        signature_time: int | None = None,
     ) -> None:
         self.stripe_event_id = stripe_event_id
         self.event_type = event_type
@@ -62,6 +64,7 @@ class Receipt(Aggregate):
         self.api_version = api_version
         self.livemode = livemode
         self.payload = payload
+        self.signature_time = signature_time
         self.outcome: Outcome | None = None
         self.attempts = 0
         self.last_error = ""
@@ -126,6 +129,7 @@ class Delivery:
     api_version: str | None
     livemode: bool
     payload: str
+    signature_time: int | None = None
 
     def receipt(self) -> Receipt:
         return Receipt(
@@ -135,4 +139,5 @@ class Delivery:
             api_version=self.api_version,
             livemode=self.livemode,
             payload=self.payload,
+            signature_time=self.signature_time,
         )

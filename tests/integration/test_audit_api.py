@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from ledger.config import Settings
+from projections.registry import PROJECTIONS
 from scripts.cli import main
 from tests import stripe_objects as so
 from tests.conftest import deliver, eventually, make_settings
@@ -94,6 +95,7 @@ def test_a_delivery_is_reflected_in_the_users_view(client: TestClient) -> None:
         "invoice_history",
         "notifications",
         "webhook_health",
+        "ownership",
     }
 
 
@@ -211,5 +213,5 @@ def test_metrics_carry_receipts_by_outcome_and_projection_lag(client: TestClient
     assert seen['ledger_receipts{outcome="applied"}'] == 1
     assert seen['ledger_receipts{outcome="dead"}'] == 0  # named at zero: alerts need the series
     lags = {k for k in seen if k.startswith("ledger_projection_lag_events")}
-    assert len(lags) == 5
+    assert len(lags) == len(PROJECTIONS)
     eventually(lambda: all(v == 0 for k, v in gauges().items() if k in lags))
