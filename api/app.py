@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 methods=["GET"],
             ),
             Route("/api/v1/audit/users/{user_id}/actions", audit_history.actions, methods=["GET"]),
+            Route("/api/v1/audit/seal", audit_history.seal, methods=["GET"]),
         ],
         middleware=[
             Middleware(

@@ -47,3 +47,9 @@ async def actions(request: Request) -> JSONResponse:
     history = _history(request)
     page = await run_in_threadpool(history.actions, request.path_params["user_id"])
     return JSONResponse(page.model_dump(mode="json"))
+
+
+async def seal(request: Request) -> JSONResponse:
+    read = _authorize(request)
+    head = await run_in_threadpool(read.seal.head)
+    return JSONResponse(head.model_dump(mode="json"))

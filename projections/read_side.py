@@ -23,6 +23,7 @@ from projections.notifications import notifications_of
 from projections.ownership import owned_by
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
+from projections.seal import Seal
 from projections.status_cache import MISSING, StatusCache
 from projections.store import ViewStore
 from projections.subscription_status import (
@@ -54,7 +55,8 @@ class ReadSide:
             )
         self.projections = [PROJECTIONS[n](self.store, catalog) for n in names or PROJECTIONS]
         self.catchup = Catchup(ledger, self.projections)
-        self.follower = Follower(self.catchup, interval)
+        self.seal = Seal(ledger, self.store)
+        self.follower = Follower(self.catchup, interval, also=[self.seal.run_once])
         self._async_pool: AsyncConnectionPool | None = None
         self.cache = StatusCache(self._status_position)
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from api.bootstrap import Parts
 from projections.as_of import parse_instant
 from projections.history import History, HistoryEvent, import_lines
+from projections.seal import Seal
 
 
 def add_commands(sub: Any) -> None:
@@ -28,6 +29,10 @@ def add_commands(sub: Any) -> None:
     imp.add_argument("file", nargs="?", default="-")
     history = sub.add_parser("history", help="a user's story: a readable table of its events")
     history.add_argument("--user", required=True)
+    verify = sub.add_parser("verify", help="seal what is not sealed yet, then check log vs seal")
+    verify.add_argument(
+        "--recorded", metavar="POSITION:HASH", help="a seal head recorded earlier, to check too"
+    )
 
 
 def history_of(parts: Parts) -> History:
@@ -37,6 +42,8 @@ def history_of(parts: Parts) -> History:
 def run(args: argparse.Namespace, parts: Parts) -> int:
     if args.command == "history":
         return _history(history_of(parts), args.user)
+    if args.command == "verify":
+        return _verify(parts.read.seal, args.recorded)
     if args.events_command == "import":
         stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
         with stream:
@@ -112,3 +119,21 @@ def _detail(event: HistoryEvent) -> str:
             words.append(f"{data[amount]} {data['currency']}")
             break
     return "".join(f" {w}" for w in words)
+
+
+def _verify(seal: Seal, recorded_text: str | None) -> int:
+    recorded = None
+    if recorded_text:
+        position, _, digest = recorded_text.partition(":")
+        if not position.isdigit() or len(digest) != 64:
+            print("--recorded takes POSITION:HASH (the hash in hex)", file=sys.stderr)
+            return 2
+        recorded = (int(position), digest.lower())
+    sealed = seal.run_once()
+    print(f"sealed {sealed:,} new events", file=sys.stderr)
+    bar, advance = progress_bar("verify", seal.position())
+    with bar:
+        verdict = seal.verify(advance, recorded)
+        advance(seal.position())
+    print(verdict)
+    return 0 if verdict.ok else 1
