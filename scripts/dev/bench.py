@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.dev import bench_projections, bench_reads, loadgen
+from scripts.dev import bench_audit, bench_projections, bench_reads, loadgen
 from scripts.dev.common import figure, open_store, render_table
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
@@ -304,6 +304,11 @@ SECTIONS: dict[str, Section] = {
         bench_projections.bench_rebuild,
         bench_projections.table_rebuild,
         "projections rebuild over 100,000 and 1,000,000 events (events/s, peak RSS)",
+    ),
+    "audit": Section(
+        bench_audit.bench_audit,
+        bench_audit.table_audit,
+        "seal lag under ingest; as-of for one user, seal and verify over 1,000,000 events",
     ),
 }
 
