@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             Route("/api/v1/audit/users/{user_id}/actions", audit_history.actions, methods=["GET"]),
             Route("/api/v1/audit/seal", audit_history.seal, methods=["GET"]),
+            Route("/api/v1/audit/users/{user_id}/erase", audit_history.erase, methods=["POST"]),
         ],
         middleware=[
             Middleware(

@@ -49,6 +49,12 @@ async def actions(request: Request) -> JSONResponse:
     return JSONResponse(page.model_dump(mode="json"))
 
 
+async def erase(request: Request) -> JSONResponse:
+    history = _history(request)
+    erased = await run_in_threadpool(history.erase, request.path_params["user_id"])
+    return JSONResponse(erased.model_dump(mode="json"))
+
+
 async def seal(request: Request) -> JSONResponse:
     read = _authorize(request)
     head = await run_in_threadpool(read.seal.head)

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from ledger import accounts
 from ledger.application import ReceiptNotFound
 from ledger.intake import StoreUnavailable
+from ledger.personal import Erased
 from ledger.stripe import NotAnEvent
 from ledger.stripe.gateway import StripeRejected, StripeUnavailable
 from ledger.stripe.signature import InvalidSignature
@@ -58,6 +59,7 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     accounts.StripeNotConfigured: (503, "stripe_not_configured", None),
     StripeRejected: (400, "stripe_rejected", None),
     ReceiptNotFound: (404, "delivery_not_found", "no delivery with that Stripe event id"),
+    Erased: (410, "erased", "this delivery's personal data was erased"),
     StripeUnavailable: (
         502,
         "stripe_unavailable",

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(10_000, ge=0, alias="LEDGER_AGGREGATE_CACHE_SIZE")
     retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")
     retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")
+    # Wraps the per-customer keys of personal data (any secret of 32+ characters).
+    master_key: SecretStr | None = Field(None, min_length=32, alias="LEDGER_MASTER_KEY")
 
     @property
     def origins(self) -> list[str]:
@@ -78,6 +80,12 @@ def load_settings(dev_dir: Path = DEV_SECRETS_DIR, announce: bool = True) -> Set
         updates["admin_token"] = _dev_secret(
             dev_dir / "dev-admin-token", "adm_", "LEDGER_ADMIN_TOKEN", announce
         )
+    if settings.master_key is None:
+        updates["master_key"] = _dev_secret(
+            dev_dir / "dev-master-key", "mk_", "LEDGER_MASTER_KEY", announce=False
+        )
+        if announce:
+            print(f"LEDGER_MASTER_KEY is unset: using the development key in {dev_dir}")
     return settings.model_copy(update=updates)
 
 

@@ -6,7 +6,7 @@ its import into an empty store."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -17,8 +17,12 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from ledger.application import Ledger
+from ledger.domain.customer import Customer
+from ledger.domain.erasure import Erasure
 from ledger.domain.ids import user_uuid
 from ledger.domain.receipt import Receipt
+from ledger.erasure import erase_personal_data
+from ledger.personal import PREFIX
 from projections.as_of import Owners, aggregates_of, user_aggregates
 
 _OUTCOMES = [get_topic(Receipt.Processed), get_topic(Receipt.AttemptFailed)]
@@ -73,11 +77,18 @@ class ExportLine(HistoryEvent):
     stored: Stored
 
 
-def describe(position: int, topic: str, event: Any) -> HistoryEvent:
+def describe(
+    position: int, topic: str, event: Any, shown: Callable[[str], str] = str
+) -> HistoryEvent:
     """One domain event in our words: `ledger.customer:Customer.DetailsChanged`
-    is aggregate Customer, type DetailsChanged."""
+    is aggregate Customer, type DetailsChanged. `shown` turns a personal value as
+    stored into what may be shown: itself, or "[erased]"."""
     aggregate, _, kind = topic.partition(":")[2].partition(".")
-    data = {k: v for k, v in vars(event).items() if k not in _HIDDEN}
+    data = {
+        k: shown(v) if isinstance(v, str) and v.startswith(PREFIX) else v
+        for k, v in vars(event).items()
+        if k not in _HIDDEN
+    }
     if isinstance(event, Receipt.Received):
         data["payload"] = f"{len(event.payload.encode())} bytes, see the deliveries endpoint"
     return HistoryEvent(
@@ -111,9 +122,11 @@ class History:
         self.owners = owners
 
     def aggregates_of(self, user_id: str) -> set[UUID]:
+        """The user's own, its erasure's, and those the ownership index names."""
+        own = {user_uuid(user_id), Erasure.create_id(user_id)}
         if self.owners is None:
-            return aggregates_of(self.ledger, user_id, FOREVER) | {user_uuid(user_id)}
-        return user_aggregates(self.ledger, user_id, FOREVER, self.owners)
+            return aggregates_of(self.ledger, user_id, FOREVER) | own
+        return user_aggregates(self.ledger, user_id, FOREVER, self.owners) | own
 
     def page(self, user_id: str | None = None, after: int = 0, limit: int = 100) -> HistoryPage:
         """Up to `limit` events after position `after`; `next` is the position to
@@ -131,7 +144,9 @@ class History:
         return recorder.notifications_of(ids, after, limit)  # type: ignore[attr-defined,no-any-return]
 
     def _describe(self, n: Notification) -> HistoryEvent:
-        event = describe(n.id, n.topic, self.ledger.mapper.to_domain_event(n))
+        event = describe(
+            n.id, n.topic, self.ledger.mapper.to_domain_event(n), self.ledger.personal.shown
+        )
         if event.cause.kind == "ledger":
             event.cause = self._delivery_behind(n.id)
         return event
@@ -182,6 +197,33 @@ class History:
 
     def head(self) -> int:
         return self.ledger.recorder.max_notification_id() or 0
+
+    def erase(self, user_id: str) -> ErasureAnswer:
+        """Crypto-shred the personal data of the user's Stripe customers, and
+        record it (`Erasure.PersonalDataErased`)."""
+        customers = self._customers_of(self.aggregates_of(user_id))
+        erasure = erase_personal_data(self.ledger, user_id, customers)
+        return ErasureAnswer(
+            user_id=user_id,
+            stripe_customer_ids=sorted(customers),
+            erased=True,
+            version=erasure.version,
+        )
+
+    def _customers_of(self, ids: Collection[UUID]) -> set[str]:
+        topic = get_topic(Customer.Registered)
+        return {
+            self.ledger.mapper.to_domain_event(n).stripe_customer_id  # type: ignore[attr-defined]
+            for n in self.ledger.recorder.notifications_of(ids)  # type: ignore[attr-defined]
+            if n.topic == topic
+        }
+
+
+class ErasureAnswer(BaseModel):
+    user_id: str
+    stripe_customer_ids: list[str]
+    erased: bool
+    version: int
 
 
 def _stored(n: Notification) -> Stored:
@@ -243,11 +285,11 @@ class Delivered(BaseModel):
 
 
 def delivered(ledger: Ledger, stripe_event_id: str) -> Delivered:
-    """Raises ReceiptNotFound."""
+    """Raises ReceiptNotFound, or Erased when the body's subject was erased."""
     receipt = ledger.receipt(stripe_event_id)
     return Delivered(
         stripe_event_id=stripe_event_id,
-        body=receipt.payload.encode(),
+        body=ledger.personal.reveal(receipt.payload, fresh=True).encode(),  # raises Erased
         received_at=receipt.created_on,
         signature_time=getattr(receipt, "signature_time", None),
         outcome=receipt.outcome.value if receipt.outcome else "received",

@@ -29,6 +29,8 @@ def add_commands(sub: Any) -> None:
     imp.add_argument("file", nargs="?", default="-")
     history = sub.add_parser("history", help="a user's story: a readable table of its events")
     history.add_argument("--user", required=True)
+    erase = sub.add_parser("erase", help="erase a user's personal data (deletes its keys)")
+    erase.add_argument("--user", required=True)
     verify = sub.add_parser("verify", help="seal what is not sealed yet, then check log vs seal")
     verify.add_argument(
         "--recorded", metavar="POSITION:HASH", help="a seal head recorded earlier, to check too"
@@ -42,6 +44,11 @@ def history_of(parts: Parts) -> History:
 def run(args: argparse.Namespace, parts: Parts) -> int:
     if args.command == "history":
         return _history(history_of(parts), args.user)
+    if args.command == "erase":
+        erased = history_of(parts).erase(args.user)
+        customers = ", ".join(erased.stripe_customer_ids) or "no Stripe customer"
+        print(f"{args.user}: personal data erased ({customers})")
+        return 0
     if args.command == "verify":
         return _verify(parts.read.seal, args.recorded)
     if args.events_command == "import":

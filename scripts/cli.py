@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return projection_commands.run(args, parts)
         if args.command == "replay":
             return projection_commands.replay(args, parts)
-        if args.command in ("events", "history", "verify"):
+        if args.command in ("events", "history", "verify", "erase"):
             return audit_commands.run(args, parts)
         ledger = parts.ledger
         if args.receipts_command == "dead":

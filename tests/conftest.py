@@ -96,6 +96,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "LEDGER_PROCESSOR": "off",
         "LEDGER_RETRY_BASE_SECONDS": 0.0,
         "LEDGER_RETRY_ATTEMPTS": 3,
+        "LEDGER_MASTER_KEY": SecretStr("mk_test_" + "m" * 32),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -157,6 +158,7 @@ def cli_env(
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
     monkeypatch.setenv("LEDGER_ADMIN_TOKEN", "adm_test")
+    monkeypatch.setenv("LEDGER_MASTER_KEY", "mk_test_" + "m" * 32)
     return monkeypatch
 
 

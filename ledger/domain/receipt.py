@@ -130,6 +130,7 @@ class Delivery:
     livemode: bool
     payload: str
     signature_time: int | None = None
+    data_subject: str | None = None  # the Stripe customer the body is about (its key's)
 
     def receipt(self) -> Receipt:
         return Receipt(

@@ -54,10 +54,14 @@ class BinaryProcessRecorder(PostgresProcessRecorder):
         self._existing_statement = SQL(
             "SELECT DISTINCT originator_id FROM {schema}.{table} WHERE originator_id = ANY(%s)"
         ).format(**names)
+        # Materialized: the rows are found through the (originator id, version) key
+        # first. Left to itself, the planner may walk the notification id index of
+        # the whole log for the ORDER BY and LIMIT, filtering as it goes.
         self._of_statement = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {schema}.{table} WHERE originator_id = ANY(%s) AND notification_id > %s "
-            "ORDER BY notification_id LIMIT %s"
+            "WITH theirs AS MATERIALIZED (SELECT notification_id, originator_id, "
+            "originator_version, topic, state FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s)) "
+            "SELECT * FROM theirs WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         ).format(**names)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)

@@ -310,6 +310,11 @@ SECTIONS: dict[str, Section] = {
         bench_audit.table_audit,
         "seal lag under ingest; as-of for one user, seal and verify over 1,000,000 events",
     ),
+    "encryption": Section(
+        bench_audit.bench_encryption,
+        bench_audit.table_encryption,
+        "stage one's write with personal data encrypted vs as it comes (A/B, one run)",
+    ),
 }
 
 

@@ -1,4 +1,7 @@
-"""Benchmark section `audit`: the seal and "as of" at the speed of one user.
+"""Benchmark sections `audit` (the seal, and "as of" at the speed of one user)
+and `encryption` (what encrypting personal data costs stage one).
+
+Section `audit`:
 
 1. Seal lag: receipts recorded at PACED_RATE/s for PACED_SECONDS (stage two
    and every projection following, in this process, as `make run` does); for
@@ -8,6 +11,8 @@
    it (events/s) and `verify` of it (events/s).
 3. As of, for SAMPLES users picked across the log: `replay_user` through the
    ownership index: p50/p99/max; and once by scanning the whole log, to compare.
+
+Section `encryption`: see `bench_encryption`.
 """
 
 from __future__ import annotations
@@ -190,6 +195,70 @@ def table_audit(results: dict[str, dict[str, Any]]) -> str:
                 figure(r.get("seal_events_per_s")),
                 figure(r.get("verify_events_per_s")),
                 figure(r.get("ownership_events_per_s")),
+            )
+        )
+    return render_table(rows)
+
+
+# --- section: encryption -------------------------------------------------------------
+
+ROUNDS = 10
+PER_ROUND = 1000
+GROUP = 32  # deliveries per transaction, as the group committer writes them under load
+
+
+def bench_encryption(database_url: str, store: str, opts: Any) -> dict[str, Any]:
+    """Stage one's write, `Ledger.record` in groups of GROUP, with personal data
+    stored as it comes (A) and encrypted (B), alternating A and B rounds of
+    PER_ROUND deliveries in one run on one store: deliveries/s of each."""
+    from ledger.personal import PersonalData, Plain
+    from ledger.store.keys import KeyTable
+    from ledger.store.url import Store
+    from ledger.stripe.payloads import read_delivery
+    from scripts.dev.loadgen import build_deliveries
+
+    ledger = open_store(database_url)
+    modes = {
+        "plain": Plain(),
+        "encrypted": PersonalData(
+            KeyTable(ledger.recorder, is_postgres=Store(database_url).is_postgres),
+            "bench-master-key-" + "x" * 32,
+        ),
+    }
+    deliveries = [read_delivery(b) for _, b in build_deliveries(ROUNDS * 2 * PER_ROUND)]
+    spent = dict.fromkeys(modes, 0.0)
+    try:
+        chunks = iter(range(0, len(deliveries), PER_ROUND))
+        for r in range(ROUNDS):
+            for name in ("plain", "encrypted") if r % 2 == 0 else ("encrypted", "plain"):
+                start = next(chunks)
+                chunk = deliveries[start : start + PER_ROUND]
+                ledger.personal = modes[name]
+                started = time.perf_counter()
+                for i in range(0, len(chunk), GROUP):
+                    ledger.record(chunk[i : i + GROUP])
+                spent[name] += time.perf_counter() - started
+    finally:
+        ledger.close()
+    rates = {name: round(ROUNDS * PER_ROUND / s) for name, s in spent.items()}
+    return {
+        "deliveries_per_mode": ROUNDS * PER_ROUND,
+        "plain_per_s": rates["plain"],
+        "encrypted_per_s": rates["encrypted"],
+        "cost_pct": round((spent["encrypted"] / spent["plain"] - 1) * 100, 1),
+    }
+
+
+def table_encryption(results: dict[str, dict[str, Any]]) -> str:
+    rows = [("store", "deliveries each", "plain /s", "encrypted /s", "cost %")]
+    for store, r in results.items():
+        rows.append(
+            (
+                store,
+                figure(r.get("deliveries_per_mode")),
+                figure(r.get("plain_per_s")),
+                figure(r.get("encrypted_per_s")),
+                figure(r.get("cost_pct")),
             )
         )
     return render_table(rows)

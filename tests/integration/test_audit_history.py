@@ -181,15 +181,6 @@ def test_a_users_api_actions(client: TestClient) -> None:
     assert [(e["aggregate"], e["cause"]["kind"]) for e in mine] == [("User", "api")]
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-    monkeypatch.setenv("LEDGER_ADMIN_TOKEN", "adm_test")
-    return monkeypatch
-
-
 def test_history_and_export_commands(
     client: TestClient, cli_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
