@@ -111,6 +111,10 @@ def test_erasure_shreds_a_users_personal_data_and_nothing_else(
     story(client)
     before = client.get(f"/api/v1/audit/users/{USER}", headers=ADMIN).json()
     assert client.post(f"/api/v1/audit/users/{USER}/erase").status_code == 401
+    head = client.get("/api/v1/audit/seal", headers=ADMIN).json()["log_head"]
+    bad = client.post("/api/v1/audit/users/not-a-user/erase", headers=ADMIN)
+    assert bad.status_code == 400 and bad.json()["error_code"] == "invalid_user_id"
+    assert client.get("/api/v1/audit/seal", headers=ADMIN).json()["log_head"] == head
     answer = client.post(f"/api/v1/audit/users/{USER}/erase", headers=ADMIN)
     assert answer.status_code == 200
     assert answer.json()["stripe_customer_ids"] == ["cus_1"]
