@@ -80,18 +80,21 @@ class OwnershipProjection(SqlProjection):
         )
 
 
-OWNED = (
-    "SELECT aggregate_id FROM owners WHERE user_id = :user_id "
-    "UNION SELECT invoice_id FROM invoice_parties WHERE customer_id IN "
-    "(SELECT aggregate_id FROM owners WHERE user_id = :user_id) "
-    "UNION SELECT invoice_id FROM invoice_parties WHERE subscription_id IN "
-    "(SELECT aggregate_id FROM owners WHERE user_id = :user_id)"
-)
-
-
 def owned_by(c: Cursor, user_id: str) -> set[UUID]:
     """The user's own aggregates as the index holds them, the user's own (API
-    actions) included."""
-    return {UUID(r["aggregate_id"]) for r in c.query(OWNED, {"user_id": user_id})} | {
-        user_uuid(user_id)
-    }
+    actions) included. Two plain index lookups (no subqueries: a planner without
+    statistics on freshly built tables may scan them whole)."""
+    rows = c.query("SELECT aggregate_id FROM owners WHERE user_id = :user_id", {"user_id": user_id})
+    owned = [r["aggregate_id"] for r in rows]
+    invoices: list[dict[str, str]] = []
+    if owned:
+        names = {f"a{i}": a for i, a in enumerate(owned)}
+        marks = ", ".join(f":{n}" for n in names)
+        invoices = c.query(
+            f"SELECT invoice_id FROM invoice_parties WHERE customer_id IN ({marks}) "
+            f"UNION SELECT invoice_id FROM invoice_parties WHERE subscription_id IN ({marks})",
+            names,
+        )
+    return (
+        {UUID(a) for a in owned} | {UUID(r["invoice_id"]) for r in invoices} | {user_uuid(user_id)}
+    )
