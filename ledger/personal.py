@@ -13,7 +13,6 @@ import base64
 import hashlib
 import os
 from collections.abc import Collection, Sequence
-from dataclasses import replace
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -49,7 +48,18 @@ class PersonalData:
         about no customer are left as they are)."""
         self._load({d.data_subject for d in deliveries if d.data_subject})
         return [
-            replace(d, payload=self.protect(d.data_subject, d.payload)) if d.data_subject else d
+            Delivery(
+                d.stripe_event_id,
+                d.event_type,
+                d.stripe_created,
+                d.api_version,
+                d.livemode,
+                self.protect(d.data_subject, d.payload),  # type: ignore[arg-type]
+                d.signature_time,
+                d.data_subject,
+            )
+            if d.data_subject
+            else d
             for d in deliveries
         ]
 
