@@ -72,6 +72,10 @@ class PersonalData:
         sealed = self._cache[subject].encrypt(nonce, value.encode(), subject.encode())
         return f"{PREFIX}{subject}:{base64.b64encode(nonce + sealed).decode()}"
 
+    def prepare(self, subjects: Collection[str]) -> None:
+        """Have the keys of these subjects at hand (made now where there are none)."""
+        self._load(subjects)
+
     def _load(self, subjects: Collection[str]) -> None:
         """Keys of these subjects into memory; new ones made and stored for those
         without (one query for all of them, one more when some are new)."""
