@@ -27,11 +27,11 @@ from projections.as_of import Owners, aggregates_of, user_aggregates
 
 _OUTCOMES = [get_topic(Receipt.Processed), get_topic(Receipt.AttemptFailed)]
 FOREVER = datetime.max.replace(tzinfo=UTC)
-_HIDDEN = {"originator_id", "originator_version", "timestamp"}
+_HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
 class Cause(BaseModel):
-    kind: str  # "stripe": a delivery; "api": a user's call; "ledger": the ledger itself
+    kind: str  # "stripe": a delivery; "api": a user's call; "admin": an operator's; "ledger"
     stripe_event_id: str | None = None
     action: str | None = None
 
@@ -108,6 +108,8 @@ def _cause(aggregate: str, kind: str, data: dict[str, Any]) -> Cause:
         return Cause(kind="stripe", stripe_event_id=data["stripe_event_id"])
     if aggregate == "User":
         return Cause(kind="api", action=kind)
+    if aggregate == "Erasure":
+        return Cause(kind="admin", action=kind)
     if aggregate == "Receipt":
         return Cause(kind="stripe", stripe_event_id=data.get("stripe_event_id"))
     return Cause(kind="ledger")

@@ -122,7 +122,9 @@ def test_erasure_shreds_a_users_personal_data_and_nothing_else(
     mine = events_of(client, USER)
     details = next(e for e in mine if e["type"] == "DetailsChanged")
     assert (details["data"]["email"], details["data"]["name"]) == ("[erased]", "[erased]")
-    assert ("Erasure", "PersonalDataErased") in {(e["aggregate"], e["type"]) for e in mine}
+    erased = next(e for e in mine if e["type"] == "PersonalDataErased")
+    assert erased["aggregate"] == "Erasure" and erased["cause"]["kind"] == "admin"
+    assert erased["data"] == {"stripe_customer_ids": ["cus_1"], "keys_deleted": 1}
     assert next(e for e in mine if e["type"] == "Paid")["data"]["amount_paid"] == 999
     for evt in ("evt_1", "evt_3", "evt_4"):  # every delivery about cus_1
         gone = client.get(f"/api/v1/audit/deliveries/{evt}", headers=ADMIN)
