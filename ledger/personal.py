@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Collection, Sequence
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -22,6 +23,7 @@ from ledger.store.keys import KeyTable
 
 PREFIX = "pd1:"
 ERASED = "[erased]"
+T = TypeVar("T")
 
 
 class WrongMasterKey(RuntimeError):
@@ -43,12 +45,13 @@ class PersonalData:
 
     # --- writing ------------------------------------------------------------------
 
-    def protect_deliveries(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        """Deliveries with their bodies encrypted under their subject's key (those
-        about no customer are left as they are)."""
-        self._load({d.data_subject for d in deliveries if d.data_subject})
+    def protect_deliveries(self, items: Sequence[T]) -> list[T]:
+        """The items with each delivery's body encrypted under its subject's key;
+        deliveries about no customer, and whatever is not a delivery (a usage
+        record), are left as they are."""
+        self._load({d.data_subject for d in items if isinstance(d, Delivery) and d.data_subject})
         return [
-            Delivery(
+            Delivery(  # type: ignore[misc]
                 d.stripe_event_id,
                 d.event_type,
                 d.stripe_created,
@@ -58,9 +61,9 @@ class PersonalData:
                 d.signature_time,
                 d.data_subject,
             )
-            if d.data_subject
+            if isinstance(d, Delivery) and d.data_subject
             else d
-            for d in deliveries
+            for d in items
         ]
 
     def protect(self, subject: str | None, value: str | None) -> str | None:
@@ -131,6 +134,15 @@ class PersonalData:
         except Erased:
             return ERASED
 
+    def plain(self, value: str | None) -> str | None:
+        """For a user's own reads: the plain value, or None once erased."""
+        if value is None:
+            return None
+        try:
+            return self.reveal(value, fresh=True)
+        except Erased:
+            return None
+
     # --- erasing ------------------------------------------------------------------
 
     def erase(self, subjects: Collection[str]) -> int:
@@ -146,8 +158,8 @@ class Plain(PersonalData):
     def __init__(self) -> None:
         self._cache = {}
 
-    def protect_deliveries(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return list(deliveries)
+    def protect_deliveries(self, items: Sequence[T]) -> list[T]:
+        return list(items)
 
     def protect(self, subject: str | None, value: str | None) -> str | None:
         return value

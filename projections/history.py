@@ -21,12 +21,23 @@ from ledger.domain.customer import Customer
 from ledger.domain.erasure import Erasure
 from ledger.domain.ids import user_uuid
 from ledger.domain.receipt import Receipt
+from ledger.domain.user import User
 from ledger.erasure import erase_personal_data
 from ledger.personal import PREFIX
 from projections.as_of import Owners, aggregates_of, user_aggregates
 
 _OUTCOMES = [get_topic(Receipt.Processed), get_topic(Receipt.AttemptFailed)]
 FOREVER = datetime.max.replace(tzinfo=UTC)
+_NAMING_CUSTOMERS = {
+    get_topic(t)
+    for t in (
+        Customer.Registered,
+        User.CustomerCreated,
+        User.CustomerDetailsUpdated,
+        User.CheckoutStarted,
+        User.PortalOpened,
+    )
+}
 _HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
@@ -213,11 +224,14 @@ class History:
         )
 
     def _customers_of(self, ids: Collection[UUID]) -> set[str]:
-        topic = get_topic(Customer.Registered)
+        """The Stripe customers of these aggregates: those registered by webhook,
+        and those the user's own actions name (created, updated, paid through:
+        a customer whose webhook has not come yet is erased too)."""
         return {
-            self.ledger.mapper.to_domain_event(n).stripe_customer_id  # type: ignore[attr-defined]
+            customer
             for n in self.ledger.recorder.notifications_of(ids)  # type: ignore[attr-defined]
-            if n.topic == topic
+            if n.topic in _NAMING_CUSTOMERS
+            and (customer := self.ledger.mapper.to_domain_event(n).stripe_customer_id)  # type: ignore[attr-defined]
         }
 
 

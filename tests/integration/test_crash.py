@@ -83,9 +83,7 @@ def test_a_sigkill_mid_burst_loses_no_answered_delivery(database_url: str, tmp_p
     server = loadgen.start_server(
         database_url, env_extra=INLINE, secret=WEBHOOK_SECRET, log_path=tmp_path / "serve-2.log"
     )
-    ledger = open_ledger(
-        make_settings(database_url, LEDGER_MASTER_KEY=loadgen.MASTER_KEY), pool_size=2
-    )
+    ledger = open_ledger(make_settings(database_url), pool_size=2)  # the server's master key
     try:
         missing = []
         for event_id, body in answered.items():

@@ -16,6 +16,7 @@ from ledger.application import Ledger
 from ledger.domain.customer import Customer
 from ledger.domain.receipt import Delivery, Outcome, Receipt
 from ledger.domain.subscription import Subscription
+from ledger.domain.usage import Usage
 from ledger.intake import GroupCommitter, StoreUnavailable
 from ledger.opening import open_ledger
 from ledger.stripe.payloads import read_delivery
@@ -24,6 +25,7 @@ from tests.streams import shuffled_with_duplicates, webhook_streams
 from tests.unit.test_any_order import run, state_of, states
 
 _prefixes = itertools.count()
+USER = "user_1767225600_abcdefghij"
 
 
 def delivery(
@@ -99,6 +101,35 @@ def test_a_duplicate_inside_one_group_is_answered_without_failing_the_others(
     assert sorted(r.stripe_event_id for r in receipt_events(ledger)) == ["evt_0", "evt_1", "evt_2"]
 
 
+def test_a_delivery_is_stored_encrypted_whichever_path_records_it(ledger: Ledger) -> None:
+    """Grouped with usage records (the general path) or alone: its body, about a
+    customer, is stored encrypted; usage records alone take the fast path, as
+    they are (they hold no personal data)."""
+    usage = [Usage(USER, "ai_requests", 1, f"k{i}", 100) for i in range(3)]
+    ledger.record(usage[:2])  # usage records only: their events inserted directly
+    committer = GroupCommitter(ledger)
+    try:
+        gate = threading.Event()
+        original = ledger.record
+
+        def slow_record(items):  # hold the writer so that the next ones group up
+            gate.wait(5)
+            return original(items)
+
+        ledger.record = slow_record  # type: ignore[method-assign]
+        first = committer.submit(delivery("evt_0"))
+        group = [*committer.submit_all([usage[2]]), committer.submit(delivery("evt_1"))]
+        gate.set()
+        assert [first.result(10), *(f.result(10) for f in group)] == [True, True, True]
+    finally:
+        committer.close()
+    for evt in ("evt_0", "evt_1"):
+        payload = ledger.receipt(evt).payload
+        assert payload.startswith("pd1:cus_1:")
+        assert "sub_1" not in payload and "sub_1" in ledger.personal.reveal(payload)
+    assert all(ledger.repository.get(u.aggregate_id).quantity == 1 for u in usage)
+
+
 def test_a_retried_delivery_in_a_group_costs_one_more_transaction_not_one_each(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,9 +144,9 @@ def test_a_retried_delivery_in_a_group_costs_one_more_transaction_not_one_each(
     committer = GroupCommitter(ledger)
     try:
         assert committer._record([delivery(e) for e in ("evt_1", "evt_0", "evt_2")]) == {
-            "evt_1": True,
-            "evt_0": False,
-            "evt_2": True,
+            Receipt.create_id("evt_1"): True,
+            Receipt.create_id("evt_0"): False,
+            Receipt.create_id("evt_2"): True,
         }
     finally:
         committer.close()
