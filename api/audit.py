@@ -27,7 +27,9 @@ async def user(request: Request) -> Response:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         ledger = request.state.ledger
-        replayed = await run_in_threadpool(replay_user, ledger, read.catalog, user_id, moment)
+        replayed = await run_in_threadpool(
+            replay_user, ledger, read.catalog, user_id, moment, read.owners
+        )
         return reply(answers.UserBillingAsOf.model_validate(replayed))
 
     def gather() -> answers.UserBilling:

@@ -97,6 +97,31 @@ class UserPath(_Body):
     user_id: str = Field(pattern=USER_ID.pattern)
 
 
+def _position(value: object) -> object:
+    """A query's position or count is digits only (no sign, blanks or decimals)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,19}", value):
+        raise ValueError("must be a whole number")
+    return value
+
+
+class AuditEventsQuery(_Body):
+    model_config = ConfigDict(extra="forbid", frozen=True)  # a misspelt parameter is a 400
+
+    after: Annotated[int, BeforeValidator(_position)] = Field(
+        0, ge=0, le=2**62, description="the log position to start after (a page's `next`)"
+    )
+    limit: Annotated[int, BeforeValidator(_position)] = Field(
+        100, ge=1, le=1000, description="at most this many events"
+    )
+    user_id: str | None = Field(
+        None, pattern=USER_ID.pattern, description="only this user's events"
+    )
+
+
+class DeliveryPath(_Body):
+    stripe_event_id: str = Field(min_length=1, max_length=255)
+
+
 # --- the billing API (/api/v1/billing) ----------------------------------------------
 
 _PRICE_ID = Field(max_length=255, pattern=r"^[A-Za-z0-9_]+$")

@@ -79,8 +79,9 @@ Answer = type[BaseModel] | tuple[type[BaseModel], ...] | str | None
 @dataclass(frozen=True)
 class Endpoint:
     """One route and its contract. `answers` maps a success status to its model (a
-    tuple of models: any of them; a string: a media type without a schema, e.g.
-    Prometheus text; None: no body)."""
+    tuple of models: any of them; a string: a media type without a model, e.g.
+    Prometheus text, or bytes answered as they were received; None: no body).
+    `answer_headers`: headers every success answer carries (name -> description)."""
 
     method: str
     path: str
@@ -97,6 +98,7 @@ class Endpoint:
     tags: Sequence[str] = ()
     private: bool = False  # per-user data: Cache-Control: no-store
     extra_errors: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    answer_headers: dict[str, str] = field(default_factory=dict)
 
     def route(self) -> Route:
         return Route(self.path, self._endpoint(), methods=[self.method], name=self.handler.__name__)
@@ -290,7 +292,9 @@ def _operation(
         }
     for status, answer in sorted(e.answers.items()):
         response: dict[str, Any] = {"description": _REASONS.get(status, "answer")}
-        if isinstance(answer, str):
+        if isinstance(answer, str) and answer.endswith("json"):
+            response["content"] = {answer: {}}  # JSON of its own shape (e.g. Stripe's bytes)
+        elif isinstance(answer, str):
             response["content"] = {answer: {"schema": {"type": "string"}}}
         elif answer is not None:
             models = _models(answer)
@@ -300,6 +304,11 @@ def _operation(
                 else {"anyOf": [ref(m, "serialization") for m in models]}
             )
             response["content"] = {"application/json": {"schema": schema}}
+        if e.answer_headers:
+            response["headers"] = {
+                name: {"description": text, "schema": {"type": "string"}}
+                for name, text in e.answer_headers.items()
+            }
         operation["responses"][str(status)] = response
     for status, (codes, open_) in sorted(e.refusals().items()):
         code_schema: dict[str, Any] = {"type": "string"}
@@ -339,6 +348,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
+    410: "Gone",
     413: "Payload Too Large",
     429: "Too Many Requests",
     502: "Bad Gateway",

@@ -10,7 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ledger import accounts, billing, usage
+from ledger.application import ReceiptNotFound
 from ledger.intake import StoreUnavailable
+from ledger.personal import Erased
 from ledger.stripe import NotAnEvent
 from ledger.stripe.gateway import StripeRejected, StripeUnavailable
 from ledger.stripe.signature import InvalidSignature
@@ -64,6 +66,8 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     accounts.ConcurrentRequest: (409, "conflict", None),
     accounts.StripeNotConfigured: (503, "stripe_not_configured", None),
     StripeRejected: (400, "stripe_rejected", None),
+    ReceiptNotFound: (404, "delivery_not_found", "no delivery with that Stripe event id"),
+    Erased: (410, "erased", "this delivery's personal data was erased"),
     usage.InvalidUsage: (400, "bad_request", None),
     StripeUnavailable: (
         502,

@@ -107,6 +107,12 @@ class UserActions:
             raise StripeNotConfigured("STRIPE_SECRET_KEY is not set: billing actions are off")
         return self._gateway
 
+    def _protect(self, stripe_customer_id: str | None, value: str | None) -> str | None:
+        """A personal value the user gave (an email, a name, a URL to return to), as
+        it is to be recorded: encrypted with its Stripe customer's key, so that
+        erasing the customer erases it too."""
+        return self._ledger.personal.protect(stripe_customer_id or None, value)
+
     def _record_failure(self, user: User, action: str, exc: StripeError) -> None:
         user.stripe_call_failed(action, exc.code, exc.message[:300])
         self._save(user)
@@ -266,7 +272,11 @@ class Accounts(UserActions):
             self._record_failure(user, "create_subscription", exc)
             raise
         user.subscription_created(
-            price_id, billing_cycle, return_url, created.stripe_subscription_id, created.status
+            price_id,
+            billing_cycle,
+            self._protect(user.stripe_customer_id, return_url),
+            created.stripe_subscription_id,
+            created.status,
         )
         self._save(user)
         return created

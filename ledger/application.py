@@ -27,6 +27,7 @@ from eventsourcing.system import Follower
 from eventsourcing.utils import get_topic
 
 from ledger.domain.receipt import Outcome, Receipt
+from ledger.personal import PersonalData, Plain
 from ledger.store.library import record_and_notify
 from ledger.store.transcodings import PriceAsDict
 from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
@@ -52,9 +53,13 @@ class AggregateCache:
     the unit of work is not committed."""
 
     def __init__(
-        self, repository: Repository, recent: LRUCache[UUID, Aggregate] | None = None
+        self,
+        repository: Repository,
+        recent: LRUCache[UUID, Aggregate] | None = None,
+        personal: PersonalData | None = None,
     ) -> None:
         self._repository = repository
+        self._personal = personal or Plain()
         self._recent = recent
         self._aggregates: dict[UUID, Aggregate] = {}
         self._touched: dict[UUID, Aggregate] = {}  # handed out since `take_changed`
@@ -94,6 +99,10 @@ class AggregateCache:
         except KeyError:
             return False
         return True
+
+    def protect(self, subject: str, value: str | None) -> str | None:
+        """A personal value, as it is to be stored: encrypted with the subject's key."""
+        return self._personal.protect(subject, value)
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = self._touched[aggregate.id] = aggregate
@@ -142,6 +151,7 @@ class Ledger(Follower[UUID]):
         self.follow(self.name, self.notification_log)
         self._pending_retries: set[UUID] = set()  # receipts that failed, by id
         self._failure_cursor = 0
+        self.personal: PersonalData = Plain()  # open_ledger gives the real one
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -152,11 +162,15 @@ class Ledger(Follower[UUID]):
     def record(self, items: Sequence[NewAggregate]) -> list[int]:
         """Append new aggregates (receipts of deliveries, usage records) in one
         transaction; raises IntegrityError if any of them is already recorded
-        (then nothing of this call is). Returns their positions in the log."""
+        (then nothing of this call is). Returns their positions in the log.
+        A delivery's body about a customer is stored encrypted with that
+        customer's key, whichever path records it; usage records carry no
+        personal data."""
         if all(hasattr(i, "new_events") for i in items):  # usage records only: the fast path
             stored = [self.mapper.to_stored_event(e) for i in items for e in i.new_events()]  # type: ignore[attr-defined]
             return list(self.recorder.insert_events(stored) or [])
-        recordings = self.save(*(i.new_aggregate() for i in items))
+        protected = self.personal.protect_deliveries(items)
+        recordings = self.save(*(i.new_aggregate() for i in protected))
         return [r.notification.id for r in recordings]
 
     def receipt(self, stripe_event_id: str) -> Receipt:
@@ -194,10 +208,10 @@ class Ledger(Follower[UUID]):
         own (the library's `pull_and_process` and `policy`), so that only that one
         is marked failed."""
         processing = ProcessingEvent[UUID](tracking=Tracking(self.name, notifications[-1].id))
-        cache = AggregateCache(self.repository, self._recent)
+        cache = AggregateCache(self.repository, self._recent, self.personal)
         try:
             receipts = [self.mapper.to_domain_event(n).mutate(None) for n in notifications]
-            events = [read_event(r.payload) for r in receipts]  # each payload read once
+            events = [read_event(self.personal.reveal(r.payload)) for r in receipts]
             named = {i for event in events for i in aggregates_named(event)}
             cache.prefetch(named, self.recorder.existing)  # type: ignore[attr-defined]
             for receipt, event in zip(receipts, events, strict=True):
@@ -233,9 +247,9 @@ class Ledger(Follower[UUID]):
     def _attempt(self, receipt: Receipt, now: float | None = None) -> list[Aggregate]:
         """Translate one receipt. Returns the aggregates to save with it: all its
         changes and its outcome, or, when translating raised, only the failure."""
-        cache = AggregateCache(self.repository)
+        cache = AggregateCache(self.repository, personal=self.personal)
         try:
-            outcome = self._translate(cache, receipt.payload)
+            outcome = self._translate(cache, self.personal.reveal(receipt.payload))
         except PersistenceError:
             raise  # the store, not the receipt: retried as a whole, position unmoved
         except Exception as exc:

@@ -148,7 +148,10 @@ class Billing(UserActions):
         except StripeError as exc:
             self._record_failure(user, "update_customer", exc)
             raise
-        user.customer_details_updated(details.stripe_customer_id, details.email, details.name)
+        cus = details.stripe_customer_id
+        user.customer_details_updated(
+            cus, self._protect(cus, details.email), self._protect(cus, details.name)
+        )
         self._save(user)
         return details
 
@@ -294,7 +297,11 @@ class Billing(UserActions):
             self._record_failure(user, "create_checkout_session", exc)
             raise
         user.checkout_started(
-            session.stripe_session_id, customer_id, price.id, success_url, cancel_url
+            session.stripe_session_id,
+            customer_id,
+            price.id,
+            self._protect(customer_id, success_url) or "",
+            self._protect(customer_id, cancel_url) or "",
         )
         self._save(user)
         return session
@@ -310,7 +317,7 @@ class Billing(UserActions):
         except StripeError as exc:
             self._record_failure(user, "create_portal_session", exc)
             raise
-        user.portal_opened(customer_id, return_url)
+        user.portal_opened(customer_id, self._protect(customer_id, return_url) or "")
         self._save(user)
         return session
 

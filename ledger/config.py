@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")
     # List calls of `ledger backfill` / `reconcile`: Stripe allows ~100 reads/s live, 25 in test.
     stripe_reads_per_second: float = Field(20.0, gt=0, le=100, alias="STRIPE_READS_PER_SECOND")
+    # Wraps the per-customer keys of personal data (any secret of 32+ characters).
+    master_key: SecretStr | None = Field(None, min_length=32, alias="LEDGER_MASTER_KEY")
     # Comma-separated URL prefixes Checkout and the Customer Portal may send users
     # back to; none set: every redirect is refused.
     allowed_redirects: str = Field("", alias="LEDGER_ALLOWED_REDIRECTS")
@@ -94,6 +96,12 @@ def load_settings(dev_dir: Path = DEV_SECRETS_DIR, announce: bool = True) -> Set
         updates["admin_token"] = _dev_secret(
             dev_dir / "dev-admin-token", "adm_", "LEDGER_ADMIN_TOKEN", announce
         )
+    if settings.master_key is None:
+        updates["master_key"] = _dev_secret(
+            dev_dir / "dev-master-key", "mk_", "LEDGER_MASTER_KEY", announce=False
+        )
+        if announce:
+            print(f"LEDGER_MASTER_KEY is unset: using the development key in {dev_dir}")
     return settings.model_copy(update=updates)
 
 

@@ -11,6 +11,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Protocol
 from uuid import UUID
 
@@ -51,8 +52,9 @@ class Intake:
         Raises InvalidSignature, NotAnEvent, or StoreUnavailable when the log does
         not answer within the write timeout (if the write still lands, Stripe's
         retry is answered as a duplicate)."""
-        verify_signature(body, signature_header, self._secrets, self._tolerance)
-        pending = asyncio.wrap_future(self._committer.submit(read_delivery(body)))
+        signed_at = verify_signature(body, signature_header, self._secrets, self._tolerance)
+        delivery = replace(read_delivery(body), signature_time=signed_at)
+        pending = asyncio.wrap_future(self._committer.submit(delivery))
         try:
             return await asyncio.wait_for(asyncio.shield(pending), self._write_timeout)
         except TimeoutError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ledger.application import Ledger
 from ledger.config import Settings
+from ledger.personal import PersonalData
+from ledger.store.keys import KeyTable
 from ledger.store.url import Store
 
 
@@ -17,9 +19,13 @@ def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
         if store.is_postgres
         else "ledger.store.recorders:SQLiteLedgerRecorder"
     )
-    return Ledger(
+    ledger = Ledger(
         env,
         cache_size=settings.aggregate_cache_size,
         retry_attempts=settings.retry_attempts,
         retry_base_seconds=settings.retry_base_seconds,
     )
+    if settings.master_key is not None:  # else personal data is stored as it comes
+        keys = KeyTable(ledger.recorder, is_postgres=store.is_postgres)
+        ledger.personal = PersonalData(keys, settings.master_key.get_secret_value())
+    return ledger

@@ -1,11 +1,13 @@
 """ "As of" answers: what the ledger knew of a user at a moment, by folding the
 log up to that moment into a scratch store with the same projection code (not
 by reading the live tables). Only the events of the user's own aggregates are
-folded: a first pass over the few events that say whose is what finds them."""
+folded: the ownership projection says which they are (and a scan of the log's
+few ownership events past its position, so a lagging index misses nothing), and
+only their events are read, through the log's (originator id, version) key."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -24,6 +26,7 @@ from projections.store import ViewStore
 from projections.subscription_status import SubscriptionStatusProjection, current_subscription
 
 BATCH = 5000
+Owners = Callable[[str], tuple[set[UUID], int]]  # user -> (aggregates, index position)
 
 
 def parse_instant(text: str) -> datetime:
@@ -37,7 +40,15 @@ def parse_instant(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def replay_user(ledger: Ledger, catalog: Catalog, user_id: str, as_of: datetime) -> dict[str, Any]:
+def replay_user(
+    ledger: Ledger,
+    catalog: Catalog,
+    user_id: str,
+    as_of: datetime,
+    owners: Owners | None = None,
+) -> dict[str, Any]:
+    """`owners`: the ownership index (ReadSide.owners); without it, the user's
+    aggregates are found by scanning the whole log's ownership events."""
     store = ViewStore(memory=True)
     try:
         projections = [
@@ -49,10 +60,15 @@ def replay_user(ledger: Ledger, catalog: Catalog, user_id: str, as_of: datetime)
             )
         ]
         Catchup(ledger, projections)  # creates their tables
-        mine = aggregates_of(ledger, user_id, as_of)
         topics = sorted({t for p in projections for t in p.topics})
+        if owners is None:
+            mine = aggregates_of(ledger, user_id, as_of)
+            batches = _batches(ledger, topics, as_of, only=mine)
+        else:
+            mine = user_aggregates(ledger, user_id, as_of, owners)
+            batches = iter([_events_of(ledger, mine, topics, as_of)])
         last_applied = 0
-        for known in _batches(ledger, topics, as_of, only=mine):
+        for known in batches:
             if known:
                 for projection in projections:
                     apply_batch(projection, known, known[-1][0], generation=1)
@@ -74,12 +90,31 @@ def replay_user(ledger: Ledger, catalog: Catalog, user_id: str, as_of: datetime)
         store.close()
 
 
-def aggregates_of(ledger: Ledger, user_id: str, as_of: datetime) -> set[UUID]:
+def user_aggregates(ledger: Ledger, user_id: str, as_of: datetime, owners: Owners) -> set[UUID]:
+    """The user's aggregates from the ownership index, and from the log past the
+    index's position; when the index lags behind this user's newest links (rare:
+    a few events), from the whole log."""
+    indexed, position = owners(user_id)
+    mine = indexed | aggregates_of(ledger, user_id, as_of, after=position, known=indexed)
+    if mine - indexed:
+        return indexed | aggregates_of(ledger, user_id, as_of)
+    return mine
+
+
+def aggregates_of(
+    ledger: Ledger,
+    user_id: str,
+    as_of: datetime,
+    after: int = 0,
+    known: set[UUID] | frozenset[UUID] = frozenset(),
+) -> set[UUID]:
     """The aggregates whose events can change this user's rows, as of `as_of`:
     subscriptions started for or linked to the user, customers linked to the user,
-    and the invoices of either. (More would do no harm; fewer would.)"""
-    customers: set[UUID] = set()
-    subscriptions: set[UUID] = set()
+    and the invoices of either. (More would do no harm; fewer would.) With `after`,
+    only the log past that position is scanned, and `known` are the user's
+    aggregates found before it."""
+    customers: set[UUID] = set(known)
+    subscriptions: set[UUID] = set(known)
     invoices: list[Invoice.Recorded] = []
     topics = [
         get_topic(t)
@@ -90,7 +125,7 @@ def aggregates_of(ledger: Ledger, user_id: str, as_of: datetime) -> set[UUID]:
             Invoice.Recorded,
         )
     ]
-    for events in _batches(ledger, topics, as_of):
+    for events in _batches(ledger, topics, as_of, start=after):
         for _, e in events:
             if isinstance(e, Invoice.Recorded):
                 invoices.append(e)
@@ -112,12 +147,27 @@ def aggregates_of(ledger: Ledger, user_id: str, as_of: datetime) -> set[UUID]:
     return customers | subscriptions | theirs
 
 
+def _events_of(
+    ledger: Ledger, ids: set[UUID], topics: Sequence[str], as_of: datetime
+) -> list[tuple[int, Any]]:
+    """The events of `topics` of the aggregates `ids` recorded at or before `as_of`,
+    in log order, read through the log's key (not a scan of the log)."""
+    wanted = set(topics)
+    notifications = ledger.recorder.notifications_of(ids)  # type: ignore[attr-defined]
+    events = [(n.id, ledger.mapper.to_domain_event(n)) for n in notifications if n.topic in wanted]
+    return [(i, e) for i, e in events if e.timestamp <= as_of]
+
+
 def _batches(
-    ledger: Ledger, topics: Sequence[str], as_of: datetime, only: set[UUID] | None = None
+    ledger: Ledger,
+    topics: Sequence[str],
+    as_of: datetime,
+    only: set[UUID] | None = None,
+    start: int = 0,
 ) -> Iterator[list[tuple[int, Any]]]:
     """The log's events of `topics` (and of the aggregates `only`) recorded at or
     before `as_of`, in log order; the others are not even decoded."""
-    position = 0
+    position = start
     while True:
         notifications = ledger.recorder.select_notifications(
             start=position + 1, limit=BATCH, topics=topics

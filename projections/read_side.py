@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import OperationalError
@@ -16,15 +17,18 @@ from ledger.accounts import CurrentSubscription
 from ledger.application import Ledger
 from ledger.billing import BillingState
 from ledger.domain.catalog import Catalog, Metric
+from projections.as_of import Owners
 from projections.billing_read import customer_answer, subscription_of
 from projections.customers import customer_of, registered_customers
 from projections.entitlements import entitlements_of
 from projections.invoice_history import invoices_of
 from projections.notifications import notifications_of
+from projections.ownership import owned_by
 from projections.pending_changes import pending_change_of
 from projections.reconciliations import reconcile_figures
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
+from projections.seal import Seal
 from projections.status_cache import MISSING, StatusCache
 from projections.store import ViewStore
 from projections.subscription_status import (
@@ -49,6 +53,7 @@ class ReadSide:
         interval: float = 0.5,
     ) -> None:
         self.catalog = catalog
+        self.ledger = ledger  # its cipher reveals the personal values held encrypted
         self.store = store or ViewStore(database_url)
         unknown = set(names or ()) - set(PROJECTIONS)
         if unknown:
@@ -57,7 +62,8 @@ class ReadSide:
             )
         self.projections = [PROJECTIONS[n](self.store, catalog) for n in names or PROJECTIONS]
         self.catchup = Catchup(ledger, self.projections)
-        self.follower = Follower(self.catchup, interval)
+        self.seal = Seal(ledger, self.store)
+        self.follower = Follower(self.catchup, interval, also=[self.seal.run_once])
         self._async_pool: AsyncConnectionPool | None = None
         self.cache = StatusCache(self._status_position)
 
@@ -115,8 +121,15 @@ class ReadSide:
             )
 
     def customer(self, user_id: str) -> dict[str, Any] | None:
+        """The customer's email and name are held as the log holds them (encrypted
+        with the customer's key: an erasure leaves nothing readable there, even
+        before a rebuild); revealed here, None once erased."""
         with self.store.reading() as c:
-            return customer_answer(c, user_id)
+            answer = customer_answer(c, user_id)
+        if answer is not None:
+            answer["email"] = self.ledger.personal.plain(answer["email"])
+            answer["name"] = self.ledger.personal.plain(answer["name"])
+        return answer
 
     async def status_async(self, user_id: str, now: float | None = None) -> dict[str, Any]:
         """`status` for the event loop: never waits on anything slow. SQLite: one
@@ -203,6 +216,22 @@ class ReadSide:
     def receipt_outcomes(self) -> dict[str, int]:
         with self.store.reading() as c:
             return outcomes(c)
+
+    @property
+    def owners(self) -> Owners | None:
+        """The ownership index (None when this process does not keep it): a user's
+        aggregates, and the index's position (read first: the rows are at least
+        as new)."""
+        index = next((p for p in self.projections if p.name == "ownership"), None)
+        if index is None:
+            return None
+
+        def owners(user_id: str) -> tuple[set[UUID], int]:
+            position = self.catchup.position(index)
+            with self.store.reading() as c:
+                return owned_by(c, user_id), position
+
+        return owners
 
     def positions(self) -> list[dict[str, Any]]:
         head = self.catchup.head()

@@ -7,6 +7,7 @@ from projections.customers import CustomersProjection
 from projections.entitlements import EntitlementsProjection
 from projections.invoice_history import InvoiceHistoryProjection
 from projections.notifications import NotificationsProjection
+from projections.ownership import OwnershipProjection
 from projections.pending_changes import PendingChangesProjection
 from projections.reconciliations import ReconciliationsProjection
 from projections.subscription_status import SubscriptionStatusProjection
@@ -21,6 +22,7 @@ PROJECTIONS: dict[str, type[SqlProjection]] = {
         InvoiceHistoryProjection,
         NotificationsProjection,
         WebhookHealthProjection,
+        OwnershipProjection,
         CustomersProjection,
         ReconciliationsProjection,
         PendingChangesProjection,

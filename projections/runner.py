@@ -106,11 +106,20 @@ class Catchup:
 
 
 class Follower(WakeableLoop):
-    """Runs the catch-up in a thread: woken after stage two writes, and on a timer."""
+    """Runs the catch-up in a thread: woken after stage two writes, and on a timer;
+    then each of `also` (the seal) in turn."""
 
-    def __init__(self, catchup: Catchup, interval: float = 0.5) -> None:
-        super().__init__("projections", catchup.run_once, interval)
+    def __init__(
+        self, catchup: Catchup, interval: float = 0.5, also: Sequence[Callable[[], object]] = ()
+    ) -> None:
+        super().__init__("projections", self._follow, interval)
         self.catchup = catchup
+        self.also = list(also)
+
+    def _follow(self) -> None:
+        self.catchup.run_once()
+        for step in self.also:
+            step()
 
 
 def rebuild(

@@ -12,7 +12,7 @@ from api.bootstrap import Parts
 from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
 from ledger.domain.receipt import Receipt
-from scripts import projection_commands, reconcile_commands, usage_commands
+from scripts import audit_commands, projection_commands, reconcile_commands, usage_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     replay.add_argument("--json", action="store_true")
 
+    audit_commands.add_commands(sub)
     usage_commands.add_parser(sub)
     reconcile_commands.add_parsers(sub)
 
@@ -80,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return projection_commands.run(args, parts)
         if args.command == "replay":
             return projection_commands.replay(args, parts)
+        if args.command in ("events", "history", "verify", "erase"):
+            return audit_commands.run(args, parts)
         if args.command == "usage":
             return usage_commands.run(args, parts)
         if args.command == "backfill":

@@ -101,7 +101,7 @@ def replay(args: argparse.Namespace, parts: Parts) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    answer = replay_user(parts.ledger, parts.catalog, args.user, moment)
+    answer = replay_user(parts.ledger, parts.catalog, args.user, moment, parts.read.owners)
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return 0

@@ -17,6 +17,7 @@ from ledger.application import Ledger
 from ledger.config import Settings
 from ledger.opening import open_ledger
 from ledger.stripe.translator import TRANSLATORS
+from scripts.dev.loadgen import MASTER_KEY
 
 WEBHOOK_SECRET = "whsec_test_" + "a" * 32
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
@@ -96,6 +97,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "LEDGER_PROCESSOR": "off",
         "LEDGER_RETRY_BASE_SECONDS": 0.0,
         "LEDGER_RETRY_ATTEMPTS": 3,
+        "LEDGER_MASTER_KEY": SecretStr(MASTER_KEY),  # the servers tests start use it too
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -157,6 +159,7 @@ def cli_env(
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
     monkeypatch.setenv("LEDGER_ADMIN_TOKEN", "adm_test")
+    monkeypatch.setenv("LEDGER_MASTER_KEY", MASTER_KEY)
     return monkeypatch
 
 

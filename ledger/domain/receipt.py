@@ -38,6 +38,7 @@ class Receipt(Aggregate):
         livemode: bool
         payload: str  # the delivery's body, exactly as signed (or as Stripe's list gave it)
         source: str  # Source: webhook or backfill
+        signature_time: int | None = None  # its Stripe-Signature's t= (None before it was kept)
 
         # Version 1 (before backfill) had no source: every receipt was a webhook's.
         class_version = 2
@@ -72,6 +73,7 @@ class Receipt(Aggregate):
         livemode: bool,
         payload: str,
         source: str = Source.WEBHOOK.value,
+        signature_time: int | None = None,
     ) -> None:
         self.stripe_event_id = stripe_event_id
         self.event_type = event_type
@@ -80,6 +82,7 @@ class Receipt(Aggregate):
         self.livemode = livemode
         self.payload = payload
         self.source = Source(source)
+        self.signature_time = signature_time
         self.outcome: Outcome | None = None
         self.attempts = 0
         self.last_error = ""
@@ -145,6 +148,8 @@ class Delivery:
     livemode: bool
     payload: str
     source: Source = Source.WEBHOOK
+    signature_time: int | None = None
+    data_subject: str | None = None  # the Stripe customer the body is about (its key's)
 
     @cached_property
     def aggregate_id(self) -> UUID:
@@ -162,4 +167,5 @@ class Delivery:
             livemode=self.livemode,
             payload=self.payload,
             source=self.source.value,
+            signature_time=self.signature_time,
         )

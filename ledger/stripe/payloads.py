@@ -391,6 +391,7 @@ def read_delivery(body: bytes) -> Delivery:
         api_version=envelope.api_version,
         livemode=envelope.livemode,
         payload=body.decode("utf-8"),
+        data_subject=_data_subject(envelope.object),
     )
 
 
@@ -417,3 +418,14 @@ def read_listed_event(obj: dict[str, Any]) -> Delivery:
     receipt's payload is that event's JSON. Raises NotAnEvent."""
     delivery = read_delivery(json.dumps(obj, separators=(",", ":")).encode())
     return replace(delivery, source=Source.BACKFILL)
+
+
+def _data_subject(obj: dict[str, Any]) -> str | None:
+    """The Stripe customer an event's object is about: a customer itself, or the
+    `customer` of a subscription, invoice or checkout session (an id, or expanded)."""
+    if obj.get("object") == "customer" and isinstance(obj.get("id"), str):
+        return str(obj["id"])
+    customer = obj.get("customer")
+    if isinstance(customer, dict):
+        customer = customer.get("id")
+    return customer if isinstance(customer, str) and customer else None

@@ -9,12 +9,10 @@ class InvalidSignature(ValueError):
     pass
 
 
-def verify_signature(
-    payload: bytes, header: str | None, secrets: list[str], tolerance: int
-) -> None:
+def verify_signature(payload: bytes, header: str | None, secrets: list[str], tolerance: int) -> int:
     """Accept a payload signed with any of `secrets` (several during a rotation)
-    within `tolerance` seconds. Tolerance 0 would mean "no check" to the stripe
-    library, so it is refused here."""
+    within `tolerance` seconds; returns the signature's time (`t=`). Tolerance 0
+    would mean "no check" to the stripe library, so it is refused here."""
     if tolerance <= 0:
         raise ValueError("the signature tolerance must be positive")
     if not header:
@@ -22,9 +20,14 @@ def verify_signature(
     for secret in secrets:
         try:
             stripe.WebhookSignature.verify_header(payload, header, secret, tolerance)
-            return
+            return signature_time(header)
         except stripe.SignatureVerificationError as exc:
             reason = str(exc).split(" (")[0]
         except UnicodeDecodeError:
             reason = "payload is not UTF-8"
     raise InvalidSignature(reason if secrets else "no webhook secret configured")
+
+
+def signature_time(header: str) -> int:
+    """The `t=` of a verified Stripe-Signature header."""
+    return next(int(v) for k, _, v in (p.partition("=") for p in header.split(",")) if k == "t")

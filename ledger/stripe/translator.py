@@ -38,6 +38,10 @@ class UnitOfWork(Protocol):
 
     def add(self, aggregate: Aggregate) -> None: ...
 
+    def protect(self, subject: str, value: str | None) -> str | None:
+        """A personal value as it is to be stored (encrypted with the subject's key)."""
+        ...
+
 
 Translator = Callable[[UnitOfWork, Envelope], Outcome]
 
@@ -95,7 +99,9 @@ def _customer_changed(uow: UnitOfWork, envelope: Envelope) -> Outcome:
     stripe_customer_id, email, name, user_id = read_customer(envelope.object)
     cause = _cause(envelope)
     customer = _customer(uow, stripe_customer_id)
-    newer = customer.change_details(email, name, cause)
+    newer = customer.change_details(
+        uow.protect(stripe_customer_id, email), uow.protect(stripe_customer_id, name), cause
+    )
     _link(uow, customer, user_id, cause)
     return Outcome.APPLIED if newer else Outcome.SUPERSEDED
 

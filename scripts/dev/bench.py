@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.dev import bench_projections, bench_reads, bench_usage, loadgen
+from scripts.dev import bench_audit, bench_projections, bench_reads, bench_usage, loadgen
 from scripts.dev.common import figure, open_store, render_table
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
@@ -304,6 +304,16 @@ SECTIONS: dict[str, Section] = {
         bench_projections.bench_rebuild,
         bench_projections.table_rebuild,
         "projections rebuild over 100,000 and 1,000,000 events (events/s, peak RSS)",
+    ),
+    "audit": Section(
+        bench_audit.bench_audit,
+        bench_audit.table_audit,
+        "seal lag under ingest; as-of for one user, seal and verify over 1,000,000 events",
+    ),
+    "encryption": Section(
+        bench_audit.bench_encryption,
+        bench_audit.table_encryption,
+        "stage one's write with personal data encrypted vs as it comes (A/B, one run)",
     ),
     "usage": Section(
         bench_usage.bench_usage,

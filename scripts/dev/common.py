@@ -19,6 +19,7 @@ def open_store(database_url: str) -> Any:
         DATABASE_URL=database_url,
         STRIPE_WEBHOOK_SECRET=SecretStr(loadgen.DEFAULT_SECRET),
         LEDGER_ADMIN_TOKEN=SecretStr("adm_bench"),
+        LEDGER_MASTER_KEY=SecretStr(loadgen.MASTER_KEY),
         LEDGER_PROCESSOR="off",
     )  # type: ignore[call-arg]
     return open_ledger(settings, pool_size=1)

@@ -58,6 +58,9 @@ def ledger_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "scripts.cli"]
 
 
+MASTER_KEY = "mk_loadgen_" + "0" * 32  # a throwaway master key for local servers
+
+
 def server_env(
     database_url: str, env_extra: Mapping[str, str] | None = None, secret: str = DEFAULT_SECRET
 ) -> dict[str, str]:
@@ -66,6 +69,7 @@ def server_env(
         DATABASE_URL=database_url,
         STRIPE_WEBHOOK_SECRET=secret,
         LEDGER_ADMIN_TOKEN="adm_loadgen",  # noqa: S106 - a throwaway token for a local server
+        LEDGER_MASTER_KEY=MASTER_KEY,
         LEDGER_PROCESSOR="off",
         PYTHONUNBUFFERED="1",
     )

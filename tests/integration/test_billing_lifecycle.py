@@ -661,3 +661,75 @@ def test_the_billing_projections_rebuild_equal_to_live(
     for projection in ours:
         rebuild(read.catchup, projection, batch_size=2)
     assert snapshot() == live
+
+
+# --- erasure (issue 11) covers what the billing API records ----------------------------
+
+ADMIN = {"Authorization": "Bearer adm_test"}
+
+
+def test_erasure_covers_the_billing_apis_personal_data(
+    client: TestClient, transport: RecordingTransport, ledger: Ledger, read: ReadSide
+) -> None:
+    """What the billing API records of a person is stored encrypted with the
+    customer's key: the email and name the user asked for
+    (`User.CustomerDetailsUpdated`), the URLs of its Checkout and Portal sessions,
+    and the `customers` projection's email and name. Auditors see them until the
+    erasure, "[erased]" after; the user's own read answers null; after a full
+    rebuild no text column of any projection table holds any of them."""
+    email, name = "grace.hopper@example.com", "Grace Hopper"
+    back, done = f"{APP}/account?person=grace-hopper", f"{APP}/billing/grace-hopper-done"
+    personal = [email, name, back, done]
+    story = Story(client)
+    story.customer_created()
+    eventually(lambda: story.call("GET", "customer").status_code == 200)
+    transport.answer(200, so.customer("cus_1", email=email, name=name, user_id=USER))
+    assert story.call("PATCH", "customer", json={"email": email, "name": name}).status_code == 200
+    story.webhook("customer.updated", so.customer("cus_1", email=email, name=name, user_id=USER))
+    assert eventually(lambda: story.call("GET", "customer").json()["email"] == email)
+    transport.answer(200, so.portal_session("cus_1", back))
+    assert story.call("POST", "portal", json={"return_url": back}).status_code == 200
+    transport.answer(200, so.open_checkout_session("cs_1", "cus_1", user_id=USER))
+    checkout = {"price_id": "price_starter_monthly", "success_url": done, "cancel_url": done}
+    assert story.call("POST", "checkout", json=checkout).status_code == 200
+
+    def projection_text() -> str:
+        with read.store.transaction(commit=False) as c:
+            return " ".join(
+                str(v)
+                for projection in read.projections
+                for table in projection.tables
+                for row in c.query(f"SELECT * FROM {table}")
+                for v in row.values()
+            )
+
+    def user_events() -> dict[str, dict[str, Any]]:
+        answer = client.get("/api/v1/audit/events", params={"user_id": USER}, headers=ADMIN)
+        return {e["type"]: e["data"] for e in answer.json()["data"] if e["aggregate"] == "User"}
+
+    assert not any(value in projection_text() for value in personal)  # held encrypted
+    shown = user_events()
+    assert (shown["CustomerDetailsUpdated"]["email"], shown["PortalOpened"]["return_url"]) == (
+        email,
+        back,
+    )
+    assert shown["CheckoutStarted"]["success_url"] == done
+
+    erased = client.post(f"/api/v1/audit/users/{USER}/erase", headers=ADMIN)
+    assert erased.status_code == 200 and erased.json()["stripe_customer_ids"] == ["cus_1"]
+    shown = user_events()
+    assert shown["CustomerDetailsUpdated"]["email"] == shown["CustomerDetailsUpdated"]["name"]
+    assert shown["CustomerDetailsUpdated"]["email"] == "[erased]"
+    assert shown["PortalOpened"]["return_url"] == "[erased]"
+    assert shown["CheckoutStarted"]["success_url"] == "[erased]"
+    assert shown["CheckoutStarted"]["price_id"] == "price_starter_monthly"  # the rest stays
+    assert story.call("GET", "customer").json() == {
+        "customer_id": "cus_1",
+        "email": None,
+        "name": None,
+    }
+    for projection in read.projections:
+        rebuild(read.catchup, projection)
+    assert {"customers", "pending_changes", "usage_totals"} <= {p.name for p in read.projections}
+    text = projection_text()
+    assert not [value for value in personal if value in text]

@@ -68,6 +68,7 @@ def test_production_secrets_are_never_shown(
 ) -> None:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_production_value")
     monkeypatch.setenv("LEDGER_ADMIN_TOKEN", "adm_production_value")
+    monkeypatch.setenv("LEDGER_MASTER_KEY", "mk_production_value_" + "p" * 32)
     settings = load_settings(tmp_path)
     assert settings.webhook_secrets == ["whsec_production_value"]
     assert "production_value" not in capsys.readouterr().out + repr(settings)

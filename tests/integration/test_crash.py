@@ -83,7 +83,7 @@ def test_a_sigkill_mid_burst_loses_no_answered_delivery(database_url: str, tmp_p
     server = loadgen.start_server(
         database_url, env_extra=INLINE, secret=WEBHOOK_SECRET, log_path=tmp_path / "serve-2.log"
     )
-    ledger = open_ledger(make_settings(database_url), pool_size=2)
+    ledger = open_ledger(make_settings(database_url), pool_size=2)  # the server's master key
     try:
         missing = []
         for event_id, body in answered.items():
@@ -92,7 +92,7 @@ def test_a_sigkill_mid_burst_loses_no_answered_delivery(database_url: str, tmp_p
             except ReceiptNotFound:
                 missing.append(event_id)
                 continue
-            assert receipt.payload.encode() == body, event_id
+            assert ledger.personal.reveal(receipt.payload).encode() == body, event_id
         assert not missing, f"{len(missing)} answered 200 but not in the log: {missing[:5]}"
 
         # Stage two settles every receipt in the log (some were committed but never answered).

@@ -6,14 +6,17 @@ from __future__ import annotations
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.application import Ledger
+from ledger.domain.customer import Customer
 from ledger.domain.receipt import Delivery, Outcome, Receipt
 from ledger.domain.subscription import Subscription
+from ledger.domain.usage import Usage
 from ledger.intake import GroupCommitter, StoreUnavailable
 from ledger.opening import open_ledger
 from ledger.stripe.payloads import read_delivery
@@ -22,6 +25,7 @@ from tests.streams import shuffled_with_duplicates, webhook_streams
 from tests.unit.test_any_order import run, state_of, states
 
 _prefixes = itertools.count()
+USER = "user_1767225600_abcdefghij"
 
 
 def delivery(
@@ -59,9 +63,19 @@ def test_any_delivery_order_through_the_store_ends_in_the_ordered_state(
         committer.close()
     assert sum(recorded) == len(stream)  # each event id recorded once, the rest duplicates
     ledger.process_new()
-    actual = {state_of(ledger.repository.get(i)) for i in expected.aggregates}
+    actual = {state_of(revealed(ledger, ledger.repository.get(i))) for i in expected.aggregates}
     assert actual == states(expected)
     assert all(ledger.receipt(d.event_id).is_settled for d in stream)
+
+
+def revealed(ledger: Ledger, aggregate: Any) -> Any:
+    """A customer holds its email and name encrypted; the plain values to compare."""
+    if isinstance(aggregate, Customer):
+        for field in ("email", "name"):
+            value = getattr(aggregate, field)
+            if value is not None:
+                setattr(aggregate, field, ledger.personal.reveal(value))
+    return aggregate
 
 
 def test_a_duplicate_inside_one_group_is_answered_without_failing_the_others(
@@ -85,6 +99,35 @@ def test_a_duplicate_inside_one_group_is_answered_without_failing_the_others(
     finally:
         committer.close()
     assert sorted(r.stripe_event_id for r in receipt_events(ledger)) == ["evt_0", "evt_1", "evt_2"]
+
+
+def test_a_delivery_is_stored_encrypted_whichever_path_records_it(ledger: Ledger) -> None:
+    """Grouped with usage records (the general path) or alone: its body, about a
+    customer, is stored encrypted; usage records alone take the fast path, as
+    they are (they hold no personal data)."""
+    usage = [Usage(USER, "ai_requests", 1, f"k{i}", 100) for i in range(3)]
+    ledger.record(usage[:2])  # usage records only: their events inserted directly
+    committer = GroupCommitter(ledger)
+    try:
+        gate = threading.Event()
+        original = ledger.record
+
+        def slow_record(items):  # hold the writer so that the next ones group up
+            gate.wait(5)
+            return original(items)
+
+        ledger.record = slow_record  # type: ignore[method-assign]
+        first = committer.submit(delivery("evt_0"))
+        group = [*committer.submit_all([usage[2]]), committer.submit(delivery("evt_1"))]
+        gate.set()
+        assert [first.result(10), *(f.result(10) for f in group)] == [True, True, True]
+    finally:
+        committer.close()
+    for evt in ("evt_0", "evt_1"):
+        payload = ledger.receipt(evt).payload
+        assert payload.startswith("pd1:cus_1:")
+        assert "sub_1" not in payload and "sub_1" in ledger.personal.reveal(payload)
+    assert all(ledger.repository.get(u.aggregate_id).quantity == 1 for u in usage)
 
 
 def test_a_retried_delivery_in_a_group_costs_one_more_transaction_not_one_each(

@@ -24,7 +24,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from tests.conftest import make_settings
+from tests import stripe_objects as so
+from tests.conftest import WEBHOOK_SECRET, make_settings
 
 USER = "user_1767225600_abcdefghij"
 ADMIN = {"Authorization": "Bearer adm_test"}
@@ -152,3 +153,52 @@ def test_usage_answers_keep_the_contract(api: tuple[Any, dict[str, str]]) -> Non
     assert allowed.status_code == 200 and allowed.json()["allowed"] is True
     refused = call("GET", check, query={"metric": "storage_mb", "quantity": 101})  # free: 100
     assert refused.status_code == 402 and refused.json()["reason"] == "limit_reached"
+
+
+def test_audit_history_answers_keep_the_contract(api: tuple[Any, dict[str, str]]) -> None:
+    """A delivery is there only once Stripe sent one, signed, which generated data
+    never is: the raw delivery (its bytes as received, its Ledger-* headers), an
+    unknown one, a user's events, actions and erasure, and the seal, checked
+    against the document with one recorded."""
+    schema, _ = api
+    checks = [c for c in CHECKS if c is not negative_data_rejection]
+    body = so.body_of(
+        so.event(
+            "evt_contract_1", "customer.created", so.customer("cus_c1", user_id=USER), created=100
+        )
+    )
+    client = get_client(schema.app)
+    sent = client.post(
+        "/webhooks/stripe", data=body, headers={"Stripe-Signature": so.sign(body, WEBHOOK_SECRET)}
+    )
+    assert sent.status_code == 200, sent.text
+
+    def call(method: str, path: str, **data: Any) -> Any:
+        case = schema[path][method].Case(**data)
+        return case.call_and_validate(headers=ADMIN, checks=checks)
+
+    raw = call(
+        "GET",
+        "/api/v1/audit/deliveries/{stripe_event_id}",
+        path_parameters={"stripe_event_id": "evt_contract_1"},
+    )
+    assert raw.status_code == 200 and raw.content == body
+    assert raw.headers["ledger-outcome"][0] in ("received", "applied")  # lowercase keys, lists
+    assert raw.headers["cache-control"] == ["no-store"]
+    unknown = call(
+        "GET",
+        "/api/v1/audit/deliveries/{stripe_event_id}",
+        path_parameters={"stripe_event_id": "evt_none"},
+    )
+    assert unknown.status_code == 404 and unknown.json()["error_code"] == "delivery_not_found"
+    user = {"user_id": USER}
+    assert call("GET", "/api/v1/audit/events", query={"limit": 1}).json()["next"] is not None
+    assert call("GET", "/api/v1/audit/events", query=user).status_code == 200
+    assert (
+        call("GET", "/api/v1/audit/users/{user_id}/actions", path_parameters=user).status_code
+        == 200
+    )
+    assert call("GET", "/api/v1/audit/seal").status_code == 200
+    assert (
+        call("POST", "/api/v1/audit/users/{user_id}/erase", path_parameters=user).status_code == 200
+    )

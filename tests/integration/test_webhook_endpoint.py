@@ -65,7 +65,8 @@ def test_a_signed_delivery_is_recorded_byte_for_byte(client: TestClient, ledger:
     assert answer.status_code == 200
     assert answer.json() == {"received": True, "duplicate": False}
     [receipt] = receipts(ledger)
-    assert receipt.payload.encode() == body
+    assert receipt.payload.startswith("pd1:cus_A:")  # about a customer: stored encrypted
+    assert ledger.personal.reveal(receipt.payload).encode() == body
     assert (receipt.stripe_event_id, receipt.event_type) == (
         "evt_sub_created",
         "customer.subscription.created",

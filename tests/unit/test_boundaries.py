@@ -105,6 +105,14 @@ def test_sql_is_only_in_projections_and_the_store_adapter() -> None:
     assert offenders("api", lambda n: not under(n, *sql)) == {}
 
 
+def test_only_the_personal_data_cipher_imports_cryptography() -> None:
+    for folder in ("ledger", "projections", "api", "scripts"):
+        found = offenders(
+            folder, lambda n: not under(n, "cryptography"), exclude=("ledger.personal",)
+        )
+        assert found == {}
+
+
 def test_production_code_never_imports_the_developer_tools() -> None:
     for folder in ("ledger", "projections", "api", "scripts"):
         assert (

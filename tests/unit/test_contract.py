@@ -163,3 +163,18 @@ def test_the_admin_token_is_compared_in_one_place_in_constant_time() -> None:
     )
     calls = {ast.unparse(n.func) for n in ast.walk(check) if isinstance(n, ast.Call)}
     assert "hmac.compare_digest" in calls
+
+
+def test_the_raw_delivery_is_documented_as_bytes_with_its_headers_and_refusals(
+    document: dict[str, Any],
+) -> None:
+    """Stripe's body is answered byte for byte: JSON of Stripe's shape, no schema of
+    ours; its Ledger-* headers; 404 for an unknown id, 410 once erased."""
+    responses = document["paths"]["/api/v1/audit/deliveries/{stripe_event_id}"]["get"]["responses"]
+    assert responses["200"]["content"] == {"application/json": {}}
+    assert {"Ledger-Outcome", "Ledger-Received-At"} <= set(responses["200"]["headers"])
+    for status, code in (("404", "delivery_not_found"), ("410", "erased")):
+        codes = responses[status]["content"]["application/json"]["schema"]["allOf"][1]
+        assert code in codes["properties"]["error_code"]["enum"]
+    erase = document["paths"]["/api/v1/audit/users/{user_id}/erase"]["post"]
+    assert erase["security"] == [{"adminToken": []}]

@@ -35,6 +35,9 @@ class MemoryUnitOfWork:
     def add(self, aggregate: Aggregate) -> None:
         self.aggregates[aggregate.id] = aggregate
 
+    def protect(self, subject: str, value: str | None) -> str | None:
+        return value
+
     def apply(
         self,
         evt_id: str,

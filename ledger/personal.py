@@ -1,0 +1,173 @@
+"""Personal data, encrypted at rest with a key per data subject (a Stripe
+customer): AES-GCM, the data keys kept in the key table wrapped with the master
+key (LEDGER_MASTER_KEY). Erasing a subject deletes its key: what was encrypted
+with it can no longer be read by anyone, while the log, and so its seal, stays
+as it was (crypto-shredding).
+
+An encrypted value is text: `pd1:<subject>:<base64 of nonce and ciphertext>`.
+Anything else (a log written before this existed) is read as it is."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Collection, Sequence
+from typing import TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ledger.domain.receipt import Delivery
+from ledger.store.keys import KeyTable
+
+PREFIX = "pd1:"
+ERASED = "[erased]"
+T = TypeVar("T")
+
+
+class WrongMasterKey(RuntimeError):
+    """LEDGER_MASTER_KEY is not the key the key table was written with."""
+
+
+class Erased(LookupError):
+    """The data subject's key was deleted: this value cannot be read any more."""
+
+
+class PersonalData:
+    """The cipher service: `protect` before a value is stored, `reveal` when it is
+    read, `erase` to shred a subject's key."""
+
+    def __init__(self, keys: KeyTable, master_secret: str) -> None:
+        self._keys = keys
+        self._master = AESGCM(hashlib.sha256(master_secret.encode()).digest())
+        self._cache: dict[str, AESGCM] = {}
+
+    # --- writing ------------------------------------------------------------------
+
+    def protect_deliveries(self, items: Sequence[T]) -> list[T]:
+        """The items with each delivery's body encrypted under its subject's key;
+        deliveries about no customer, and whatever is not a delivery (a usage
+        record), are left as they are."""
+        self._load({d.data_subject for d in items if isinstance(d, Delivery) and d.data_subject})
+        return [
+            Delivery(  # type: ignore[misc]
+                d.stripe_event_id,
+                d.event_type,
+                d.stripe_created,
+                d.api_version,
+                d.livemode,
+                self.protect(d.data_subject, d.payload),  # type: ignore[arg-type]
+                d.signature_time,
+                d.data_subject,
+            )
+            if isinstance(d, Delivery) and d.data_subject
+            else d
+            for d in items
+        ]
+
+    def protect(self, subject: str | None, value: str | None) -> str | None:
+        if subject is None or value is None:
+            return value
+        if subject not in self._cache:
+            self._load({subject})
+        nonce = os.urandom(12)
+        sealed = self._cache[subject].encrypt(nonce, value.encode(), subject.encode())
+        return f"{PREFIX}{subject}:{base64.b64encode(nonce + sealed).decode()}"
+
+    def prepare(self, subjects: Collection[str]) -> None:
+        """Have the keys of these subjects at hand (made now where there are none)."""
+        self._load(subjects)
+
+    def _load(self, subjects: Collection[str]) -> None:
+        """Keys of these subjects into memory; new ones made and stored for those
+        without (one query for all of them, one more when some are new)."""
+        missing = [s for s in subjects if s not in self._cache]
+        if not missing:
+            return
+        wrapped = self._keys.get(missing)
+        new = {s: self._wrap(s, AESGCM.generate_key(256)) for s in missing if s not in wrapped}
+        if new:
+            wrapped.update(self._keys.add(new))
+        for subject, key in wrapped.items():
+            self._cache[subject] = AESGCM(self._unwrap(subject, key))
+
+    def _wrap(self, subject: str, key: bytes) -> str:
+        nonce = os.urandom(12)
+        return base64.b64encode(nonce + self._master.encrypt(nonce, key, subject.encode())).decode()
+
+    def _unwrap(self, subject: str, wrapped: str) -> bytes:
+        raw = base64.b64decode(wrapped)
+        try:
+            return self._master.decrypt(raw[:12], raw[12:], subject.encode())
+        except InvalidTag:
+            raise WrongMasterKey(
+                "LEDGER_MASTER_KEY is not the key the key table was written with"
+            ) from None
+
+    # --- reading ------------------------------------------------------------------
+
+    def reveal(self, value: str, *, fresh: bool = False) -> str:
+        """The plain value. Raises Erased when its subject's key is gone. `fresh`:
+        ask the key table, not this process's memory (for auditors' reads, so
+        that an erasure by another process is seen at once)."""
+        if not isinstance(value, str) or not value.startswith(PREFIX):
+            return value
+        subject, _, sealed = value[len(PREFIX) :].rpartition(":")
+        if fresh:
+            self._cache.pop(subject, None)
+        if subject not in self._cache:
+            wrapped = self._keys.get([subject])
+            if subject not in wrapped:
+                raise Erased(subject)
+            self._cache[subject] = AESGCM(self._unwrap(subject, wrapped[subject]))
+        raw = base64.b64decode(sealed)
+        try:
+            return self._cache[subject].decrypt(raw[:12], raw[12:], subject.encode()).decode()
+        except InvalidTag:
+            raise Erased(subject) from None  # a key made after an erasure: not this one
+
+    def shown(self, value: str) -> str:
+        """For display: the plain value, or "[erased]"."""
+        try:
+            return self.reveal(value, fresh=True)
+        except Erased:
+            return ERASED
+
+    def plain(self, value: str | None) -> str | None:
+        """For a user's own reads: the plain value, or None once erased."""
+        if value is None:
+            return None
+        try:
+            return self.reveal(value, fresh=True)
+        except Erased:
+            return None
+
+    # --- erasing ------------------------------------------------------------------
+
+    def erase(self, subjects: Collection[str]) -> int:
+        """Delete the subjects' keys; returns how many there were."""
+        for subject in subjects:
+            self._cache.pop(subject, None)
+        return self._keys.delete(list(subjects))
+
+
+class Plain(PersonalData):
+    """No master key configured: values are stored as they are (as before)."""
+
+    def __init__(self) -> None:
+        self._cache = {}
+
+    def protect_deliveries(self, items: Sequence[T]) -> list[T]:
+        return list(items)
+
+    def protect(self, subject: str | None, value: str | None) -> str | None:
+        return value
+
+    def reveal(self, value: str, *, fresh: bool = False) -> str:
+        if isinstance(value, str) and value.startswith(PREFIX):
+            raise Erased("no master key is configured")
+        return value
+
+    def erase(self, subjects: Collection[str]) -> int:
+        return 0

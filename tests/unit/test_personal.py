@@ -1,0 +1,75 @@
+"""The personal-data cipher on its own, with an in-memory key table."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import pytest
+
+from ledger.domain.receipt import Delivery
+from ledger.personal import ERASED, Erased, PersonalData, Plain, WrongMasterKey
+
+MASTER = "mk_unit_" + "k" * 32
+
+
+class MemoryKeys:
+    def __init__(self) -> None:
+        self.rows: dict[str, str] = {}
+
+    def get(self, subjects: Collection[str]) -> dict[str, str]:
+        return {s: self.rows[s] for s in subjects if s in self.rows}
+
+    def add(self, wrapped: dict[str, str]) -> dict[str, str]:
+        for s, k in wrapped.items():
+            self.rows.setdefault(s, k)
+        return self.get(list(wrapped))
+
+    def delete(self, subjects: Collection[str]) -> int:
+        return sum(self.rows.pop(s, None) is not None for s in subjects)
+
+
+def cipher(keys: MemoryKeys | None = None) -> PersonalData:
+    return PersonalData(keys or MemoryKeys(), MASTER)  # type: ignore[arg-type]
+
+
+def test_a_value_round_trips_and_is_not_stored_in_clear() -> None:
+    personal = cipher()
+    sealed = personal.protect("cus_1", "ada@example.com")
+    assert sealed is not None and sealed.startswith("pd1:cus_1:") and "ada" not in sealed
+    assert sealed != personal.protect("cus_1", "ada@example.com")  # a fresh nonce each time
+    assert personal.reveal(sealed) == "ada@example.com"
+    assert personal.protect("cus_1", None) is None and personal.protect(None, "x") == "x"
+
+
+def test_erasing_a_subject_makes_its_values_unreadable_and_no_one_elses() -> None:
+    keys = MemoryKeys()
+    personal = cipher(keys)
+    mine, theirs = personal.protect("cus_1", "ada"), personal.protect("cus_2", "bob")
+    assert personal.erase(["cus_1"]) == 1
+    with pytest.raises(Erased):
+        personal.reveal(mine)  # type: ignore[arg-type]
+    other_process = cipher(keys)  # shares only the key table
+    assert other_process.shown(mine) == ERASED  # type: ignore[arg-type]
+    assert other_process.shown(theirs) == "bob"  # type: ignore[arg-type]
+
+
+def test_a_value_from_before_the_key_table_reads_as_it_is() -> None:
+    assert cipher().reveal('{"id": "evt_1"}') == '{"id": "evt_1"}'
+    assert Plain().reveal("ada@example.com") == "ada@example.com"
+
+
+def test_deliveries_about_a_customer_are_encrypted_the_others_not() -> None:
+    personal = cipher()
+    about = Delivery("evt_1", "customer.created", 1, None, False, '{"a": 1}', None, "cus_1")
+    anonymous = Delivery("evt_2", "price.created", 1, None, False, '{"b": 2}')
+    sealed, kept = personal.protect_deliveries([about, anonymous])
+    assert sealed.payload.startswith("pd1:cus_1:") and personal.reveal(sealed.payload) == '{"a": 1}'
+    assert kept == anonymous
+
+
+def test_another_master_key_does_not_open_the_key_table() -> None:
+    keys = MemoryKeys()
+    sealed = cipher(keys).protect("cus_1", "ada")
+    wrong = PersonalData(keys, "another-master-key-" + "z" * 32)  # type: ignore[arg-type]
+    with pytest.raises(WrongMasterKey):
+        wrong.reveal(sealed)  # type: ignore[arg-type]
