@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -51,16 +52,7 @@ class PersonalData:
         record), are left as they are."""
         self._load({d.data_subject for d in items if isinstance(d, Delivery) and d.data_subject})
         return [
-            Delivery(  # type: ignore[misc]
-                d.stripe_event_id,
-                d.event_type,
-                d.stripe_created,
-                d.api_version,
-                d.livemode,
-                self.protect(d.data_subject, d.payload),  # type: ignore[arg-type]
-                d.signature_time,
-                d.data_subject,
-            )
+            replace(d, payload=self.protect(d.data_subject, d.payload))  # type: ignore[type-var]
             if isinstance(d, Delivery) and d.data_subject
             else d
             for d in items

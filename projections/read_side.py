@@ -276,7 +276,11 @@ class ReadSide:
         with self.store.reading() as c:
             rows = registered_customers(c)
         return {
-            r["stripe_customer_id"]: {"email": r["email"], "user_id": r["user_id"]} for r in rows
+            r["stripe_customer_id"]: {
+                "email": self.ledger.personal.plain(r["email"]),  # held encrypted
+                "user_id": r["user_id"],
+            }
+            for r in rows
         }
 
     def reconcile_figures(self) -> dict[str, Any]:

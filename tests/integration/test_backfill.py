@@ -54,6 +54,13 @@ class EventsList(stripe.HTTPClient):
         pass
 
 
+def revealed(ledger: Ledger, state: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A customer's email is stored encrypted with the customer's key: compare it plain."""
+    if state[0] != "customer":
+        return state
+    return (*state[:2], ledger.personal.plain(state[2]), *state[3:])
+
+
 def backfill_from(ledger: Ledger, events: list[dict[str, Any]], **run: Any) -> Any:
     gateway = StripeGateway("sk_test_x", http_client=EventsList(events), reads_per_second=100)
     committer = GroupCommitter(ledger)
@@ -86,7 +93,8 @@ def test_backfill_of_any_withheld_subset_ends_in_the_whole_streams_state(
 
     assert (summary.listed, summary.new) == (len(stream), len(stream) - len(delivered))
     expected = run(stream)
-    assert {state_of(ledger.repository.get(i)) for i in expected.aggregates} == states(expected)
+    held = {revealed(ledger, state_of(ledger.repository.get(i))) for i in expected.aggregates}
+    assert held == states(expected)
     withheld = {d.event_id for d in stream} - {d.event_id for d in delivered}
     ours = {d.event_id for d in stream}  # the store keeps earlier examples' receipts too
     sources = {e.stripe_event_id: e.source for e in received(ledger) if e.stripe_event_id in ours}

@@ -60,7 +60,7 @@ def test_a_value_from_before_the_key_table_reads_as_it_is() -> None:
 
 def test_deliveries_about_a_customer_are_encrypted_the_others_not() -> None:
     personal = cipher()
-    about = Delivery("evt_1", "customer.created", 1, None, False, '{"a": 1}', None, "cus_1")
+    about = Delivery("evt_1", "customer.created", 1, None, False, '{"a": 1}', data_subject="cus_1")
     anonymous = Delivery("evt_2", "price.created", 1, None, False, '{"b": 2}')
     sealed, kept = personal.protect_deliveries([about, anonymous])
     assert sealed.payload.startswith("pd1:cus_1:") and personal.reveal(sealed.payload) == '{"a": 1}'
