@@ -20,7 +20,7 @@ from api.bootstrap import Parts
 from api.errors import exception_handlers
 from api.metrics import metrics
 from api.ratelimit import RateLimit
-from api.webhooks import stripe_webhook
+from api.webhooks import WebhookShortcut, stripe_webhook
 from ledger.config import Settings
 from ledger.intake import StoreUnavailable
 
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 }
             finally:
                 await parts.read.close_async()
+                await parts.close_async()
         finally:
             parts.close()
 
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/audit/projections", audit.projections, methods=["GET"]),
         ],
         middleware=[
+            Middleware(WebhookShortcut),  # first: deliveries skip what does not apply to them
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.origins,

@@ -21,6 +21,7 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     Notification,
     PersistenceError,
+    StoredEvent,
     Tracking,
 )
 from eventsourcing.system import Follower
@@ -147,8 +148,18 @@ class Ledger(Follower[UUID]):
         """Append receipts in one transaction; raises IntegrityError if any of them
         is already recorded (then nothing of this call is). Returns their
         positions in the log."""
-        recordings = self.save(*(d.receipt() for d in deliveries))
+        recordings = self.save(*self.receipts(deliveries))
         return [r.notification.id for r in recordings]
+
+    def receipts(self, deliveries: Sequence[Delivery]) -> list[Receipt]:
+        """What deliveries become in the log: the one place stage one (threaded or
+        on the event loop) turns a delivery into the aggregate it stores."""
+        return [d.receipt() for d in deliveries]
+
+    def stored_events(self, aggregates: Sequence[Aggregate]) -> list[StoredEvent]:
+        """New aggregates' pending events as `save` would store them (for a writer
+        that inserts them itself, e.g. stage one's on the event loop)."""
+        return [self.mapper.to_stored_event(e) for a in aggregates for e in a.collect_events()]
 
     def receipt(self, stripe_event_id: str) -> Receipt:
         try:

@@ -64,3 +64,13 @@ def handler_types(method: singledispatchmethod[Any]) -> list[type]:
     """The types a `singledispatchmethod` has handlers registered for, besides
     `object` (its `dispatcher` attribute is not documented)."""
     return [t for t in method.dispatcher.registry if t is not object]
+
+
+def lock_and_notify_statements(recorder: Any) -> list[Composed]:
+    """What the library's PostgreSQL recorder runs before inserting events: its
+    lock timeout, the EXCLUSIVE lock on the events table (so that notification ids
+    are committed in the order they are issued) and the NOTIFY of its channel."""
+    from psycopg.sql import SQL, Identifier
+
+    notify = SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))
+    return [*recorder.lock_table_statements, notify]

@@ -63,6 +63,26 @@ class Store:
             f"not {self.url.split(':')[0]!r}"
         )
 
+    def conninfo(self, *, connect_timeout: int = 2) -> str:
+        """A libpq connection string for the PostgreSQL database (and schema)."""
+        from psycopg.conninfo import make_conninfo
+
+        env = self.env()
+        parts = {
+            "dbname": env["POSTGRES_DBNAME"],
+            "host": env["POSTGRES_HOST"],
+            "port": env["POSTGRES_PORT"],
+            "user": env["POSTGRES_USER"],
+            "password": env["POSTGRES_PASSWORD"],
+            "connect_timeout": str(connect_timeout),
+            "keepalives_idle": "10",
+            "keepalives_interval": "2",
+            "keepalives_count": "3",
+        }
+        if "POSTGRES_SCHEMA" in env:
+            parts["options"] = f"-c search_path={env['POSTGRES_SCHEMA']}"
+        return make_conninfo(**{k: v for k, v in parts.items() if v})
+
     def sibling_sqlite(self, name: str) -> Path:
         """A file next to the log for a store of its own (the SQLite recorder's
         table names are fixed, so each store needs its own file)."""
