@@ -74,3 +74,10 @@ def lock_and_notify_statements(recorder: Any) -> list[Composed]:
 
     notify = SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))
     return [*recorder.lock_table_statements, notify]
+
+
+def handler_for(method: singledispatchmethod[Any], cls: type) -> Any:
+    """The function a `singledispatchmethod` dispatches `cls` to, to be called with
+    the instance as first argument (a loop over a million events resolves each
+    type once instead of binding the method per call)."""
+    return method.dispatcher.dispatch(cls)

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.dev import bench_projections, bench_reads, loadgen
+from scripts.dev import bench_peer, bench_projections, bench_reads, loadgen
 from scripts.dev.common import figure, open_store, render_table
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
@@ -59,6 +59,7 @@ class Options:
     projections: str = "off"
     stage_two_timeout: float = 300.0
     out_dir: Path = OUT_DIR
+    workers: int = 1  # `ledger serve --workers` in the `peer` section
 
 
 # --- stores -----------------------------------------------------------------------
@@ -305,6 +306,11 @@ SECTIONS: dict[str, Section] = {
         bench_projections.table_rebuild,
         "projections rebuild over 100,000 and 1,000,000 events (events/s, peak RSS)",
     ),
+    "peer": Section(
+        bench_peer.bench_peer,
+        bench_peer.table_peer,
+        "ingest on PostgreSQL against Supabase's Stripe sync engine: interleaved rounds, ratios",
+    ),
 }
 
 
@@ -363,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stage-two-timeout", type=float, default=Options.stage_two_timeout)
     parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("--workers", type=int, default=Options.workers, help="peer: API processes")
     args = parser.parse_args(argv)
 
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -384,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         projections=args.projections,
         stage_two_timeout=args.stage_two_timeout,
         out_dir=args.out,
+        workers=args.workers,
     )
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     info = machine()

@@ -408,6 +408,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
     status = int(status_line.split(b" ", 2)[1])
     length = None
     keep_alive = True
+    chunked = False
     while True:
         line = await reader.readline()
         if line in (b"\r\n", b"\n"):
@@ -420,10 +421,26 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
             length = int(value)
         elif name == b"connection" and value.strip().lower() == b"close":
             keep_alive = False
+        elif name == b"transfer-encoding" and value.strip().lower() == b"chunked":
+            chunked = True  # Node's answers (the peer in bench_peer)
+    if chunked:
+        return status, await _read_chunks(reader), keep_alive
     if length is None:
         raise ValueError("answer without Content-Length")
     body = await reader.readexactly(length) if length else b""
     return status, body, keep_alive
+
+
+async def _read_chunks(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)  # CRLF
 
 
 async def run_load(
