@@ -85,8 +85,8 @@ def rebuild_all(
         handlers: dict[tuple[str, type], Callable[..., None]] = {}
         mapper, position = ledger.mapper, 0
         while position < head:
-            notifications = ledger.recorder.select_notifications(
-                start=position + 1, limit=batch_size, stop=head, topics=sorted(routes)
+            notifications = ledger.recorder.read_notifications(  # type: ignore[attr-defined]
+                position + 1, batch_size, head, sorted(routes)
             )
             if not notifications:
                 break
