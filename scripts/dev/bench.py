@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.dev import bench_peer, bench_projections, bench_reads, loadgen
+from scripts.dev import bench_applied, bench_peer, bench_projections, bench_reads, loadgen
 from scripts.dev.common import figure, open_store, render_table
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
@@ -310,6 +310,11 @@ SECTIONS: dict[str, Section] = {
         bench_peer.bench_peer,
         bench_peer.table_peer,
         "ingest on PostgreSQL against Supabase's Stripe sync engine: interleaved rounds, ratios",
+    ),
+    "applied": Section(
+        bench_applied.bench_applied,
+        bench_applied.table_applied,
+        "deliveries fully applied: a burst into `make run`, until every projection has it",
     ),
 }
 
