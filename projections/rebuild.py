@@ -124,6 +124,18 @@ def rebuild_all(
     return applied
 
 
+def rebuild(
+    catchup: Catchup,
+    projection: SqlProjection,
+    batch_size: int = 10_000,
+    progress: Progress | None = None,
+) -> int:
+    """Rebuild one projection (see `rebuild_all`); returns the events it applied."""
+    return rebuild_all(catchup, [projection], batch_size=batch_size, progress=progress)[
+        projection.name
+    ]
+
+
 def _next_generation(catchup: Catchup, projection: SqlProjection) -> int:
     """Past the live one and past leftovers of an interrupted rebuild (each has a
     tracking key of its own)."""

@@ -109,20 +109,3 @@ class Follower(WakeableLoop):
     def __init__(self, catchup: Catchup, interval: float = 0.5) -> None:
         super().__init__("projections", catchup.run_once, interval)
         self.catchup = catchup
-
-
-def rebuild(
-    catchup: Catchup,
-    projection: SqlProjection,
-    batch_size: int = 10_000,
-    progress: Progress | None = None,
-) -> int:
-    """Rebuild one projection from position 0 into a fresh generation of tables, then
-    swap the views to it, so readers never see a half-built projection. Returns
-    events applied. (`projections.rebuild.rebuild_all` rebuilds several in one
-    pass over the log; this is it for one.)"""
-    from projections.rebuild import rebuild_all  # it builds on this module
-
-    return rebuild_all(catchup, [projection], batch_size=batch_size, progress=progress)[
-        projection.name
-    ]

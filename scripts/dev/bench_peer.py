@@ -16,12 +16,14 @@ does to its neighbour too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from scripts.dev import loadgen
 from scripts.dev.common import figure, render_table
 
 KIT = Path(__file__).resolve().parent / "peer"
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 ROUNDS = 3
 
 
@@ -68,14 +71,12 @@ def bench_peer(database_url: str, store: str, opts: Any) -> dict[str, Any]:
     if isinstance(folder, str):
         print(f"  {folder}", flush=True)
         return {"skipped": folder}
-    from scripts.dev.bench import cpu_busy, store_database
-
     rounds: list[dict[str, Any]] = []
     for n in range(1, ROUNDS + 1):
-        round_: dict[str, Any] = {"round": n, "cpu_busy_before_pct": cpu_busy()}
+        round_: dict[str, Any] = {"round": n, "load_average": round(os.getloadavg()[0], 2)}
         for contender in ("engine", "ledger"):
             burst = loadgen.build_deliveries(opts.count, prefix=f"peer{n}{contender[0]}")
-            with store_database("postgres") as url:
+            with fresh_database() as url:
                 print(f"  round {n}: {contender}, {opts.count} deliveries ...", flush=True)
                 start = _start_engine if contender == "engine" else _start_ledger
                 server = start(folder, url, opts)
@@ -93,6 +94,21 @@ def bench_peer(database_url: str, store: str, opts: Any) -> dict[str, Any]:
         "median_ratio": round(statistics.median(ratios), 2) if ratios else None,
         "workers": opts.workers,
     }
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """An empty PostgreSQL database of its own, dropped afterwards."""
+    import psycopg
+
+    name = f"ledger_peer_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _ingest(server: loadgen.Server, burst: list[tuple[str, bytes]], opts: Any) -> dict[str, Any]:
@@ -150,7 +166,7 @@ def table_peer(results: dict[str, dict[str, Any]]) -> str:
     r = results.get("postgres", {})
     if "rounds" not in r:
         return "peer: " + str(r.get("skipped", "not run (PostgreSQL only)"))
-    rows = [("round", "engine/s", "p99 ms", "ours/s", "p99 ms", "ours/engine", "busy before %")]
+    rows = [("round", "engine/s", "p99 ms", "ours/s", "p99 ms", "ours/engine", "load avg")]
     for x in r["rounds"]:
         e, o = x["engine"], x["ledger"]
         rows.append(
@@ -161,7 +177,7 @@ def table_peer(results: dict[str, dict[str, Any]]) -> str:
                 figure(o.get("rate_per_s")),
                 figure(o.get("p99_ms")),
                 figure(x["ratio"]),
-                figure(x["cpu_busy_before_pct"]),
+                figure(x["load_average"]),
             )
         )
     rows.append(("median", "", "", "", "", figure(r["median_ratio"]), ""))

@@ -193,6 +193,17 @@ def start_processor(
     return _spawn([*ledger_command(), "process"], env, log_path, port=0)
 
 
+def start_projections(
+    database_url: str,
+    env_extra: Mapping[str, str] | None = None,
+    *,
+    log_path: Path | None = None,
+) -> Server:
+    """Launch `ledger projections run` (the read models on their own) on the same store."""
+    env = server_env(database_url, {"LEDGER_PROCESSOR_INTERVAL": "0.05", **(env_extra or {})})
+    return _spawn([*ledger_command(), "projections", "run"], env, log_path, port=0)
+
+
 def _spawn(command: list[str], env: dict[str, str], log_path: Path | None, port: int) -> Server:
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="ledger-", suffix=".log")

@@ -20,7 +20,7 @@ from ledger.plans import load_catalog
 from ledger.stripe.payloads import read_delivery
 from projections.as_of import replay_user
 from projections.read_side import ReadSide
-from projections.runner import rebuild
+from projections.rebuild import rebuild
 from tests import stripe_objects as so
 from tests.streams import webhook_streams
 
