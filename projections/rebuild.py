@@ -85,11 +85,12 @@ def rebuild_all(
         handlers: dict[tuple[str, type], Callable[..., None]] = {}
         mapper, position = ledger.mapper, 0
         while position < head:
+            # A window of positions, not "from here to the head, LIMIT n": PostgreSQL
+            # would scan to the head for every batch (a quadratic read of the log).
+            stop = min(head, position + batch_size)
             notifications = ledger.recorder.read_notifications(  # type: ignore[attr-defined]
-                position + 1, batch_size, head, sorted(routes)
+                position + 1, batch_size, stop, sorted(routes)
             )
-            if not notifications:
-                break
             for n in notifications:
                 event = mapper.to_domain_event(n)
                 for p, w in routes[n.topic]:
@@ -100,7 +101,7 @@ def rebuild_all(
                     w.position = n.id
                     handler(p, event, w)
                     applied[p.name] += 1
-            position = notifications[-1].id
+            position = stop
             if progress:
                 progress(len(notifications), position)
         conn.execute("COMMIT")
