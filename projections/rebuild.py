@@ -16,6 +16,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,37 +74,36 @@ def rebuild_all(
     applied = dict.fromkeys(plan, 0)
     started = time.monotonic()
     with scratch() as conn:
-        cursor = _ScratchCursor(conn)
         writers = {}
         for p in projections:
-            p.create_generation(cursor, plan[p.name])  # type: ignore[arg-type]
-            writers[p.name] = Writer(cursor, p.names(plan[p.name]))  # type: ignore[arg-type]
+            p.create_generation(_ScratchCursor(conn), plan[p.name])  # type: ignore[arg-type]
+            # the handlers' statements straight to the connection: it takes :name too
+            writers[p.name] = Writer(conn, p.names(plan[p.name]))  # type: ignore[arg-type]
         routes: dict[str, list[tuple[SqlProjection, Writer]]] = {}
         for p in projections:
             for topic in p.topics:
                 routes.setdefault(topic, []).append((p, writers[p.name]))
         handlers: dict[tuple[str, type], Callable[..., None]] = {}
-        mapper, position = ledger.mapper, 0
-        while position < head:
+        mapper, topics = ledger.mapper, sorted(routes)
+
+        def window(start: int) -> list[Any]:
             # A window of positions, not "from here to the head, LIMIT n": PostgreSQL
             # would scan to the head for every batch (a quadratic read of the log).
-            stop = min(head, position + batch_size)
-            notifications = ledger.recorder.read_notifications(  # type: ignore[attr-defined]
-                position + 1, batch_size, stop, sorted(routes)
-            )
-            for n in notifications:
-                event = mapper.to_domain_event(n)
-                for p, w in routes[n.topic]:
-                    key = (p.name, type(event))
-                    handler = handlers.get(key) or handlers.setdefault(
-                        key, handler_for(type(p).__dict__["apply"], type(event))
-                    )
-                    w.position = n.id
-                    handler(p, event, w)
-                    applied[p.name] += 1
-            position = stop
-            if progress:
-                progress(len(notifications), position)
+            stop = min(head, start + batch_size - 1)
+            recorder: Any = ledger.recorder
+            return recorder.read_notifications(start, batch_size, stop, topics)  # type: ignore[no-any-return]
+
+        position = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="rebuild-read") as reader:
+            ahead = reader.submit(window, 1) if head else None
+            while ahead is not None:
+                notifications, stop = ahead.result(), min(head, position + batch_size)
+                # the next window is read (psycopg waits without the GIL) while this one folds
+                ahead = reader.submit(window, stop + 1) if stop < head else None
+                _fold(notifications, routes, handlers, mapper, applied)
+                position = stop
+                if progress:
+                    progress(len(notifications), position)
         conn.execute("COMMIT")
         folded = time.monotonic()
         for p in projections:
@@ -123,6 +123,26 @@ def rebuild_all(
         written - folded,
     )
     return applied
+
+
+def _fold(
+    notifications: Sequence[Any],
+    routes: Mapping[str, list[tuple[SqlProjection, Writer]]],
+    handlers: dict[tuple[str, type], Callable[..., None]],
+    mapper: Any,
+    applied: dict[str, int],
+) -> None:
+    """Each event decoded once, handed to every projection that has its topic."""
+    for n in notifications:
+        event = mapper.to_domain_event(n)
+        for p, w in routes[n.topic]:
+            key = (p.name, type(event))
+            handler = handlers.get(key) or handlers.setdefault(
+                key, handler_for(type(p).__dict__["apply"], type(event))
+            )
+            w.position = n.id
+            handler(p, event, w)
+            applied[p.name] += 1
 
 
 def rebuild(
