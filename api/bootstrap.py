@@ -9,14 +9,16 @@ from functools import cached_property
 
 from ledger.accounts import Accounts
 from ledger.application import Ledger
+from ledger.billing import Billing
 from ledger.config import Settings, load_settings
-from ledger.intake import AsyncGroupCommitter, GroupCommitter, Intake
+from ledger.intake import AsyncGroupCommitter, Committer, GroupCommitter, Intake
 from ledger.opening import open_ledger
 from ledger.plans import Catalog, load_catalog
 from ledger.processor import Processor
 from ledger.store.async_writer import AsyncEventWriter
 from ledger.store.url import Store
 from ledger.stripe.gateway import StripeGateway
+from ledger.usage import Metering
 from projections.read_side import ReadSide
 
 
@@ -55,9 +57,10 @@ class Parts:
         return processor
 
     @cached_property
-    def committer(self) -> GroupCommitter | AsyncGroupCommitter:
-        """Stage one's writer; it wakes stage two when that runs in this process. On
-        PostgreSQL it writes from the event loop (two connections of its own)."""
+    def committer(self) -> Committer:
+        """Stage one's writer (webhook receipts and usage records); it wakes stage
+        two when that runs in this process. On PostgreSQL it writes from the event
+        loop (two connections of its own)."""
         inline = self.settings.processor == "inline"
         wake = self.processor.wake if inline else None
         store = Store(self.settings.database_url)
@@ -114,12 +117,37 @@ class Parts:
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts = Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts.tokens.interval = self.settings.token_watch_interval_seconds
+        self._closers.append(accounts.tokens.stop)
+        return accounts
+
+    @cached_property
+    def billing(self) -> Billing:
+        return Billing(self.ledger, self.catalog, self.gateway, self.read, self.settings.redirects)
+
+    @cached_property
+    def metering(self) -> Metering:
+        """Usage records, appended through stage one's group commit."""
+        return Metering(
+            self.ledger,
+            self.catalog,
+            self.committer,
+            write_timeout_seconds=self.settings.webhook_write_timeout_seconds,
+        )
 
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'
         follower in it when the settings say "inline"."""
-        _ = self.catalog, self.intake, self.read, self.accounts  # a bad plans file stops here
+        _ = (
+            self.catalog,
+            self.intake,
+            self.read,
+            self.accounts,
+            self.billing,
+            self.metering,
+        )  # a bad plans file stops here
+        self.accounts.tokens.start()  # keeps token hashes in memory while it follows the log
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()
@@ -128,8 +156,8 @@ class Parts:
 
     async def close_async(self) -> None:
         """What runs on the event loop: stage one's writer on PostgreSQL."""
-        committer = self.__dict__.get("committer")
-        if isinstance(committer, AsyncGroupCommitter):
+        committer: Committer | None = self.__dict__.get("committer")
+        if committer is not None:
             await committer.aclose()
 
     def close(self) -> None:

@@ -1,58 +1,71 @@
 """POST /webhooks/stripe: read the body (up to a limit), hand it to stage one,
 count the result, answer. Nothing more.
 
-It is a plain ASGI endpoint, and `WebhookShortcut` (the first middleware) sends
-the route's requests straight to it: Stripe's deliveries are the one hot write,
-and CORS, rate limits and routing, which do not apply to them, cost more CPU per
-delivery than recording it. Refusals are answered from the one error table;
-anything unexpected goes on to the app's 500 handler."""
+The route is declared, mounted and documented as every other (`ENDPOINTS`), and
+`WebhookShortcut`, the first middleware, serves the very same method and path
+straight away: Stripe's deliveries are the one hot write, and CORS, rate limits
+and routing, which do not apply to them, cost more CPU per delivery than
+recording it. Both ways run `_deliver` (one body reader, one answer, refusals
+from the one error table, the same metrics); anything unexpected goes on to the
+app's 500 handler."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from typing import Any
 
-from api.errors import REFUSALS, PayloadTooLarge, describe
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api import answers
+from api.contract import STRIPE, Endpoint
+from api.errors import REFUSALS, PayloadTooLarge, describe, error
 from api.metrics import WEBHOOKS
-from ledger.intake import Intake
+from ledger.intake import Intake, StoreUnavailable
+from ledger.stripe import NotAnEvent
+from ledger.stripe.signature import InvalidSignature
 
 PATH = "/webhooks/stripe"
+_JSON = (b"content-type", b"application/json")
+# the answers, rendered once from their declared model (so they match the document)
 _ANSWERS = {
-    recorded: json.dumps({"received": True, "duplicate": not recorded}, separators=(",", ":"))
+    recorded: answers.Delivery(received=True, duplicate=not recorded).model_dump_json().encode()
     for recorded in (True, False)
 }
 
-Scope = dict[str, Any]
-Receive = Any
-Send = Any
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
-class StripeWebhook:
-    """The endpoint, as an ASGI app (a `Route` hands it the request as is)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope["state"]
-        intake: Intake = state["intake"]
-        headers = dict(scope["headers"])
-        try:
-            body = await _body(receive, headers, state["settings"].webhook_max_body_bytes)
-            signature = headers.get(b"stripe-signature")
-            recorded = await intake.receive(
-                body, signature.decode("latin-1") if signature else None
-            )
-        except REFUSALS as exc:
-            status, code, message = describe(exc)
-            WEBHOOKS.labels(code).inc()  # counted by its error code
-            extra = [(b"retry-after", b"5")] if status == 503 else []
-            await _answer(send, status, json.dumps({"error": message, "error_code": code}), extra)
-            return
-        except _ClientGone:
-            return  # nobody to answer; nothing was recorded
-        WEBHOOKS.labels("recorded" if recorded else "duplicate").inc()
-        await _answer(send, 200, _ANSWERS[recorded])
+async def stripe_webhook(request: Request) -> Response:
+    """Record a signed Stripe delivery (once per event id), then answer."""
+    answer = await _deliver(request.scope["state"], request.scope["headers"], request.receive)
+    if answer is None:
+        raise ClientDisconnect  # nobody to answer; nothing was recorded
+    status, body, headers = answer
+    return Response(body, status, headers={k.decode(): v.decode() for k, v in headers})
 
 
-stripe_webhook = StripeWebhook()
+async def _deliver(
+    state: Mapping[str, Any], raw_headers: list[tuple[bytes, bytes]], receive: Receive
+) -> Answer | None:
+    """The endpoint itself, on ASGI's terms: the answer (status, body, headers),
+    or None when the client went away before its body was read."""
+    intake: Intake = state["intake"]
+    headers = dict(raw_headers)
+    try:
+        body = await _body(receive, headers, state["settings"].webhook_max_body_bytes)
+        signature = headers.get(b"stripe-signature")
+        recorded = await intake.receive(body, signature.decode("latin-1") if signature else None)
+    except REFUSALS as exc:
+        status, code, message = describe(exc)
+        WEBHOOKS.labels(code).inc()  # counted by its error code
+        extra = [(b"retry-after", b"5")] if status == 503 else []  # as `domain_error` does
+        return status, bytes(error(status, code, message).body), [_JSON, *extra]
+    except _ClientGone:
+        return None
+    WEBHOOKS.labels("recorded" if recorded else "duplicate").inc()
+    return 200, _ANSWERS[recorded], [_JSON]
 
 
 class _ClientGone(Exception):
@@ -60,15 +73,18 @@ class _ClientGone(Exception):
 
 
 class WebhookShortcut:
-    """Pure ASGI middleware: POST /webhooks/stripe goes to the endpoint directly,
-    everything else on to the app."""
+    """Pure ASGI middleware: the declared webhook route (`ENDPOINTS`: its method
+    and path) is served here directly, everything else goes on to the app."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.serves = {(e.method, e.path) for e in ENDPOINTS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
-            await stripe_webhook(scope, receive, send)
+        if scope["type"] == "http" and (scope["method"], scope["path"]) in self.serves:
+            answer = await _deliver(scope["state"], scope["headers"], receive)
+            if answer is not None:
+                await _send(send, *answer)
         else:
             await self.app(scope, receive, send)
 
@@ -91,14 +107,17 @@ async def _body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> by
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
 
 
-async def _answer(
-    send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = text.encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    length = (b"content-length", str(len(body)).encode())
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
     await send({"type": "http.response.body", "body": body})
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST", PATH, stripe_webhook, "Receive a Stripe webhook delivery",
+        security=STRIPE, answers={200: answers.Delivery},
+        errors=(InvalidSignature, NotAnEvent, PayloadTooLarge, StoreUnavailable),
+        tags=["webhooks"],
+    ),
+]  # fmt: skip

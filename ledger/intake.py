@@ -1,9 +1,10 @@
 """Stage one of receiving a webhook: verify the signature, then record the
-receipt. Receipts of concurrent requests are grouped into one transaction (group
-commit); each request is answered only after its group is committed. On SQLite a
-writer thread commits the groups (`GroupCommitter`); on PostgreSQL they are
-written from the event loop itself (`AsyncGroupCommitter`): no thread hop per
-request, and the next group is on its way while the previous one commits."""
+receipt. Receipts (and usage records) of concurrent requests are grouped into one
+transaction (group commit); each request is answered only after its group is
+committed. One seam, `Committer.commit`, for both writers: on SQLite a writer
+thread commits the groups (`GroupCommitter`); on PostgreSQL they are written from
+the event loop itself (`AsyncGroupCommitter`): no thread hop per request, and the
+next group is on its way while the previous one commits."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Protocol
+from uuid import UUID
 
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from ledger.application import Ledger
-from ledger.domain.receipt import Delivery, Receipt
 from ledger.store.async_writer import AsyncEventWriter
 from ledger.stripe import read_delivery
 from ledger.stripe.signature import verify_signature
@@ -30,13 +33,61 @@ class StoreUnavailable(RuntimeError):
     """The log cannot be written to now: the sender should retry."""
 
 
+class NewAggregate(Protocol):
+    """Something to record as a new aggregate, idempotent on its id: a webhook
+    delivery (its receipt) or a usage record. A second one with the same id is
+    a duplicate, whether it meets the first in the log or in the same group."""
+
+    @property
+    def aggregate_id(self) -> UUID: ...
+
+    def new_aggregate(self) -> Aggregate: ...
+
+
+class Committer:
+    """The one seam of stage one's writers: new aggregates, idempotent on their
+    ids, recorded in groups. `submit` answers a future (a thread's or the event
+    loop's) for one item; `submit_all` keeps its items together, in one
+    transaction (all or none); `commit` awaits them."""
+
+    def submit(self, item: NewAggregate) -> Future[bool] | asyncio.Future[bool]:
+        return self.submit_all([item])[0]
+
+    def submit_all(
+        self, items: Sequence[NewAggregate]
+    ) -> Sequence[Future[bool] | asyncio.Future[bool]]:
+        raise NotImplementedError
+
+    async def commit(self, items: Sequence[NewAggregate], timeout_seconds: float) -> list[bool]:
+        """Record `items` in one transaction; returns once it is committed, per
+        item True when recorded now, False when its id was in the log already (or
+        earlier in the same group). Raises StoreUnavailable when the log fails or
+        does not answer within the timeout (if the write still lands, a retry is
+        answered as a duplicate)."""
+        if not items:
+            return []
+        pending = [asyncio.wrap_future(f) for f in self.submit_all(items)]  # type: ignore[arg-type]
+        together = pending[0] if len(pending) == 1 else asyncio.gather(*pending)
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(together), timeout_seconds)
+        except TimeoutError:
+            raise StoreUnavailable("the log did not answer in time") from None
+        return [answer] if len(pending) == 1 else list(answer)
+
+    def close(self) -> None:
+        """What a thread closes (nothing, for a writer on the event loop)."""
+
+    async def aclose(self) -> None:
+        """What the event loop closes (nothing, for a writer thread)."""
+
+
 class Intake:
     """Stage one as one call: a delivery's body and its Stripe-Signature header in,
     its receipt committed (or a refusal raised) out."""
 
     def __init__(
         self,
-        committer: GroupCommitter,
+        committer: Committer,
         secrets: Sequence[str],
         *,
         tolerance_seconds: int,
@@ -54,20 +105,17 @@ class Intake:
         not answer within the write timeout (if the write still lands, Stripe's
         retry is answered as a duplicate)."""
         verify_signature(body, signature_header, self._secrets, self._tolerance)
-        pending = asyncio.wrap_future(self._committer.submit(read_delivery(body)))
-        try:
-            return await asyncio.wait_for(asyncio.shield(pending), self._write_timeout)
-        except TimeoutError:
-            raise StoreUnavailable("the log did not answer in time") from None
+        return (await self._committer.commit([read_delivery(body)], self._write_timeout))[0]
 
 
-_Item = tuple[Delivery, Future]
+_Item = tuple[NewAggregate, Future]
 
 
-class GroupCommitter:
+class GroupCommitter(Committer):
     """One writer thread; whatever arrived while it was writing goes into its next
     transaction. `submit` answers a future: True when recorded now, False when the
-    event id was already in the log (a duplicate), or StoreUnavailable."""
+    aggregate id was already in the log (a duplicate), or StoreUnavailable.
+    `submit_all` keeps its items together: they go into one transaction."""
 
     def __init__(
         self, ledger: Ledger, *, max_group: int = 256, on_recorded: Callable[[], None] | None = None
@@ -75,14 +123,20 @@ class GroupCommitter:
         self._ledger = ledger
         self._max_group = max_group
         self._on_recorded = on_recorded or (lambda: None)
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, delivery: Delivery) -> Future:
-        future: Future = Future()
-        self._queue.put((delivery, future))
+    def submit(self, item: NewAggregate) -> Future[bool]:
+        future: Future[bool] = Future()
+        self._queue.put([(item, future)])
         return future
+
+    def submit_all(self, items: Sequence[NewAggregate]) -> list[Future[bool]]:
+        entry: list[_Item] = [(item, Future()) for item in items]
+        if entry:
+            self._queue.put(entry)
+        return [future for _, future in entry]
 
     def close(self) -> None:
         self._queue.put(None)
@@ -93,68 +147,67 @@ class GroupCommitter:
             first = self._queue.get()
             if first is None:
                 return
-            group = [first]
+            group = list(first)
             while len(group) < self._max_group:
                 try:
-                    item = self._queue.get_nowait()
+                    entry = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
+                if entry is None:
                     self._commit(group)
                     return
-                group.append(item)
+                group.extend(entry)
             self._commit(group)
 
     def _commit(self, group: list[_Item]) -> None:
-        # A second delivery of one id inside the group waits for the first.
-        firsts: dict[str, _Item] = {}
+        # A second item of one id inside the group waits for the first.
+        firsts: dict[UUID, _Item] = {}
         repeats: list[_Item] = []
         for item in group:
-            if item[0].stripe_event_id in firsts:
+            if item[0].aggregate_id in firsts:
                 repeats.append(item)
             else:
-                firsts[item[0].stripe_event_id] = item
+                firsts[item[0].aggregate_id] = item
         items = list(firsts.values())
         try:
             results = self._record([d for d, _ in items])
         except Exception as exc:  # whatever it is, the writer thread carries on
             if not isinstance(exc, PersistenceError):
-                log.exception("recording %d receipts failed", len(items))
+                log.exception("recording %d new aggregates failed", len(items))
             self._fail(group, exc)
             return
-        for delivery, future in items:
-            _resolve(future, results[delivery.stripe_event_id])
-        for delivery, future in repeats:
-            outcome = results[delivery.stripe_event_id]
+        for item, future in items:
+            _resolve(future, results[item.aggregate_id])
+        for item, future in repeats:
+            outcome = results[item.aggregate_id]
             _resolve(future, outcome if isinstance(outcome, BaseException) else False)
         if any(r is True for r in results.values()):
             self._on_recorded()
 
-    def _record(self, deliveries: list[Delivery]) -> dict[str, bool | BaseException]:
+    def _record(self, items: list[NewAggregate]) -> dict[UUID, bool | BaseException]:
         """All in one transaction (True: recorded now, False: a duplicate). When
-        some are in the log already (Stripe's retries), the others still go in one
-        transaction; only a race with another writer makes it one each."""
+        some are in the log already (Stripe's retries, a repeated key), the others
+        still go in one transaction; only a race with another writer makes it one
+        each."""
         try:
-            self._ledger.record(deliveries)
-            return {d.stripe_event_id: True for d in deliveries}
+            self._ledger.record(items)
+            return {i.aggregate_id: True for i in items}
         except IntegrityError:
             pass
-        known = self._ledger.recorder.existing(
-            [Receipt.create_id(d.stripe_event_id) for d in deliveries]
-        )
-        results: dict[str, bool | BaseException] = {d.stripe_event_id: False for d in deliveries}
-        fresh = [d for d in deliveries if Receipt.create_id(d.stripe_event_id) not in known]
+        known = self._ledger.recorder.existing([i.aggregate_id for i in items])
+        results: dict[UUID, bool | BaseException] = {i.aggregate_id: False for i in items}
+        fresh = [i for i in items if i.aggregate_id not in known]
         try:
             if fresh:
                 self._ledger.record(fresh)
-            results.update(dict.fromkeys((d.stripe_event_id for d in fresh), True))
+            results.update(dict.fromkeys((i.aggregate_id for i in fresh), True))
         except IntegrityError:
-            results.update({d.stripe_event_id: self._record_one(d) for d in fresh})
+            results.update({i.aggregate_id: self._record_one(i) for i in fresh})
         return results
 
-    def _record_one(self, delivery: Delivery) -> bool | BaseException:
+    def _record_one(self, item: NewAggregate) -> bool | BaseException:
         try:
-            self._ledger.record([delivery])
+            self._ledger.record([item])
             return True
         except IntegrityError:
             return False
@@ -175,16 +228,19 @@ def _resolve(future: Future, result: bool | BaseException) -> None:
         future.set_result(result)
 
 
-_Pending = tuple[Delivery, "asyncio.Future[bool]"]
+_Pending = tuple[NewAggregate, "asyncio.Future[bool]"]
 
 
-class AsyncGroupCommitter:
+class AsyncGroupCommitter(Committer):
     """Stage one's writer on PostgreSQL, on the event loop. `submit` answers an
     asyncio future, as `GroupCommitter.submit` answers a thread's (True: recorded
-    now, False: a duplicate, or StoreUnavailable). Each writer (a connection) takes
+    now, False: a duplicate, or StoreUnavailable); `submit_all`'s items go into
+    one group (one transaction), never split. Each writer (a connection) takes
     everything that waits when it is free; with two, one group is being committed
     while the next is sent and waits for the log's lock inside PostgreSQL, so
-    neither Python nor the network sits between two commits."""
+    neither Python nor the network sits between two commits. Rows already in the
+    log are skipped by the insert itself (no retry one by one, as the thread's
+    writer needs after an IntegrityError)."""
 
     def __init__(
         self,
@@ -201,62 +257,91 @@ class AsyncGroupCommitter:
         self._max_group = max_group
         self._timeout = timeout_seconds
         self._on_recorded = on_recorded or (lambda: None)
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[list[_Pending]] = deque()  # entries: kept together
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writing: set[UUID] = set()  # ids of the groups in flight
         self._scheduled = False
 
-    def submit(self, delivery: Delivery) -> asyncio.Future[bool]:
+    def submit(self, item: NewAggregate) -> asyncio.Future[bool]:
+        return self.submit_all([item])[0]
+
+    def submit_all(self, items: Sequence[NewAggregate]) -> list[asyncio.Future[bool]]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._pending.append((delivery, future))
+        entry: list[_Pending] = [(item, loop.create_future()) for item in items]
+        if not entry:
+            return []
+        self._pending.append(entry)
         if not self._scheduled and self._idle:
             # after the callbacks ready now: requests read in one go share a group
             self._scheduled = True
             loop.call_soon(self._dispatch)
-        return future
+        return [future for _, future in entry]
 
     def _dispatch(self) -> None:
         self._scheduled = False
         while self._pending and self._idle:
+            group = self._next_group()
+            if not group:
+                return  # what waits, waits for a group in flight
             writer = self._idle.pop()
-            count = min(len(self._pending), self._max_group)
-            group = [self._pending.popleft() for _ in range(count)]
-            task = asyncio.get_running_loop().create_task(self._commit(writer, group))
+            ids = {item.aggregate_id for item, _ in group}
+            self._writing |= ids
+            task = asyncio.get_running_loop().create_task(self._commit(writer, group, ids))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _commit(self, writer: AsyncEventWriter, group: list[_Pending]) -> None:
+    def _next_group(self) -> list[_Pending]:
+        """Entries in order, whole, up to `max_group` items (an entry bigger than
+        that goes alone). An entry with an id that a group in flight is writing
+        waits for it: of two groups on two connections either may commit first,
+        and the item submitted first must be the one recorded."""
+        group: list[_Pending] = []
+        held: list[list[_Pending]] = []
+        while self._pending:
+            entry = self._pending[0]
+            if group and len(group) + len(entry) > self._max_group:
+                break
+            self._pending.popleft()
+            if any(item.aggregate_id in self._writing for item, _ in entry):
+                held.append(entry)
+            else:
+                group.extend(entry)
+        self._pending.extendleft(reversed(held))
+        return group
+
+    async def _commit(
+        self, writer: AsyncEventWriter, group: list[_Pending], ids: set[UUID]
+    ) -> None:
         try:
             await self._write(writer, group)
         finally:
+            self._writing -= ids
             self._idle.append(writer)
             self._dispatch()
 
     async def _write(self, writer: AsyncEventWriter, group: list[_Pending]) -> None:
-        # A second delivery of one id inside the group gets the first one's answer.
-        firsts: dict[str, Delivery] = {}
-        for delivery, _ in group:
-            firsts.setdefault(delivery.stripe_event_id, delivery)
+        # A second item of one id inside the group is answered as a duplicate.
+        firsts: dict[UUID, NewAggregate] = {}
+        for item, _ in group:
+            firsts.setdefault(item.aggregate_id, item)
         try:
-            receipts = self._ledger.receipts(list(firsts.values()))
-            stored = self._ledger.stored_events(receipts)
+            stored = self._ledger.stored_events(list(firsts.values()))
             inserted = await asyncio.wait_for(writer.insert_new(stored), self._timeout)
         except Exception as exc:  # whatever it is, the writer carries on
             if not isinstance(exc, (PersistenceError, TimeoutError, OSError)) and not (
                 type(exc).__module__.startswith("psycopg")
             ):
-                log.exception("recording %d receipts failed", len(group))
+                log.exception("recording %d new aggregates failed", len(group))
             error = StoreUnavailable(type(exc).__name__)
             for _, future in group:
                 if not future.done():
                     future.set_exception(error)
             return
-        recorded = {r.stripe_event_id for r in receipts if r.id in inserted}
-        for delivery, future in group:
-            first = firsts.get(delivery.stripe_event_id) is delivery
+        for item, future in group:
             if not future.done():
-                future.set_result(first and delivery.stripe_event_id in recorded)
-        if recorded:
+                first = firsts[item.aggregate_id] is item
+                future.set_result(first and item.aggregate_id in inserted)
+        if inserted:
             self._on_recorded()
 
     async def aclose(self) -> None:

@@ -33,6 +33,13 @@ class Writer:
             bound = self._bound[statement] = statement.format_map(self.names)
         self.cursor.execute(bound, params)
 
+    def query(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+        """Read the projection's own tables (as they are in this transaction)."""
+        bound = self._bound.get(statement)
+        if bound is None:
+            bound = self._bound[statement] = statement.format_map(self.names)
+        return self.cursor.query(bound, params)
+
     def update(self, table: str, key: str, row: object, assignments: str, **params: Any) -> None:
         """Change the row of `table` whose `key` is `row`, and stamp it with the
         position of the event doing it."""

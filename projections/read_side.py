@@ -14,10 +14,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger.accounts import CurrentSubscription
 from ledger.application import Ledger
-from ledger.domain.catalog import Catalog
+from ledger.billing import BillingState
+from ledger.domain.catalog import Catalog, Metric
+from projections.billing_read import customer_answer, subscription_of
+from projections.customers import customer_of
 from projections.entitlements import entitlements_of
 from projections.invoice_history import invoices_of
 from projections.notifications import notifications_of
+from projections.pending_changes import pending_change_of
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
 from projections.status_cache import MISSING, StatusCache
@@ -28,6 +32,7 @@ from projections.subscription_status import (
     current_subscription,
     status_answer,
 )
+from projections.usage_totals import ended_totals, usage_alerts_of, usage_answer, usage_check
 from projections.webhook_health import health, outcomes
 
 
@@ -77,6 +82,40 @@ class ReadSide:
         if row is None:
             return None
         return CurrentSubscription(row["stripe_subscription_id"], row["status"])
+
+    def billing_state(self, user_id: str, now: float | None = None) -> BillingState | None:
+        """The user's current subscription and pending change, as `Billing` reads it."""
+        with self.store.reading() as c:
+            row = current_row(c, user_id)
+            if row is None:
+                return None
+            now = time.time() if now is None else now
+            pending = pending_change_of(c, row["subscription_id"], now)
+        return BillingState(
+            stripe_subscription_id=row["stripe_subscription_id"],
+            status=row["status"],
+            price_id=row["price_id"],
+            currency=row["currency"],
+            cancel_at_period_end=bool(row["cancel_at_period_end"]),
+            cancel_at=row["cancel_at"],
+            pending_price_id=pending["price_id"] if pending else None,
+            pending_schedule_id=pending["stripe_schedule_id"] if pending else None,
+        )
+
+    def customer_id(self, user_id: str) -> str | None:
+        with self.store.reading() as c:
+            row = customer_of(c, user_id)
+        return row["stripe_customer_id"] if row else None
+
+    def billing_subscription(self, user_id: str, now: float | None = None) -> dict[str, Any]:
+        with self.store.reading() as c:
+            return subscription_of(
+                c, user_id, time.time() if now is None else now, self.catalog.free_tier
+            )
+
+    def customer(self, user_id: str) -> dict[str, Any] | None:
+        with self.store.reading() as c:
+            return customer_answer(c, user_id)
 
     async def status_async(self, user_id: str, now: float | None = None) -> dict[str, Any]:
         """`status` for the event loop: never waits on anything slow. SQLite: one
@@ -129,7 +168,29 @@ class ReadSide:
 
     def notifications(self, user_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         with self.store.reading() as c:
-            return notifications_of(c, user_id, after, limit)
+            rows = notifications_of(c, user_id, after, limit)
+            if any(p.name == "usage_totals" for p in self.projections):  # its usage alerts
+                rows = sorted(
+                    rows + usage_alerts_of(c, user_id, after, limit), key=lambda r: r["cursor"]
+                )[:limit]
+            return rows
+
+    def usage(self, user_id: str, at: float | None = None) -> dict[str, Any]:
+        """The usage of the billing period holding `at` (now by default)."""
+        with self.store.reading() as c:
+            return usage_answer(c, self.catalog, user_id, int(time.time() if at is None else at))
+
+    def usage_check(
+        self, user_id: str, metric: Metric, quantity: int, now: float | None = None
+    ) -> dict[str, Any]:
+        with self.store.reading() as c:
+            return usage_check(
+                c, self.catalog, metric, user_id, quantity, int(time.time() if now is None else now)
+            )
+
+    def ended_usage(self, before: float) -> list[dict[str, Any]]:
+        with self.store.reading() as c:
+            return ended_totals(c, int(before))
 
     def webhook_health(self) -> dict[str, Any]:
         with self.store.reading() as c:

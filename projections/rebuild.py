@@ -31,13 +31,13 @@ COPY_ROWS = 5000  # rows per INSERT batch on SQLite
 
 
 class _ScratchCursor:
-    """What `Writer` needs of a cursor, on the scratch file (SQLite's :name style)."""
+    """What `Writer` needs of a cursor, on the scratch file (SQLite's :name style):
+    `execute` is the connection's own (no call in between, per statement), `query`
+    answers rows as dicts (handlers that read their own tables, e.g. usage_totals)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.raw = conn
-
-    def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
-        self.raw.execute(statement, params or {})
+        self.execute = conn.execute
 
     def query(
         self, statement: str, params: Mapping[str, Any] | None = None
@@ -76,9 +76,10 @@ def rebuild_all(
     with scratch() as conn:
         writers = {}
         for p in projections:
-            p.create_generation(_ScratchCursor(conn), plan[p.name])  # type: ignore[arg-type]
+            cursor = _ScratchCursor(conn)
+            p.create_generation(cursor, plan[p.name])  # type: ignore[arg-type]
             # the handlers' statements straight to the connection: it takes :name too
-            writers[p.name] = Writer(conn, p.names(plan[p.name]))  # type: ignore[arg-type]
+            writers[p.name] = Writer(cursor, p.names(plan[p.name]))  # type: ignore[arg-type]
         routes: dict[str, list[tuple[SqlProjection, Writer]]] = {}
         for p in projections:
             for topic in p.topics:

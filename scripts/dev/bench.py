@@ -37,7 +37,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.dev import bench_applied, bench_peer, bench_projections, bench_reads, loadgen
+from scripts.dev import (
+    bench_applied,
+    bench_peer,
+    bench_projections,
+    bench_reads,
+    bench_usage,
+    loadgen,
+)
 from scripts.dev.common import figure, open_store, render_table
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
@@ -315,6 +322,11 @@ SECTIONS: dict[str, Section] = {
         bench_applied.bench_applied,
         bench_applied.table_applied,
         "deliveries fully applied: a burst into `make run`, until every projection has it",
+    ),
+    "usage": Section(
+        bench_usage.bench_usage,
+        bench_usage.table_usage,
+        "usage records: single (32 connections), batches of 1,000, p99 at 1,000/s; the gate",
     ),
 }
 

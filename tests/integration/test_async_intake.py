@@ -1,16 +1,19 @@
 """Stage one's writer on the event loop (PostgreSQL): every delivery recorded once,
 byte for byte, in groups; duplicates (in a group, in the log, from another
 process at the same moment) answered False; a store that fails answers
-StoreUnavailable and the writer goes on."""
+StoreUnavailable and the writer goes on. Usage records go through the same
+writer: idempotent on their key, a batch all or none, never split."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from ledger.application import Ledger
+from ledger.domain.usage import Usage, UsageRecord
 from ledger.intake import AsyncGroupCommitter, StoreUnavailable
 from ledger.opening import open_ledger
 from ledger.store.async_writer import AsyncEventWriter
@@ -111,3 +114,85 @@ def test_a_failing_store_answers_unavailable_and_the_writer_goes_on(pg_ledger: L
     assert isinstance(failed, StoreUnavailable)
     assert recorded is True
     assert [r.stripe_event_id for r in receipt_events(pg_ledger)] == ["evt_2"]
+
+
+def usage(key: str, quantity: int = 1) -> Usage:
+    return Usage("user_1767225600_abcdefghij", "ai_requests", quantity, key, 1_767_225_600)
+
+
+def usage_events(ledger: Ledger) -> list[UsageRecord.Recorded]:
+    return [
+        e
+        for n in ledger.recorder.select_notifications(start=1, limit=10_000)
+        if isinstance(e := ledger.mapper.to_domain_event(n), UsageRecord.Recorded)
+    ]
+
+
+def test_usage_records_share_the_writer_a_batch_in_one_transaction(pg_ledger: Ledger) -> None:
+    """Usage records, as webhook receipts: idempotent on their key, a batch (even
+    past `max_group`) never split, answered once committed."""
+    batch = [usage(f"k{i}") for i in range(300)]
+    sizes: list[int] = []
+
+    async def main() -> tuple[list[bool], list[bool], bool]:
+        writer = committer(pg_ledger)
+        for w in writer._writers:  # type: ignore[attr-defined]
+            insert = w.insert_new
+
+            async def counted(events: Any, insert: Any = insert) -> Any:
+                sizes.append(len(events))
+                return await insert(events)
+
+            w.insert_new = counted
+        try:
+            receipt = writer.submit(delivery("evt_1"))
+            first = await writer.commit(batch, 10)
+            again = await writer.commit([usage("k0", 5), usage("k_new"), usage("k_new")], 10)
+            return first, again, await receipt
+        finally:
+            await writer.aclose()
+
+    first, again, receipt = asyncio.run(main())
+    assert first == [True] * 300 and receipt is True
+    assert again == [False, True, False]  # k0 a duplicate; k_new once
+    assert 300 in sizes or 301 in sizes  # the batch in one insert (with the receipt, maybe)
+    stored = usage_events(pg_ledger)
+    assert len(stored) == 301
+    assert {e.idempotency_key: e.quantity for e in stored}["k0"] == 1  # the first one's
+
+
+def test_a_failed_batch_records_none_of_it(pg_ledger: Ledger) -> None:
+    async def main() -> tuple[BaseException | None, list[bool]]:
+        writer = committer(pg_ledger, writers=1)
+        good = writer._writers[0]._conninfo  # type: ignore[attr-defined]
+        writer._writers[0]._conninfo = "host=127.0.0.1 port=1 connect_timeout=1"  # type: ignore[attr-defined]
+        try:
+            try:
+                await writer.commit([usage("a"), usage("b")], 10)
+                failed = None
+            except StoreUnavailable as exc:
+                failed = exc
+            writer._writers[0]._conninfo = good  # type: ignore[attr-defined]
+            return failed, await writer.commit([usage("b"), usage("c")], 10)
+        finally:
+            await writer.aclose()
+
+    failed, retried = asyncio.run(main())
+    assert isinstance(failed, StoreUnavailable)
+    assert retried == [True, True]
+    assert sorted(e.idempotency_key for e in usage_events(pg_ledger)) == ["b", "c"]
+
+
+def test_the_api_on_postgresql_meters_through_the_writer_on_the_event_loop(
+    postgres_url: str,
+) -> None:
+    from api.bootstrap import Parts
+
+    parts = Parts(make_settings(postgres_url))
+    try:
+        assert isinstance(parts.committer, AsyncGroupCommitter)
+        assert parts.metering._committer is parts.committer  # type: ignore[attr-defined]
+        assert parts.intake._committer is parts.committer  # type: ignore[attr-defined]
+    finally:
+        asyncio.run(parts.close_async())
+        parts.close()

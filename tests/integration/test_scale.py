@@ -103,7 +103,8 @@ def test_two_of_each_process_lose_nothing_and_apply_nothing_twice(
         assert len(ids) == len(set(ids)) == DELIVERIES  # nothing lost, nothing twice
         assert {Receipt.create_id(e) for e, _ in deliveries} == set(ids)
         assert set(processed) == set(ids) and set(processed.values()) == {1}  # settled once each
-        assert all(p.alive() for p in processes)
+        dead = [(p.log_path.name, p.returncode, p.log_tail()) for p in processes if not p.alive()]
+        assert not dead, dead
     finally:
         for process in processes:
             process.stop()
