@@ -17,9 +17,10 @@ def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
         if store.is_postgres
         else "ledger.store.recorders:SQLiteLedgerRecorder"
     )
-    return Ledger(
-        env,
-        cache_size=settings.aggregate_cache_size,
-        retry_attempts=settings.retry_attempts,
-        retry_base_seconds=settings.retry_base_seconds,
-    )
+    with store.creating_tables():  # processes started together take turns
+        return Ledger(
+            env,
+            cache_size=settings.aggregate_cache_size,
+            retry_attempts=settings.retry_attempts,
+            retry_base_seconds=settings.retry_base_seconds,
+        )
