@@ -20,6 +20,7 @@ from api.contract import Endpoint, openapi, reply, routes
 from api.errors import exception_handlers
 from api.metrics import metrics
 from api.ratelimit import Limits, RateLimit
+from api.webhooks import WebhookShortcut
 from ledger.config import Settings
 from ledger.intake import StoreUnavailable
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 }
             finally:
                 await parts.read.close_async()
+                await parts.close_async()
         finally:
             parts.close()
 
@@ -98,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ]
         ),
         middleware=[
+            Middleware(WebhookShortcut),  # first: deliveries skip what does not apply to them
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.origins,

@@ -12,11 +12,13 @@ from ledger.application import Ledger
 from ledger.backfill import Backfill
 from ledger.billing import Billing
 from ledger.config import Settings, load_settings
-from ledger.intake import GroupCommitter, Intake
+from ledger.intake import AsyncGroupCommitter, Committer, GroupCommitter, Intake
 from ledger.opening import open_ledger
 from ledger.plans import Catalog, load_catalog
 from ledger.processor import Processor
 from ledger.reconcile import Reconciler
+from ledger.store.async_writer import AsyncEventWriter
+from ledger.store.url import Store
 from ledger.stripe.gateway import StripeGateway
 from ledger.usage import Metering
 from projections.read_side import ReadSide
@@ -57,10 +59,22 @@ class Parts:
         return processor
 
     @cached_property
-    def committer(self) -> GroupCommitter:
-        """Stage one's writer; it wakes stage two when that runs in this process."""
+    def committer(self) -> Committer:
+        """Stage one's writer (webhook receipts and usage records); it wakes stage
+        two when that runs in this process. On PostgreSQL it writes from the event
+        loop (two connections of its own)."""
         inline = self.settings.processor == "inline"
-        committer = GroupCommitter(self.ledger, on_recorded=self.processor.wake if inline else None)
+        wake = self.processor.wake if inline else None
+        store = Store(self.settings.database_url)
+        if store.is_postgres:
+            writers = [AsyncEventWriter(self.ledger.recorder, store.conninfo()) for _ in range(2)]
+            return AsyncGroupCommitter(
+                self.ledger,
+                writers,
+                timeout_seconds=self.settings.webhook_write_timeout_seconds,
+                on_recorded=wake,
+            )
+        committer = GroupCommitter(self.ledger, on_recorded=wake)
         self._closers.append(committer.close)
         return committer
 
@@ -156,6 +170,12 @@ class Parts:
             self.read.follower.start()
         if self.settings.processor == "inline":
             self.processor.start()
+
+    async def close_async(self) -> None:
+        """What runs on the event loop: stage one's writer on PostgreSQL."""
+        committer: Committer | None = self.__dict__.get("committer")
+        if committer is not None:
+            await committer.aclose()
 
     def close(self) -> None:
         while self._closers:

@@ -21,6 +21,7 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     Notification,
     PersistenceError,
+    StoredEvent,
     Tracking,
 )
 from eventsourcing.system import Follower
@@ -167,11 +168,25 @@ class Ledger(Follower[UUID]):
         customer's key, whichever path records it; usage records carry no
         personal data."""
         if all(hasattr(i, "new_events") for i in items):  # usage records only: the fast path
-            stored = [self.mapper.to_stored_event(e) for i in items for e in i.new_events()]  # type: ignore[attr-defined]
-            return list(self.recorder.insert_events(stored) or [])
+            return list(self.recorder.insert_events(self.stored_events(items)) or [])
         protected = self.personal.protect_deliveries(items)
         recordings = self.save(*(i.new_aggregate() for i in protected))
         return [r.notification.id for r in recordings]
+
+    def stored_events(self, items: Sequence[NewAggregate]) -> list[StoredEvent]:
+        """New aggregates' events as `save` would store them: the one place stage
+        one (`record`, or the writer on the event loop, which inserts them itself)
+        turns what it records into rows of the log. Usage records make their one
+        event directly (`new_events`: no aggregate built). Deliveries' bodies about a
+        customer are encrypted here, whichever writer inserts them."""
+        items = self.personal.protect_deliveries(items)
+        return [
+            self.mapper.to_stored_event(e)
+            for i in items
+            for e in (
+                i.new_events() if hasattr(i, "new_events") else i.new_aggregate().collect_events()  # type: ignore[attr-defined]
+            )
+        ]
 
     def receipt(self, stripe_event_id: str) -> Receipt:
         try:

@@ -1,7 +1,10 @@
 """Stage one of receiving a webhook: verify the signature, then record the
 receipt. Receipts (and usage records) of concurrent requests are grouped into one
 transaction (group commit); each request is answered only after its group is
-committed."""
+committed. One seam, `Committer.commit`, for both writers: on SQLite a writer
+thread commits the groups (`GroupCommitter`); on PostgreSQL they are written from
+the event loop itself (`AsyncGroupCommitter`): no thread hop per request, and the
+next group is on its way while the previous one commits."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
@@ -19,6 +23,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from ledger.application import Ledger
+from ledger.store.async_writer import AsyncEventWriter
 from ledger.stripe import read_delivery
 from ledger.stripe.signature import verify_signature
 
@@ -29,13 +34,61 @@ class StoreUnavailable(RuntimeError):
     """The log cannot be written to now: the sender should retry."""
 
 
+class NewAggregate(Protocol):
+    """Something to record as a new aggregate, idempotent on its id: a webhook
+    delivery (its receipt) or a usage record. A second one with the same id is
+    a duplicate, whether it meets the first in the log or in the same group."""
+
+    @property
+    def aggregate_id(self) -> UUID: ...
+
+    def new_aggregate(self) -> Aggregate: ...
+
+
+class Committer:
+    """The one seam of stage one's writers: new aggregates, idempotent on their
+    ids, recorded in groups. `submit` answers a future (a thread's or the event
+    loop's) for one item; `submit_all` keeps its items together, in one
+    transaction (all or none); `commit` awaits them."""
+
+    def submit(self, item: NewAggregate) -> Future[bool] | asyncio.Future[bool]:
+        return self.submit_all([item])[0]
+
+    def submit_all(
+        self, items: Sequence[NewAggregate]
+    ) -> Sequence[Future[bool] | asyncio.Future[bool]]:
+        raise NotImplementedError
+
+    async def commit(self, items: Sequence[NewAggregate], timeout_seconds: float) -> list[bool]:
+        """Record `items` in one transaction; returns once it is committed, per
+        item True when recorded now, False when its id was in the log already (or
+        earlier in the same group). Raises StoreUnavailable when the log fails or
+        does not answer within the timeout (if the write still lands, a retry is
+        answered as a duplicate)."""
+        if not items:
+            return []
+        pending = [asyncio.wrap_future(f) for f in self.submit_all(items)]  # type: ignore[arg-type]
+        together = pending[0] if len(pending) == 1 else asyncio.gather(*pending)
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(together), timeout_seconds)
+        except TimeoutError:
+            raise StoreUnavailable("the log did not answer in time") from None
+        return [answer] if len(pending) == 1 else list(answer)
+
+    def close(self) -> None:
+        """What a thread closes (nothing, for a writer on the event loop)."""
+
+    async def aclose(self) -> None:
+        """What the event loop closes (nothing, for a writer thread)."""
+
+
 class Intake:
     """Stage one as one call: a delivery's body and its Stripe-Signature header in,
     its receipt committed (or a refusal raised) out."""
 
     def __init__(
         self,
-        committer: GroupCommitter,
+        committer: Committer,
         secrets: Sequence[str],
         *,
         tolerance_seconds: int,
@@ -54,28 +107,13 @@ class Intake:
         retry is answered as a duplicate)."""
         signed_at = verify_signature(body, signature_header, self._secrets, self._tolerance)
         delivery = replace(read_delivery(body), signature_time=signed_at)
-        pending = asyncio.wrap_future(self._committer.submit(delivery))
-        try:
-            return await asyncio.wait_for(asyncio.shield(pending), self._write_timeout)
-        except TimeoutError:
-            raise StoreUnavailable("the log did not answer in time") from None
-
-
-class NewAggregate(Protocol):
-    """Something to record as a new aggregate, idempotent on its id: a webhook
-    delivery (its receipt) or a usage record. A second one with the same id is
-    a duplicate, whether it meets the first in the log or in the same group."""
-
-    @property
-    def aggregate_id(self) -> UUID: ...
-
-    def new_aggregate(self) -> Aggregate: ...
+        return (await self._committer.commit([delivery], self._write_timeout))[0]
 
 
 _Item = tuple[NewAggregate, Future]
 
 
-class GroupCommitter:
+class GroupCommitter(Committer):
     """One writer thread; whatever arrived while it was writing goes into its next
     transaction. `submit` answers a future: True when recorded now, False when the
     aggregate id was already in the log (a duplicate), or StoreUnavailable.
@@ -91,12 +129,12 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, item: NewAggregate) -> Future:
-        future: Future = Future()
+    def submit(self, item: NewAggregate) -> Future[bool]:
+        future: Future[bool] = Future()
         self._queue.put([(item, future)])
         return future
 
-    def submit_all(self, items: Sequence[NewAggregate]) -> list[Future]:
+    def submit_all(self, items: Sequence[NewAggregate]) -> list[Future[bool]]:
         entry: list[_Item] = [(item, Future()) for item in items]
         if entry:
             self._queue.put(entry)
@@ -190,3 +228,127 @@ def _resolve(future: Future, result: bool | BaseException) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+_Pending = tuple[NewAggregate, "asyncio.Future[bool]"]
+
+
+class AsyncGroupCommitter(Committer):
+    """Stage one's writer on PostgreSQL, on the event loop. `submit` answers an
+    asyncio future, as `GroupCommitter.submit` answers a thread's (True: recorded
+    now, False: a duplicate, or StoreUnavailable); `submit_all`'s items go into
+    one group (one transaction), never split. Each writer (a connection) takes
+    everything that waits when it is free; with two, one group is being committed
+    while the next is sent and waits for the log's lock inside PostgreSQL, so
+    neither Python nor the network sits between two commits. Rows already in the
+    log are skipped by the insert itself (no retry one by one, as the thread's
+    writer needs after an IntegrityError)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        writers: Sequence[AsyncEventWriter],
+        *,
+        max_group: int = 256,
+        timeout_seconds: float = 10.0,
+        on_recorded: Callable[[], None] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._idle = list(writers)
+        self._writers = list(writers)
+        self._max_group = max_group
+        self._timeout = timeout_seconds
+        self._on_recorded = on_recorded or (lambda: None)
+        self._pending: deque[list[_Pending]] = deque()  # entries: kept together
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writing: set[UUID] = set()  # ids of the groups in flight
+        self._scheduled = False
+
+    def submit(self, item: NewAggregate) -> asyncio.Future[bool]:
+        return self.submit_all([item])[0]
+
+    def submit_all(self, items: Sequence[NewAggregate]) -> list[asyncio.Future[bool]]:
+        loop = asyncio.get_running_loop()
+        entry: list[_Pending] = [(item, loop.create_future()) for item in items]
+        if not entry:
+            return []
+        self._pending.append(entry)
+        if not self._scheduled and self._idle:
+            # after the callbacks ready now: requests read in one go share a group
+            self._scheduled = True
+            loop.call_soon(self._dispatch)
+        return [future for _, future in entry]
+
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        while self._pending and self._idle:
+            group = self._next_group()
+            if not group:
+                return  # what waits, waits for a group in flight
+            writer = self._idle.pop()
+            ids = {item.aggregate_id for item, _ in group}
+            self._writing |= ids
+            task = asyncio.get_running_loop().create_task(self._commit(writer, group, ids))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _next_group(self) -> list[_Pending]:
+        """Entries in order, whole, up to `max_group` items (an entry bigger than
+        that goes alone). An entry with an id that a group in flight is writing
+        waits for it: of two groups on two connections either may commit first,
+        and the item submitted first must be the one recorded."""
+        group: list[_Pending] = []
+        held: list[list[_Pending]] = []
+        while self._pending:
+            entry = self._pending[0]
+            if group and len(group) + len(entry) > self._max_group:
+                break
+            self._pending.popleft()
+            if any(item.aggregate_id in self._writing for item, _ in entry):
+                held.append(entry)
+            else:
+                group.extend(entry)
+        self._pending.extendleft(reversed(held))
+        return group
+
+    async def _commit(
+        self, writer: AsyncEventWriter, group: list[_Pending], ids: set[UUID]
+    ) -> None:
+        try:
+            await self._write(writer, group)
+        finally:
+            self._writing -= ids
+            self._idle.append(writer)
+            self._dispatch()
+
+    async def _write(self, writer: AsyncEventWriter, group: list[_Pending]) -> None:
+        # A second item of one id inside the group is answered as a duplicate.
+        firsts: dict[UUID, NewAggregate] = {}
+        for item, _ in group:
+            firsts.setdefault(item.aggregate_id, item)
+        try:
+            stored = self._ledger.stored_events(list(firsts.values()))
+            inserted = await asyncio.wait_for(writer.insert_new(stored), self._timeout)
+        except Exception as exc:  # whatever it is, the writer carries on
+            if not isinstance(exc, (PersistenceError, TimeoutError, OSError)) and not (
+                type(exc).__module__.startswith("psycopg")
+            ):
+                log.exception("recording %d new aggregates failed", len(group))
+            error = StoreUnavailable(type(exc).__name__)
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for item, future in group:
+            if not future.done():
+                first = firsts[item.aggregate_id] is item
+                future.set_result(first and item.aggregate_id in inserted)
+        if inserted:
+            self._on_recorded()
+
+    async def aclose(self) -> None:
+        """Wait for the groups in hand, then close the connections."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self._timeout)
+        for writer in self._writers:
+            await writer.close()

@@ -19,12 +19,13 @@ def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
         if store.is_postgres
         else "ledger.store.recorders:SQLiteLedgerRecorder"
     )
-    ledger = Ledger(
-        env,
-        cache_size=settings.aggregate_cache_size,
-        retry_attempts=settings.retry_attempts,
-        retry_base_seconds=settings.retry_base_seconds,
-    )
+    with store.creating_tables():  # processes started together take turns
+        ledger = Ledger(
+            env,
+            cache_size=settings.aggregate_cache_size,
+            retry_attempts=settings.retry_attempts,
+            retry_base_seconds=settings.retry_base_seconds,
+        )
     if settings.master_key is not None:  # else personal data is stored as it comes
         keys = KeyTable(ledger.recorder, is_postgres=store.is_postgres)
         ledger.personal = PersonalData(keys, settings.master_key.get_secret_value())

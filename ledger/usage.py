@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from ledger.application import Ledger
 from ledger.domain.catalog import Catalog
 from ledger.domain.usage import Usage, UsageRecord
-from ledger.intake import GroupCommitter, StoreUnavailable
+from ledger.intake import Committer
 
 FUTURE_SLACK = 60  # seconds a record may be ahead of our clock
 MAX_BATCH = 1000
@@ -38,7 +38,7 @@ class Metering:
         self,
         ledger: Ledger,
         catalog: Catalog,
-        committer: GroupCommitter,
+        committer: Committer,
         *,
         write_timeout_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
@@ -84,13 +84,7 @@ class Metering:
         usages = [
             self.check(user_id, r, f"records.{i}." if many else "") for i, r in enumerate(requests)
         ]
-        pending = [asyncio.wrap_future(f) for f in self._committer.submit_all(usages)]
-        try:
-            fresh = await asyncio.wait_for(
-                asyncio.shield(asyncio.gather(*pending)), self._write_timeout
-            )
-        except TimeoutError:
-            raise StoreUnavailable("the log did not answer in time") from None
+        fresh = await self._committer.commit(usages, self._write_timeout)
         repeated = [u for u, new in zip(usages, fresh, strict=True) if not new]
         firsts = await asyncio.to_thread(self._first_records, repeated) if repeated else {}
         return [

@@ -9,9 +9,7 @@ it and then rolls back instead of applying anything twice. (The library's
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
@@ -120,39 +118,3 @@ class Follower(WakeableLoop):
         self.catchup.run_once()
         for step in self.also:
             step()
-
-
-def rebuild(
-    catchup: Catchup,
-    projection: SqlProjection,
-    batch_size: int = 5000,
-    progress: Progress | None = None,
-) -> int:
-    """Rebuild from position 0 into a fresh generation of tables, then swap the views
-    to it, so readers never see a half-built projection. Returns events applied."""
-    store = projection.view
-    old = catchup.generation(projection)
-    new = max(old, _max_generation(store, projection)) + 1
-    with store.transaction() as c:
-        projection.create_generation(c, new)
-    started = time.monotonic()
-    done = catchup.catch_up(projection, new, batch_size, progress)
-    with store.transaction() as c:
-        projection.publish_generation(c, new)
-        projection.drop_generation(c, old)
-    log.info(
-        "%s rebuilt: %d events in %.1f s (generation %d)",
-        projection.name,
-        done,
-        time.monotonic() - started,
-        new,
-    )
-    return done
-
-
-def _max_generation(store: Any, projection: SqlProjection) -> int:
-    """Leftovers of an interrupted rebuild have their own tracking keys; skip past them."""
-    generation = store.generations().get(projection.name, 0)
-    while store.position(projection.tracking_key(generation + 1)):
-        generation += 1
-    return generation

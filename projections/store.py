@@ -94,9 +94,13 @@ class ViewStore:
         return adapted
 
     @contextmanager
-    def transaction(self, *, commit: bool = True) -> Iterator[Cursor]:
+    def transaction(self, *, commit: bool = True, bulk: bool = False) -> Iterator[Cursor]:
+        """`bulk`: no pipeline on PostgreSQL (a rebuild's `COPY` cannot run in one)."""
         with datastore_of(self.tracking).transaction(commit=commit) as cursor:
-            if self.is_postgres:
+            if self.is_postgres and bulk:
+                cursor.connection.prepare_threshold = None
+                yield Cursor(self, cursor)
+            elif self.is_postgres:
                 # Server-side prepared statements and pipelines do not mix well: a
                 # failed batch can leave psycopg believing in statements the server
                 # dropped. Projection statements are cheap to plan; do not prepare.

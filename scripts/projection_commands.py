@@ -22,9 +22,8 @@ from rich.table import Table
 from api.bootstrap import Parts
 from ledger.plans import PlansFileError
 from projections.as_of import parse_instant, replay_user
-from projections.base import SqlProjection
 from projections.read_side import ReadSide
-from projections.runner import rebuild
+from projections.rebuild import rebuild_all
 
 
 def run(args: argparse.Namespace, parts: Parts) -> int:
@@ -44,24 +43,14 @@ def run(args: argparse.Namespace, parts: Parts) -> int:
 
 
 def _rebuild(read: ReadSide) -> None:
+    """All the named projections in one pass over the log, with a progress bar:
+    log position reached, log events read, events/s, time left."""
     console = Console(stderr=True)
-    for projection in read.projections:
-        started = time.monotonic()
-        events = _rebuild_one(read, projection, console)
-        elapsed = time.monotonic() - started
-        console.print(
-            f"{projection.name}: {events:,} events in {elapsed:.1f} s "
-            f"({events / max(elapsed, 1e-6):,.0f} events/s), swapped in"
-        )
-
-
-def _rebuild_one(read: ReadSide, projection: SqlProjection, console: Console) -> int:
-    """Rebuild with a progress bar: log position reached, events applied, events/s,
-    time left."""
     head = read.catchup.head()
+    names = ", ".join(p.name for p in read.projections)
     started, events = time.monotonic(), 0
     with Progress(
-        TextColumn(f"[bold]{projection.name}"),
+        TextColumn(f"[bold]{names}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[events]:,} events, {task.fields[rate]:,.0f}/s"),
@@ -69,7 +58,7 @@ def _rebuild_one(read: ReadSide, projection: SqlProjection, console: Console) ->
         TimeRemainingColumn(),
         console=console,
     ) as bar:
-        task = bar.add_task(projection.name, total=head, events=0, rate=0.0)
+        task = bar.add_task(names, total=head, events=0, rate=0.0)
 
         def advance(n: int, position: int) -> None:
             nonlocal events
@@ -77,9 +66,15 @@ def _rebuild_one(read: ReadSide, projection: SqlProjection, console: Console) ->
             rate = events / max(time.monotonic() - started, 1e-6)
             bar.update(task, completed=min(position, head), events=events, rate=rate)
 
-        rebuild(read.catchup, projection, progress=advance)
+        applied = rebuild_all(read.catchup, read.projections, progress=advance)
         bar.update(task, completed=head)
-    return events
+    elapsed = time.monotonic() - started
+    for projection in read.projections:
+        console.print(f"{projection.name}: {applied[projection.name]:,} events, swapped in")
+    console.print(
+        f"rebuilt: {events:,} log events in {elapsed:.1f} s "
+        f"({events / max(elapsed, 1e-6):,.0f} events/s)"
+    )
 
 
 def _status(read: ReadSide) -> None:

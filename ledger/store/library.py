@@ -64,3 +64,20 @@ def handler_types(method: singledispatchmethod[Any]) -> list[type]:
     """The types a `singledispatchmethod` has handlers registered for, besides
     `object` (its `dispatcher` attribute is not documented)."""
     return [t for t in method.dispatcher.registry if t is not object]
+
+
+def lock_and_notify_statements(recorder: Any) -> list[Composed]:
+    """What the library's PostgreSQL recorder runs before inserting events: its
+    lock timeout, the EXCLUSIVE lock on the events table (so that notification ids
+    are committed in the order they are issued) and the NOTIFY of its channel."""
+    from psycopg.sql import SQL, Identifier
+
+    notify = SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))
+    return [*recorder.lock_table_statements, notify]
+
+
+def handler_for(method: singledispatchmethod[Any], cls: type) -> Any:
+    """The function a `singledispatchmethod` dispatches `cls` to, to be called with
+    the instance as first argument (a loop over a million events resolves each
+    type once instead of binding the method per call)."""
+    return method.dispatcher.dispatch(cls)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
+
+# pg_advisory_lock key taken while the log's tables are created ("ledger" in ASCII)
+SCHEMA_LOCK = 0x6C6564676572
 
 
 class UnsupportedDatabaseURL(ValueError):
@@ -62,6 +67,45 @@ class Store:
             "DATABASE_URL must start with sqlite:// or postgresql://, "
             f"not {self.url.split(':')[0]!r}"
         )
+
+    def conninfo(self, *, connect_timeout: int = 2) -> str:
+        """A libpq connection string for the PostgreSQL database (and schema)."""
+        from psycopg.conninfo import make_conninfo
+
+        env = self.env()
+        parts = {
+            "dbname": env["POSTGRES_DBNAME"],
+            "host": env["POSTGRES_HOST"],
+            "port": env["POSTGRES_PORT"],
+            "user": env["POSTGRES_USER"],
+            "password": env["POSTGRES_PASSWORD"],
+            "connect_timeout": str(connect_timeout),
+            "keepalives_idle": "10",
+            "keepalives_interval": "2",
+            "keepalives_count": "3",
+        }
+        if "POSTGRES_SCHEMA" in env:
+            parts["options"] = f"-c search_path={env['POSTGRES_SCHEMA']}"
+        return make_conninfo(**{k: v for k, v in parts.items() if v})
+
+    @contextmanager
+    def creating_tables(self) -> Iterator[None]:
+        """On PostgreSQL, processes opening the ledger at the same moment (API
+        processes, `ledger process`, `ledger projections run` started together)
+        take turns: the library's table creation runs `CREATE OR REPLACE FUNCTION`
+        every time, and two of those at once fail with "tuple concurrently
+        updated". On SQLite nothing is needed (its write lock serializes them)."""
+        if not self.is_postgres:
+            yield
+            return
+        import psycopg
+
+        with psycopg.connect(self.conninfo(connect_timeout=10), autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
     def sibling_sqlite(self, name: str) -> Path:
         """A file next to the log for a store of its own (the SQLite recorder's

@@ -37,7 +37,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.dev import bench_audit, bench_projections, bench_reads, bench_usage, loadgen
+from scripts.dev import (
+    bench_applied,
+    bench_audit,
+    bench_peer,
+    bench_projections,
+    bench_reads,
+    bench_usage,
+    loadgen,
+)
 from scripts.dev.common import figure, open_store, render_table
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
@@ -59,6 +67,7 @@ class Options:
     projections: str = "off"
     stage_two_timeout: float = 300.0
     out_dir: Path = OUT_DIR
+    workers: int = 1  # `ledger serve --workers` in the `peer` section
 
 
 # --- stores -----------------------------------------------------------------------
@@ -315,6 +324,16 @@ SECTIONS: dict[str, Section] = {
         bench_audit.table_encryption,
         "stage one's write with personal data encrypted vs as it comes (A/B, one run)",
     ),
+    "peer": Section(
+        bench_peer.bench_peer,
+        bench_peer.table_peer,
+        "ingest on PostgreSQL against Supabase's Stripe sync engine: interleaved rounds, ratios",
+    ),
+    "applied": Section(
+        bench_applied.bench_applied,
+        bench_applied.table_applied,
+        "deliveries fully applied: a burst into `make run`, until every projection has it",
+    ),
     "usage": Section(
         bench_usage.bench_usage,
         bench_usage.table_usage,
@@ -378,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stage-two-timeout", type=float, default=Options.stage_two_timeout)
     parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("--workers", type=int, default=Options.workers, help="peer: API processes")
     args = parser.parse_args(argv)
 
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -399,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         projections=args.projections,
         stage_two_timeout=args.stage_two_timeout,
         out_dir=args.out,
+        workers=args.workers,
     )
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     info = machine()

@@ -199,6 +199,17 @@ def start_processor(
     return _spawn([*ledger_command(), "process"], env, log_path, port=0)
 
 
+def start_projections(
+    database_url: str,
+    env_extra: Mapping[str, str] | None = None,
+    *,
+    log_path: Path | None = None,
+) -> Server:
+    """Launch `ledger projections run` (the read models on their own) on the same store."""
+    env = server_env(database_url, {"LEDGER_PROCESSOR_INTERVAL": "0.05", **(env_extra or {})})
+    return _spawn([*ledger_command(), "projections", "run"], env, log_path, port=0)
+
+
 def _spawn(command: list[str], env: dict[str, str], log_path: Path | None, port: int) -> Server:
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="ledger-", suffix=".log")
@@ -414,6 +425,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
     status = int(status_line.split(b" ", 2)[1])
     length = None
     keep_alive = True
+    chunked = False
     while True:
         line = await reader.readline()
         if line in (b"\r\n", b"\n"):
@@ -426,10 +438,26 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
             length = int(value)
         elif name == b"connection" and value.strip().lower() == b"close":
             keep_alive = False
+        elif name == b"transfer-encoding" and value.strip().lower() == b"chunked":
+            chunked = True  # Node's answers (the peer in bench_peer)
+    if chunked:
+        return status, await _read_chunks(reader), keep_alive
     if length is None:
         raise ValueError("answer without Content-Length")
     body = await reader.readexactly(length) if length else b""
     return status, body, keep_alive
+
+
+async def _read_chunks(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)  # CRLF
 
 
 async def run_load(

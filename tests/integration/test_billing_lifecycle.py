@@ -28,7 +28,7 @@ from ledger.opening import open_ledger
 from ledger.plans import DEFAULT_PLANS_FILE, load_catalog
 from ledger.stripe.gateway import StripeGateway
 from projections.read_side import ReadSide
-from projections.runner import rebuild
+from projections.rebuild import rebuild
 from tests import stripe_objects as so
 from tests.conftest import deliver, eventually, make_settings, stored_events
 from tests.stripe_transport import RecordingTransport

@@ -22,7 +22,7 @@ from ledger.plans import load_catalog
 from ledger.store.url import Store
 from ledger.stripe.payloads import read_delivery
 from projections.read_side import ReadSide
-from projections.runner import rebuild
+from projections.rebuild import rebuild
 from scripts.cli import main
 from tests import stripe_objects as so
 from tests.conftest import deliver, eventually, make_settings

@@ -27,7 +27,7 @@ from ledger.application import Ledger
 from ledger.opening import open_ledger
 from ledger.plans import load_catalog
 from projections.read_side import ReadSide
-from projections.runner import rebuild
+from projections.rebuild import rebuild
 from tests.conftest import make_settings
 
 LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy-log"

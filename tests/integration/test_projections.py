@@ -21,7 +21,7 @@ from ledger.plans import load_catalog
 from ledger.stripe.payloads import read_delivery
 from projections.as_of import replay_user
 from projections.read_side import ReadSide
-from projections.runner import rebuild
+from projections.rebuild import rebuild, rebuild_all
 from tests import stripe_objects as so
 from tests.streams import T0, webhook_streams
 from tests.usage_streams import usage_records
@@ -373,6 +373,8 @@ def test_a_rebuilt_projection_equals_the_live_one(
     assert any(live.values())
     for projection in read.projections:
         rebuild(read.catchup, projection, batch_size=3)
+    assert snapshot(read) == live
+    rebuild_all(read.catchup, read.projections, batch_size=3)  # all of them in one pass
     assert snapshot(read) == live
 
 

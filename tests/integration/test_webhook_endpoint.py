@@ -177,6 +177,33 @@ def test_the_processor_in_the_api_process_applies_what_was_recorded(
     assert (subscription.status, subscription.user_id) == ("active", "user_1767225600_abcdefghij")
 
 
+def test_the_mounted_route_answers_as_the_shortcut_does(settings: Settings, ledger: Ledger) -> None:
+    """The shortcut middleware serves the webhook before routing; the declared route
+    (mounted, documented) runs the same code when reached through the router."""
+    app = create_app(settings)
+    body, tampered = started(), started().replace(b"sub_A", b"sub_B")
+    answers = {}
+    for name, target in (("shortcut", app), ("route", app.router)):
+        with TestClient(target, raise_server_exceptions=False) as c:
+            answers[name] = [
+                (a.status_code, a.json(), a.headers.get("retry-after"), a.headers["content-type"])
+                for a in (
+                    post(c, body),
+                    post(c, tampered, header=so.sign(body, WEBHOOK_SECRET)),
+                    post(c, b"x" * (1024 * 1024 + 1)),
+                )
+            ]
+    first = {"received": True, "duplicate": False}
+    assert answers["shortcut"][0][:2] == (200, first)
+    assert answers["route"][0][:2] == (200, {"received": True, "duplicate": True})
+    assert answers["shortcut"][1:] == answers["route"][1:]
+    assert [a[1]["error_code"] for a in answers["route"][1:]] == [
+        "invalid_signature",
+        "payload_too_large",
+    ]
+    assert len(receipts(ledger)) == 1
+
+
 def metric(client: TestClient, result: str) -> float:
     for line in client.get("/metrics").text.splitlines():
         if line.startswith(f'ledger_webhook_deliveries_total{{result="{result}"}}'):

@@ -15,6 +15,7 @@ from api import bodies, usage
 from api.app import create_app
 from api.contract import Endpoint, contract_of, openapi
 from api.errors import ERRORS
+from api.webhooks import WebhookShortcut
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,3 +179,17 @@ def test_the_raw_delivery_is_documented_as_bytes_with_its_headers_and_refusals(
         assert code in codes["properties"]["error_code"]["enum"]
     erase = document["paths"]["/api/v1/audit/users/{user_id}/erase"]["post"]
     assert erase["security"] == [{"adminToken": []}]
+
+
+def test_the_webhook_shortcut_serves_only_a_mounted_documented_route(
+    app: Any, document: dict[str, Any]
+) -> None:
+    """`WebhookShortcut` (the first middleware) answers POST /webhooks/stripe before
+    routing, for speed. What it serves is taken from the declared Endpoints, which
+    stay mounted (and answer the same, see test_webhook_endpoint) and documented."""
+    assert app.user_middleware[0].cls is WebhookShortcut
+    served = WebhookShortcut(app).serves
+    assert served == {("POST", "/webhooks/stripe")}
+    documented = {(m.upper(), path) for path, ops in document["paths"].items() for m in ops}
+    mounted = {(m, r.path) for r in app.routes for m in (getattr(r, "methods", None) or ())}
+    assert served <= documented and served <= mounted

@@ -1,0 +1,184 @@
+"""`make bench` section `peer`: webhook ingest on PostgreSQL against Supabase's
+Stripe sync engine (`@supabase/stripe-sync-engine`, Node), in one run.
+
+The engine's kit (scripts/dev/peer/: its package.json, a node:http front and its
+migration) is installed once with npm into a cache folder outside the repository
+(LEDGER_BENCH_CACHE, default ~/.cache/ledger-bench/peer). Without `node` and
+`npm` the section says so and is skipped: the project never needs Node.
+
+Each round runs both contenders, in turn, on a fresh database of their own on
+the same PostgreSQL, with the same freshly signed stream of deliveries, over the
+same number of keep-alive connections: the engine, then `ledger serve` with its
+ingest path alone (LEDGER_PROCESSOR=off, LEDGER_PROJECTIONS=off). Rounds are
+interleaved (A B A B A B), and the figure is each round's ratio, ours / the
+engine's, and their median: what the machine's other load does to one run it
+does to its neighbour too."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from scripts.dev import loadgen
+from scripts.dev.common import figure, render_table
+
+KIT = Path(__file__).resolve().parent / "peer"
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+ROUNDS = 3
+
+
+def cache_dir() -> Path:
+    default = Path.home() / ".cache" / "ledger-bench" / "peer"
+    return Path(os.environ.get("LEDGER_BENCH_CACHE", default))
+
+
+def install() -> Path | str:
+    """The installed kit's folder, or why it cannot be used."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        return "node and npm are not installed: section skipped (the project never needs them)"
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "server.mjs", "migrate.cjs"):
+        source, target = KIT / name, folder / name
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, target)
+    if not (folder / "node_modules" / "@supabase" / "stripe-sync-engine").is_dir():
+        print(f"  installing the engine into {folder} (once) ...", flush=True)
+        done = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode:
+            return f"npm install failed: {done.stderr.strip()[-300:]}"
+    return folder
+
+
+def bench_peer(database_url: str, store: str, opts: Any) -> dict[str, Any]:
+    if store != "postgres":
+        return {"skipped": "the engine runs on PostgreSQL only"}
+    folder = install()
+    if isinstance(folder, str):
+        print(f"  {folder}", flush=True)
+        return {"skipped": folder}
+    rounds: list[dict[str, Any]] = []
+    for n in range(1, ROUNDS + 1):
+        round_: dict[str, Any] = {"round": n, "load_average": round(os.getloadavg()[0], 2)}
+        for contender in ("engine", "ledger"):
+            burst = loadgen.build_deliveries(opts.count, prefix=f"peer{n}{contender[0]}")
+            with fresh_database() as url:
+                print(f"  round {n}: {contender}, {opts.count} deliveries ...", flush=True)
+                start = _start_engine if contender == "engine" else _start_ledger
+                server = start(folder, url, opts)
+                try:
+                    round_[contender] = _ingest(server, burst, opts)
+                finally:
+                    server.stop()
+        engine, ours = round_["engine"].get("rate_per_s"), round_["ledger"].get("rate_per_s")
+        round_["ratio"] = round(ours / engine, 2) if engine and ours else None
+        print(f"  round {n}: ratio {figure(round_['ratio'])}", flush=True)
+        rounds.append(round_)
+    ratios = [r["ratio"] for r in rounds if r["ratio"]]
+    return {
+        "rounds": rounds,
+        "median_ratio": round(statistics.median(ratios), 2) if ratios else None,
+        "workers": opts.workers,
+    }
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """An empty PostgreSQL database of its own, dropped afterwards."""
+    import psycopg
+
+    name = f"ledger_peer_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _ingest(server: loadgen.Server, burst: list[tuple[str, bytes]], opts: Any) -> dict[str, Any]:
+    warm = loadgen.build_deliveries(min(opts.warmup, 500), prefix=f"warm{server.port}")
+    if warm:
+        loadgen.run_load_sync(loadgen.build_requests(warm, server.port), server.port, concurrency=8)
+    cpu0 = server.cpu_seconds() or 0.0
+    run = loadgen.run_load_sync(
+        loadgen.build_requests(burst, server.port),
+        server.port,
+        concurrency=opts.concurrency,
+        time_limit=opts.time_limit,
+    )
+    out = run.summary()
+    out["server_cpu_s"] = round((server.cpu_seconds() or 0.0) - cpu0, 2)
+    return {k: out[k] for k in ("ok", "sent", "rate_per_s", "p50_ms", "p99_ms", "server_cpu_s")}
+
+
+def _start_ledger(folder: Path, url: str, opts: Any) -> loadgen.Server:
+    return loadgen.start_server(
+        url,
+        env_extra={"LEDGER_PROCESSOR": "off", "LEDGER_PROJECTIONS": "off"},
+        workers=opts.workers,
+    )
+
+
+def _start_engine(folder: Path, url: str, opts: Any) -> loadgen.Server:
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "WEBHOOK_SECRET": loadgen.DEFAULT_SECRET,
+        "STUB_LINE_ITEMS": "1",
+    }
+    subprocess.run(
+        ["node", "migrate.cjs"], cwd=folder, env=env, check=True, capture_output=True, timeout=120
+    )
+    port = loadgen.free_port()
+    env["PORT"] = str(port)
+    log = (opts.out_dir / "logs" / "peer-engine.log").open("wb")
+    process = subprocess.Popen(
+        ["node", "server.mjs"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    server = loadgen.Server(process, port, Path(log.name), log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.alive():
+        with socket.socket() as s:
+            if s.connect_ex((loadgen.HOST, port)) == 0:
+                return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"the engine did not start:\n{server.log_tail()}")
+
+
+def table_peer(results: dict[str, dict[str, Any]]) -> str:
+    r = results.get("postgres", {})
+    if "rounds" not in r:
+        return "peer: " + str(r.get("skipped", "not run (PostgreSQL only)"))
+    rows = [("round", "engine/s", "p99 ms", "ours/s", "p99 ms", "ours/engine", "load avg")]
+    for x in r["rounds"]:
+        e, o = x["engine"], x["ledger"]
+        rows.append(
+            (
+                str(x["round"]),
+                figure(e.get("rate_per_s")),
+                figure(e.get("p99_ms")),
+                figure(o.get("rate_per_s")),
+                figure(o.get("p99_ms")),
+                figure(x["ratio"]),
+                figure(x["load_average"]),
+            )
+        )
+    rows.append(("median", "", "", "", "", figure(r["median_ratio"]), ""))
+    return render_table(rows) + f"\n(ours: ingest path alone, {r['workers']} worker(s))"
