@@ -175,6 +175,11 @@ def _write_generation(
     in one transaction; indexes after the rows."""
     names = projection.names(generation)
     with store.transaction(bulk=True) as c:
+        # A write first: SQLite then takes its write lock (waiting for others) before
+        # anything is read; a transaction that reads first fails at once with "database
+        # is locked" when another connection wrote meanwhile (WAL's stale snapshot).
+        if head:
+            store.record_position(c, projection.tracking_key(generation), head)
         for table in projection.tables:
             c.execute(f"DROP TABLE IF EXISTS {names[table]}")
             c.execute(f"CREATE TABLE {names[table]} ({projection.tables[table]})")
@@ -183,8 +188,6 @@ def _write_generation(
             columns = [d[0] for d in rows.description]
             _copy(c, names[table], columns, rows)
         projection.create_indexes(c, generation)
-        if head:
-            store.record_position(c, projection.tracking_key(generation), head)
 
 
 def _copy(c: Cursor, table: str, columns: list[str], rows: Iterator[sqlite3.Row]) -> None:
