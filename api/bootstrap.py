@@ -79,6 +79,14 @@ class Parts:
         return committer
 
     @cached_property
+    def thread_committer(self) -> GroupCommitter:
+        """Stage one's writer for commands, which have no event loop (`ledger
+        backfill`): the thread-based group commit, on either store."""
+        committer = GroupCommitter(self.ledger)
+        self._closers.append(committer.close)
+        return committer
+
+    @cached_property
     def intake(self) -> Intake:
         """Stage one: a webhook's body and signature in, its receipt committed out."""
         config = self.settings
@@ -144,7 +152,7 @@ class Parts:
         """`ledger backfill`: Stripe's events list through stage one. Needs the gateway."""
         if self.gateway is None:
             raise StripeNotConfigured("STRIPE_SECRET_KEY is not set")
-        return Backfill(self.ledger, self.gateway, self.committer)
+        return Backfill(self.ledger, self.gateway, self.thread_committer)
 
     @cached_property
     def reconciler(self) -> Reconciler:
