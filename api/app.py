@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import audit, extension
+from api import audit, billing_reads, extension
 from api.bootstrap import Parts
 from api.errors import exception_handlers
 from api.metrics import metrics
@@ -85,6 +85,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/audit/users/{user_id}", audit.user, methods=["GET"]),
             Route("/api/v1/audit/webhooks", audit.webhooks, methods=["GET"]),
             Route("/api/v1/audit/projections", audit.projections, methods=["GET"]),
+            Route("/api/v1/billing/invoices", billing_reads.invoices, methods=["GET"]),
+            Route("/api/v1/billing/entitlements", billing_reads.entitlements, methods=["GET"]),
+            Route("/api/v1/billing/entitlements/check", billing_reads.check, methods=["GET"]),
+            Route("/api/v1/billing/notifications", billing_reads.notifications, methods=["GET"]),
+            Route(
+                "/api/v1/billing/notifications/stream",
+                billing_reads.notification_stream,
+                methods=["GET"],
+            ),
         ],
         middleware=[
             Middleware(

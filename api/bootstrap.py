@@ -48,7 +48,11 @@ class Parts:
     @cached_property
     def processor(self) -> Processor:
         """Stage two: receipts into domain events."""
-        processor = Processor(self.ledger, self.settings.processor_interval_seconds)
+        processor = Processor(
+            self.ledger,
+            self.settings.processor_interval_seconds,
+            clock_period=self.settings.clock_period_seconds,
+        )
         self._closers.append(processor.stop)
         return processor
 
@@ -111,6 +115,7 @@ class Parts:
             self.processor.after = self.read.follower.wake
             self.read.follower.start()
         if self.settings.processor == "inline":
+            self.ledger.tick(self.settings.clock_period_seconds)  # this period's, before serving
             self.processor.start()
 
     def close(self) -> None:

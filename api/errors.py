@@ -10,10 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ledger import accounts
+from ledger.domain.gate import UnknownFeature
 from ledger.intake import StoreUnavailable
 from ledger.stripe import NotAnEvent
 from ledger.stripe.gateway import StripeRejected, StripeUnavailable
 from ledger.stripe.signature import InvalidSignature
+from projections.invoice_history import UnknownInvoice
 
 log = logging.getLogger("api")
 
@@ -61,6 +63,8 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
         "stripe_unavailable",
         "Stripe did not answer; retrying the same request is safe",
     ),
+    UnknownFeature: (400, "unknown_feature", "no plan has a feature of that name"),
+    UnknownInvoice: (400, "invalid_starting_after", "no invoice of yours has that id"),
 }
 
 

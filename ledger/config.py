@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(10_000, ge=0, alias="LEDGER_AGGREGATE_CACHE_SIZE")
     retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")
     retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")
+    # The log's clock: stage two records one tick per period (payment_grace_ending).
+    clock_period_seconds: int = Field(3600, ge=1, le=86_400, alias="LEDGER_CLOCK_PERIOD")
+    # Server-Sent Events: a comment line this often keeps idle streams open.
+    sse_heartbeat_seconds: float = Field(15.0, gt=0, alias="LEDGER_SSE_HEARTBEAT")
+    # The email outbox: off unless LEDGER_SMTP_URL (smtp://host:port) is set.
+    smtp_url: SecretStr | None = Field(None, alias="LEDGER_SMTP_URL")
+    mail_from: str = Field("billing@localhost", alias="LEDGER_MAIL_FROM")
 
     @property
     def origins(self) -> list[str]:

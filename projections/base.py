@@ -33,6 +33,11 @@ class Writer:
             bound = self._bound[statement] = statement.format_map(self.names)
         self.cursor.execute(bound, params)
 
+    def query(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+        """Read the projection's own tables (never another projection's), as of the
+        events applied so far in this transaction."""
+        return self.cursor.query(statement.format_map(self.names), params)
+
     def update(self, table: str, key: str, row: object, assignments: str, **params: Any) -> None:
         """Change the row of `table` whose `key` is `row`, and stamp it with the
         position of the event doing it."""

@@ -15,9 +15,11 @@ from psycopg_pool import AsyncConnectionPool
 from ledger.accounts import CurrentSubscription
 from ledger.application import Ledger
 from ledger.domain.catalog import Catalog
-from projections.entitlements import entitlements_of
-from projections.invoice_history import invoices_of
-from projections.notifications import notifications_of
+from ledger.domain.gate import Entitlement, Gate, Holding, UnknownFeature, Verdict
+from projections.entitlements import HOLDING, entitlements_of, holding, holding_of
+from projections.fanout import Fanout
+from projections.invoice_history import invoice_page, invoices_of
+from projections.notifications import last_cursor, notifications_after, notifications_of
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
 from projections.status_cache import MISSING, StatusCache
@@ -54,11 +56,23 @@ class ReadSide:
         self.follower = Follower(self.catchup, interval)
         self._async_pool: AsyncConnectionPool | None = None
         self.cache = StatusCache(self._status_position)
+        # The gate's memory: the current subscription and what its plan grants, kept
+        # while neither subscription_status nor entitlements has moved.
+        self.gate = Gate(catalog)
+        self.holdings = StatusCache(self._holding_position)
+        # The open notification streams of this process, fed by one follower.
+        self.fanout = Fanout(self.notifications_after, self.last_cursor)
+
+    def _position_of(self, name: str) -> tuple[int, int]:
+        projection = next(p for p in self.projections if p.name == name)
+        generation = self.catchup.generation(projection)
+        return generation, self.catchup.position(projection, generation)
 
     def _status_position(self) -> tuple[int, int]:
-        status = next(p for p in self.projections if p.name == "subscription_status")
-        generation = self.catchup.generation(status)
-        return generation, self.catchup.position(status, generation)
+        return self._position_of("subscription_status")
+
+    def _holding_position(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (*self._status_position(), *self._position_of("entitlements"))
 
     def close(self) -> None:
         self.follower.stop()
@@ -86,18 +100,53 @@ class ReadSide:
         row = self.cache.get(user_id)
         if row is MISSING:
             epoch = self.cache.epoch
-            if self._async_pool is None:
-                with self.store.reading() as c:
-                    row = current_row(c, user_id)
-            else:
-                try:
-                    async with self._async_pool.connection() as conn:
-                        cursor = await conn.execute(self.store.sql(CURRENT), {"user_id": user_id})
-                        row = await cursor.fetchone()
-                except psycopg.Error as exc:  # as the library's own pool reports it
-                    raise OperationalError(str(exc)) from exc
+            row = await self._fetch_one(CURRENT, user_id)
             self.cache.put(user_id, row, epoch)
         return status_answer(row, now, self.catalog.free_tier)
+
+    async def _fetch_one(self, statement: str, user_id: str) -> dict[str, Any] | None:
+        """One row of a per-user query, without a thread hop (see `status_async`)."""
+        if self._async_pool is None:
+            with self.store.reading() as c:
+                rows = c.query(statement, {"user_id": user_id})
+            return rows[0] if rows else None
+        try:
+            async with self._async_pool.connection() as conn:
+                cursor = await conn.execute(self.store.sql(statement), {"user_id": user_id})
+                return await cursor.fetchone()
+        except psycopg.Error as exc:  # as the library's own pool reports it
+            raise OperationalError(str(exc)) from exc
+
+    # --- the feature gate: the same path as `status_async` --------------------------
+
+    async def holding_async(self, user_id: str) -> Holding | None:
+        kept = self.holdings.get(user_id)
+        if kept is MISSING:
+            epoch = self.holdings.epoch
+            kept = holding(await self._fetch_one(HOLDING, user_id))
+            self.holdings.put(user_id, kept, epoch)
+        return kept
+
+    async def entitlement_async(self, user_id: str, now: float | None = None) -> Entitlement:
+        now = time.time() if now is None else now
+        return self.gate.entitlement(await self.holding_async(user_id), now)
+
+    async def check_async(self, user_id: str, feature: str, now: float | None = None) -> Verdict:
+        """May the user use `feature` now? UnknownFeature before anything is read."""
+        if feature not in self.gate.features:
+            raise UnknownFeature(feature)
+        now = time.time() if now is None else now
+        return self.gate.check(await self.holding_async(user_id), feature, now)
+
+    def entitlement(self, user_id: str, now: float | None = None) -> Entitlement:
+        with self.store.reading() as c:
+            held = holding_of(c, user_id)
+        return self.gate.entitlement(held, time.time() if now is None else now)
+
+    def check(self, user_id: str, feature: str, now: float | None = None) -> Verdict:
+        with self.store.reading() as c:
+            held = holding_of(c, user_id)
+        return self.gate.check(held, feature, time.time() if now is None else now)
 
     async def open_async(self) -> None:
         """Open the async read pool (PostgreSQL), from the app's lifespan."""
@@ -112,9 +161,13 @@ class ReadSide:
             )
             await self._async_pool.open(wait=True, timeout=10)
         self.cache.start()
+        self.holdings.start()
+        await self.fanout.start()
 
     async def close_async(self) -> None:
+        await self.fanout.stop()
         self.cache.stop()
+        self.holdings.stop()
         if self._async_pool is not None:
             await self._async_pool.close()
             self._async_pool = None
@@ -130,6 +183,21 @@ class ReadSide:
     def notifications(self, user_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         with self.store.reading() as c:
             return notifications_of(c, user_id, after, limit)
+
+    def invoice_page(
+        self, user_id: str, limit: int, starting_after: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        with self.store.reading() as c:
+            return invoice_page(c, user_id, limit, starting_after)
+
+    def notifications_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Every user's, after a cursor: what the stream's fan-out and the outbox follow."""
+        with self.store.reading() as c:
+            return notifications_after(c, after, limit)
+
+    def last_cursor(self) -> int:
+        with self.store.reading() as c:
+            return last_cursor(c)
 
     def webhook_health(self) -> dict[str, Any]:
         with self.store.reading() as c:

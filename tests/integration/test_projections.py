@@ -237,19 +237,22 @@ def test_notifications_tell_each_change_with_an_increasing_cursor(
     rows = read.notifications(USER)
     assert [r["kind"] for r in rows] == [
         "activated",
+        "features_granted",
         "trial_ending",
         "renewed",
         "payment_failed",
         "payment_recovered",
         "cancellation_scheduled",
         "ended",
+        "features_revoked",
     ]
     cursors = [r["cursor"] for r in rows]
     assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
-    assert [r["kind"] for r in read.notifications(USER, after=cursors[3])] == [
+    assert [r["kind"] for r in read.notifications(USER, after=cursors[4])] == [
         "payment_recovered",
         "cancellation_scheduled",
         "ended",
+        "features_revoked",
     ]
 
 
@@ -313,7 +316,8 @@ def test_two_runners_apply_each_event_once(
             t.join()
         sides[0].catchup.run_once()
         assert len(committed) == len(set(committed)) > 0  # no event in two committed batches
-        assert len(sides[0].notifications(USER)) == 60  # 30 activated + 30 payment_failed
+        # 30 activated, 30 features_granted, 30 payment_failed
+        assert len(sides[0].notifications(USER)) == 90
         assert all(p["lag"] == 0 for p in sides[0].positions())
     finally:
         for side in sides:
