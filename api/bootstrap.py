@@ -15,6 +15,7 @@ from ledger.opening import open_ledger
 from ledger.plans import Catalog, load_catalog
 from ledger.processor import Processor
 from ledger.stripe.gateway import StripeGateway
+from projections.outbox import Mailer, Outbox
 from projections.read_side import ReadSide
 
 
@@ -88,6 +89,24 @@ class Parts:
         return read
 
     @cached_property
+    def outbox(self) -> Outbox | None:
+        """The email outbox; None unless LEDGER_SMTP_URL is set."""
+        config = self.settings
+        if config.smtp_url is None:
+            return None
+        read = self.read
+        mailer = Mailer(config.smtp_url.get_secret_value(), config.mail_from)
+        outbox = Outbox(
+            read.store,
+            read.notifications_after,
+            read.last_cursor,
+            mailer,
+            config.processor_interval_seconds,
+        )
+        self._closers.append(outbox.stop)
+        return outbox
+
+    @cached_property
     def gateway(self) -> StripeGateway | None:
         """None without STRIPE_SECRET_KEY: billing actions are then refused."""
         config = self.settings
@@ -114,6 +133,8 @@ class Parts:
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()
+            if self.outbox is not None:
+                self.outbox.start()
         if self.settings.processor == "inline":
             self.ledger.tick(self.settings.clock_period_seconds)  # this period's, before serving
             self.processor.start()
