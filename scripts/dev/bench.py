@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.dev import bench_projections, bench_reads, loadgen
+from scripts.dev import bench_gate, bench_projections, bench_reads, loadgen
 from scripts.dev.common import figure, open_store, render_table
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
@@ -305,6 +305,16 @@ SECTIONS: dict[str, Section] = {
         bench_projections.table_rebuild,
         "projections rebuild over 100,000 and 1,000,000 events (events/s, peak RSS)",
     ),
+    "gate": Section(
+        bench_gate.bench_gate,
+        bench_gate.table_gate,
+        "GET /api/v1/billing/entitlements/check, 10,000 users (checks/s, p50/p99)",
+    ),
+    "sse": Section(
+        bench_gate.bench_sse,
+        bench_gate.table_sse,
+        "1,000 notification streams: webhook answered -> event on the stream; memory",
+    ),
 }
 
 
@@ -316,6 +326,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average": os.getloadavg(),  # the machine may be shared: read figures with it
     }
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["commit"] = subprocess.run(
