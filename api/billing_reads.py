@@ -93,7 +93,7 @@ class CheckQuery(BaseModel):
 
 
 class NotificationQuery(BaseModel):
-    after: int = Field(0, ge=0)
+    after: int = Field(0, ge=0, le=2**62)
     limit: int = Field(50, ge=1, le=500)
 
 
