@@ -180,12 +180,12 @@ async def notification_stream(request: Request) -> Response:
         raise BadRequest("Last-Event-ID: a cursor (a non-negative integer) is expected")
     read = _read(request)
     heartbeat = request.state.settings.sse_heartbeat_seconds
-    # Subscribe first, then read what is stored: nothing falls between the two, and
-    # what both hold is sent once (by cursor).
-    stream = read.fanout.subscribe(user_id)
 
     async def events() -> AsyncIterator[str]:
         sent = int(resume)
+        # Subscribe first, then read what is stored: nothing falls between the two,
+        # and what both hold is sent once (by cursor).
+        stream = read.fanout.subscribe(user_id)
         try:
             yield ": stream open\n\n"
             while True:  # the stored backlog, page by page

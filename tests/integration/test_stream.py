@@ -172,3 +172,21 @@ def test_a_client_that_reconnects_sees_every_notification_once_in_order(
     assert [(e["cursor"], e["kind"]) for e in seen] == [(n["cursor"], n["kind"]) for n in stored]
     assert seen == stored
     assert heartbeats > 0
+
+
+def test_a_server_with_open_streams_stops_promptly(server: loadgen.Server) -> None:
+    status, registered = request(
+        server.port, "POST", "/api/users", json.dumps({"user_id": USER}).encode(),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 201
+    reader = Reader(
+        server.port, {"X-User-ID": USER, "Authorization": f"Bearer {registered['token']}"}, None
+    )
+    try:
+        started = time.monotonic()
+        server.stop(timeout=15)
+        assert time.monotonic() - started < 10
+        assert "Application shutdown complete" in server.log_tail()
+    finally:
+        reader.close()
