@@ -265,10 +265,12 @@ class NotificationsProjection(SqlProjection):
         # Stripe's last word on a subscription also clears its cancellation: that is
         # no withdrawal to tell of.
         w.execute(
-            "DELETE FROM {notifications} WHERE subscription_id = :id "
-            "AND kind = 'cancellation_withdrawn' AND occurred_at = :t",
+            "DELETE FROM {notifications} WHERE cursor >= :since AND cursor < :upto "
+            "AND subscription_id = :id AND kind = 'cancellation_withdrawn' AND occurred_at = :t",
             id=sid,
             t=e.stripe_created,
+            since=(w.position - 10) * SLOTS,  # one state's events are saved together
+            upto=w.position * SLOTS,
         )
         self._notify(w, sid, "ended", e.stripe_created, status=e.status, ended_at=e.ended_at)
         w.execute(
