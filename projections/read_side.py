@@ -71,7 +71,7 @@ class ReadSide:
     def _status_position(self) -> tuple[int, int]:
         return self._position_of("subscription_status")
 
-    def _holding_position(self) -> tuple[int, ...]:  # type: ignore[override]
+    def _holding_position(self) -> tuple[int, ...]:
         return (*self._status_position(), *self._position_of("entitlements"))
 
     def close(self) -> None:
