@@ -12,31 +12,50 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
 
-from api import audit, billing_reads, extension
+from api import answers, audit, billing, billing_reads, extension, usage, webhooks
 from api.bootstrap import Parts
+from api.contract import Endpoint, openapi, reply, routes
 from api.errors import exception_handlers
 from api.metrics import metrics
-from api.ratelimit import RateLimit
-from api.webhooks import stripe_webhook
+from api.ratelimit import Limits, RateLimit
 from ledger.config import Settings
 from ledger.intake import StoreUnavailable
 
 
-async def healthz(request: Request) -> JSONResponse:
+async def healthz(request: Request) -> Response:
     """The process is up."""
-    return JSONResponse({"status": "ok"})
+    return reply(answers.Health(status="ok"))
 
 
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> Response:
     """The log and the projections answer: send traffic here."""
     try:
         positions = await asyncio.wait_for(run_in_threadpool(request.state.read.positions), 2)
     except (PersistenceError, TimeoutError):
         raise StoreUnavailable("the store does not answer") from None
-    return JSONResponse({"status": "ready", "lag": max(p["lag"] for p in positions)})
+    return reply(answers.Ready(status="ready", lag=max(p["lag"] for p in positions)))
+
+
+async def openapi_json(request: Request) -> Response:
+    """This document: every route, its bodies, answers, refusals and security."""
+    document = getattr(request.app.state, "openapi", None)
+    if document is None:
+        document = request.app.state.openapi = openapi(request.app.routes)
+    return JSONResponse(document)
+
+
+OPERATIONS = [
+    Endpoint("GET", "/healthz", healthz, "Liveness", answers={200: answers.Health},
+             tags=["operations"]),
+    Endpoint("GET", "/readyz", readyz, "Readiness", answers={200: answers.Ready},
+             errors=(StoreUnavailable,), tags=["operations"]),
+    Endpoint("GET", "/metrics", metrics, "Prometheus metrics", answers={200: "text/plain"},
+             tags=["operations"]),
+    Endpoint("GET", "/openapi.json", openapi_json, "This OpenAPI document",
+             answers={200: answers.OpenApiDocument}, tags=["operations"]),
+]  # fmt: skip
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -53,6 +72,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     "intake": parts.intake,
                     "read": parts.read,
                     "accounts": parts.accounts,
+                    "billing": parts.billing,
+                    "metering": parts.metering,
+                    "limits": limits,
                 }
             finally:
                 await parts.read.close_async()
@@ -60,53 +82,29 @@ def create_app(settings: Settings | None = None) -> Starlette:
             parts.close()
 
     config = settings or Settings()  # reads the environment only; secrets come in lifespan
+    limits = Limits(
+        config.rate_limit_per_user, config.rate_limit_failed_auth, config.rate_limit_registration
+    )
     return Starlette(
-        routes=[
-            Route("/api/users", extension.register, methods=["POST"]),
-            Route(
-                "/api/stripe/create-subscription", extension.create_subscription, methods=["POST"]
-            ),
-            Route("/api/stripe/get-subscription", extension.get_subscription, methods=["GET"]),
-            Route(
-                "/api/stripe/verify-subscription", extension.verify_subscription, methods=["POST"]
-            ),
-            Route(
-                "/api/stripe/cancel-subscription", extension.cancel_subscription, methods=["POST"]
-            ),
-            Route(
-                "/api/stripe/update-payment-method",
-                extension.update_payment_method,
-                methods=["POST"],
-            ),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
-            Route("/api/v1/audit/users/{user_id}", audit.user, methods=["GET"]),
-            Route("/api/v1/audit/webhooks", audit.webhooks, methods=["GET"]),
-            Route("/api/v1/audit/projections", audit.projections, methods=["GET"]),
-            Route("/api/v1/billing/invoices", billing_reads.invoices, methods=["GET"]),
-            Route("/api/v1/billing/entitlements", billing_reads.entitlements, methods=["GET"]),
-            Route("/api/v1/billing/entitlements/check", billing_reads.check, methods=["GET"]),
-            Route("/api/v1/billing/notifications", billing_reads.notifications, methods=["GET"]),
-            Route(
-                "/api/v1/billing/notifications/stream",
-                billing_reads.notification_stream,
-                methods=["GET"],
-            ),
-        ],
+        routes=routes(
+            [
+                *extension.ENDPOINTS,
+                *OPERATIONS,
+                *webhooks.ENDPOINTS,
+                *audit.ENDPOINTS,
+                *billing.ENDPOINTS,
+                *billing_reads.ENDPOINTS,
+                *usage.ENDPOINTS,
+            ]
+        ),
         middleware=[
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.origins,
-                allow_methods=["GET", "POST"],
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "X-User-ID"],
             ),
-            Middleware(
-                RateLimit,
-                per_user=config.rate_limit_per_user,
-                per_address=config.rate_limit_per_address,
-            ),
+            Middleware(RateLimit, per_address=config.rate_limit_per_address),
         ],
         exception_handlers=exception_handlers(),  # type: ignore[arg-type]
         lifespan=lifespan,

@@ -1,33 +1,36 @@
-"""Billing API v1, the reads: a user's invoices, entitlements and the feature gate,
-and notifications (a page, or a Server-Sent Events stream). Answers are pydantic
-models; the queries and rules live in projections/ and ledger/domain/gate.py."""
+"""Billing API v1, the reads: a user's invoices, entitlements and the gate (of a
+feature, or of a metric's usage: one route), and notifications (a page, or a
+Server-Sent Events stream). The queries and rules live in projections/,
+ledger/domain/gate.py and ledger/usage.py."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
-from api.auth import caller
+from api import answers, bodies, usage
+from api.contract import USER, Endpoint, reply
 from api.errors import BadRequest
+from ledger.domain.gate import UnknownFeature
 from projections.fanout import Overflowed
+from projections.invoice_history import UnknownInvoice
 from projections.read_side import ReadSide
-
-Q = TypeVar("Q", bound=BaseModel)
-
 
 # --- answers -------------------------------------------------------------------------
 
 
 class _Answer(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Invoice(_Answer):
+    model_config = ConfigDict(extra="ignore", frozen=True)  # built from the projection's row
+
     id: str
     number: str | None
     status: str
@@ -55,24 +58,31 @@ class Entitlements(_Answer):
 
 
 class Allowed(_Answer):
-    allowed: bool = True
+    """The feature gate's yes."""
+
+    allowed: Literal[True] = True
 
 
 class Refused(_Answer):
-    """Answered with 402."""
+    """The feature gate's no, answered with 402."""
 
-    allowed: bool = False
-    reason: str = Field(description="not_in_plan | inactive | grace_ended")
-    upgrade_to: str | None
+    allowed: Literal[False] = False
+    reason: Literal["not_in_plan", "inactive", "grace_ended"]
+    upgrade_to: str | None = Field(description="the cheapest plan that has the feature")
 
 
-class Notification(_Answer):
-    model_config = ConfigDict(frozen=True, extra="allow")  # plus the kind's own details
+class Notification(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)  # plus the kind's own details
 
     cursor: int
-    kind: str
+    kind: str = Field(
+        description="activated, renewed, payment_failed, payment_grace_ending, "
+        "payment_recovered, trial_ending, cancellation_scheduled, cancellation_withdrawn, "
+        "ended, plan_changed, features_granted, features_revoked, usage_warning, "
+        "usage_limit_reached"
+    )
     at: int
-    subscription_id: str
+    subscription_id: str | None = Field(description="Stripe's; none for a usage alert")
 
 
 class NotificationPage(_Answer):
@@ -80,55 +90,28 @@ class NotificationPage(_Answer):
     next: int
 
 
-# --- queries -------------------------------------------------------------------------
-
-
-class InvoiceQuery(BaseModel):
-    limit: int = Field(20, ge=1, le=100)
-    starting_after: str | None = Field(None, max_length=255)
-
-
-class CheckQuery(BaseModel):
-    feature: str = Field(min_length=1, max_length=100)
-
-
-class NotificationQuery(BaseModel):
-    after: int = Field(0, ge=0, le=2**62)
-    limit: int = Field(50, ge=1, le=500)
-
-
-def _query(request: Request, model: type[Q]) -> Q:
-    try:
-        return model.model_validate(dict(request.query_params))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "query"
-        raise BadRequest(f"{where}: {first['msg']}") from None
+# --- handlers ------------------------------------------------------------------------
 
 
 def _read(request: Request) -> ReadSide:
     return request.state.read
 
 
-def _json(answer: BaseModel, status: int = 200) -> JSONResponse:
-    return JSONResponse(answer.model_dump(mode="json"), status)
-
-
-# --- handlers ------------------------------------------------------------------------
-
-
-async def invoices(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    q = _query(request, InvoiceQuery)
+async def invoices(request: Request) -> Response:
+    """The caller's invoices, newest first, a page at a time (`starting_after`: the
+    last id of the previous page)."""
+    q: bodies.InvoiceQuery = request.state.query
     rows, has_more = await run_in_threadpool(
-        _read(request).invoice_page, user_id, q.limit, q.starting_after
+        _read(request).invoice_page, request.state.user_id, q.limit, q.starting_after
     )
-    return _json(InvoicePage(data=[Invoice.model_validate(r) for r in rows], has_more=has_more))
+    return reply(InvoicePage(data=[Invoice.model_validate(r) for r in rows], has_more=has_more))
 
 
-async def entitlements(request: Request) -> JSONResponse:
-    granted = await _read(request).entitlement_async(await caller(request))
-    return _json(
+async def entitlements(request: Request) -> Response:
+    """The caller's tier, plan, features and limits now (the free plan's without an
+    active subscription)."""
+    granted = await _read(request).entitlement_async(request.state.user_id)
+    return reply(
         Entitlements(
             tier=granted.tier,
             plan_id=granted.plan_id,
@@ -140,16 +123,28 @@ async def entitlements(request: Request) -> JSONResponse:
     )
 
 
-async def check(request: Request) -> JSONResponse:
-    """The gate, on the hot path of every premium action: memory, else one indexed
-    read of the projection; never Stripe, never the log. (Other forms of the
-    question, e.g. a usage quantity, are further branches here.)"""
-    user_id = await caller(request)
-    q = _query(request, CheckQuery)
-    verdict = await _read(request).check_async(user_id, q.feature)
+async def check(request: Request) -> Response:
+    """The gate, on the hot path of every premium action. `feature`: may the caller
+    use it now (memory, else one indexed read of the projections; never Stripe,
+    never the log). `metric` (and `quantity`): may the caller use that much more of
+    it now (the usage_totals projection). Exactly one of `feature` and `metric`.
+    200 allowed, 402 refused: both are answers."""
+    q: bodies.EntitlementCheckQuery = request.state.query
+    if q.feature is None and q.metric is None:
+        raise BadRequest("query feature: give a feature or a metric")
+    if q.feature is not None and q.metric is not None:
+        raise BadRequest("query metric: give a feature or a metric, not both")
+    if q.metric is not None:
+        return await usage.check_metric(request, q.metric, q.quantity)
+    if "quantity" in q.model_fields_set:
+        raise BadRequest("query quantity: only with a metric")
+    verdict = await _read(request).check_async(request.state.user_id, q.feature or "")
     if verdict.allowed:
-        return _json(Allowed())
-    return _json(Refused(reason=verdict.reason or "", upgrade_to=verdict.upgrade_to), 402)
+        return reply(Allowed())
+    return reply(
+        Refused(reason=verdict.reason, upgrade_to=verdict.upgrade_to),  # type: ignore[arg-type]
+        402,
+    )
 
 
 def _notification(row: dict[str, Any]) -> Notification:
@@ -162,27 +157,33 @@ def _notification(row: dict[str, Any]) -> Notification:
     )
 
 
-async def notifications(request: Request) -> JSONResponse:
-    user_id = await caller(request)
-    q = _query(request, NotificationQuery)
-    rows = await run_in_threadpool(_read(request).notifications, user_id, q.after, q.limit)
+async def notifications(request: Request) -> Response:
+    """The caller's notifications after a cursor, in cursor order (`next`: the
+    cursor to ask after for the next page)."""
+    q: bodies.NotificationQuery = request.state.query
+    rows = await run_in_threadpool(
+        _read(request).notifications, request.state.user_id, q.after, q.limit
+    )
     data = [_notification(r) for r in rows]
-    return _json(NotificationPage(data=data, next=data[-1].cursor if data else q.after))
+    return reply(NotificationPage(data=data, next=data[-1].cursor if data else q.after))
 
 
 async def notification_stream(request: Request) -> Response:
     """Server-Sent Events: `id:` the cursor, `event:` the kind, `data:` the
-    notification as JSON; `Last-Event-ID` (or ?after=) resumes after a cursor; a
-    comment line every LEDGER_SSE_HEARTBEAT seconds."""
-    user_id = await caller(request)
-    resume = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not resume.isdigit() or len(resume) > 18:
+    notification as JSON (a Notification); the `Last-Event-ID` header (or ?after=)
+    resumes after a cursor; a comment line every LEDGER_SSE_HEARTBEAT seconds. The
+    stream does not end by itself."""
+    user_id = request.state.user_id
+    q: bodies.StreamQuery = request.state.query
+    header = request.headers.get("last-event-id")
+    if header is not None and (not header.isdigit() or len(header) > 18):
         raise BadRequest("Last-Event-ID: a cursor (a non-negative integer) is expected")
+    resume = int(header) if header is not None else (q.after or 0)
     read = _read(request)
     heartbeat = request.state.settings.sse_heartbeat_seconds
 
     async def events() -> AsyncIterator[str]:
-        sent = int(resume)
+        sent = resume
         # Subscribe first, then read what is stored: nothing falls between the two,
         # and what both hold is sent once (by cursor).
         stream = read.fanout.subscribe(user_id)
@@ -208,12 +209,43 @@ async def notification_stream(request: Request) -> Response:
             stream.close()
 
     return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
     )
 
 
 def _event(row: dict[str, Any]) -> str:
     body = _notification(row).model_dump_json()
     return f"id: {row['cursor']}\nevent: {row['kind']}\ndata: {body}\n\n"
+
+
+B = "/api/v1/billing"
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", f"{B}/invoices", invoices, "The caller's invoices", security=USER,
+        query=bodies.InvoiceQuery, answers={200: InvoicePage}, errors=(UnknownInvoice,),
+        tags=["billing"],
+    ),
+    Endpoint(
+        "GET", f"{B}/entitlements", entitlements, "The caller's entitlements",
+        security=USER, answers={200: Entitlements}, tags=["billing"],
+    ),
+    Endpoint(
+        "GET", f"{B}/entitlements/check", check,
+        "Whether the caller may use a feature, or more of a metric", security=USER,
+        query=bodies.EntitlementCheckQuery,
+        answers={200: (Allowed, answers.UsageAllowed), 402: (Refused, answers.UsageLimitReached)},
+        errors=(UnknownFeature, BadRequest), tags=["billing", "usage"],
+    ),
+    Endpoint(
+        "GET", f"{B}/notifications", notifications, "The caller's notifications",
+        security=USER, query=bodies.NotificationQuery, answers={200: NotificationPage},
+        tags=["billing"],
+    ),
+    Endpoint(
+        "GET", f"{B}/notifications/stream", notification_stream,
+        "The caller's notifications as they happen (Server-Sent Events)", security=USER,
+        query=bodies.StreamQuery, answers={200: "text/event-stream"}, errors=(BadRequest,),
+        tags=["billing"],
+    ),
+]  # fmt: skip

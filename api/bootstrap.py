@@ -9,12 +9,14 @@ from functools import cached_property
 
 from ledger.accounts import Accounts
 from ledger.application import Ledger
+from ledger.billing import Billing
 from ledger.config import Settings, load_settings
 from ledger.intake import GroupCommitter, Intake
 from ledger.opening import open_ledger
 from ledger.plans import Catalog, load_catalog
 from ledger.processor import Processor
 from ledger.stripe.gateway import StripeGateway
+from ledger.usage import Metering
 from projections.outbox import Mailer, Outbox
 from projections.read_side import ReadSide
 
@@ -124,12 +126,37 @@ class Parts:
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts = Accounts(self.ledger, self.catalog, self.gateway, self.read)
+        accounts.tokens.interval = self.settings.token_watch_interval_seconds
+        self._closers.append(accounts.tokens.stop)
+        return accounts
+
+    @cached_property
+    def billing(self) -> Billing:
+        return Billing(self.ledger, self.catalog, self.gateway, self.read, self.settings.redirects)
+
+    @cached_property
+    def metering(self) -> Metering:
+        """Usage records, appended through stage one's group commit."""
+        return Metering(
+            self.ledger,
+            self.catalog,
+            self.committer,
+            write_timeout_seconds=self.settings.webhook_write_timeout_seconds,
+        )
 
     def start(self) -> None:
         """The API process: build every part, and run stage two and the projections'
         follower in it when the settings say "inline"."""
-        _ = self.catalog, self.intake, self.read, self.accounts  # a bad plans file stops here
+        _ = (
+            self.catalog,
+            self.intake,
+            self.read,
+            self.accounts,
+            self.billing,
+            self.metering,
+        )  # a bad plans file stops here
+        self.accounts.tokens.start()  # keeps token hashes in memory while it follows the log
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ledger import accounts
+from ledger import accounts, billing, usage
 from ledger.domain.gate import UnknownFeature
 from ledger.intake import StoreUnavailable
 from ledger.stripe import NotAnEvent
@@ -30,6 +30,14 @@ class Unauthorized(PermissionError):
 
 class BadRequest(ValueError):
     pass
+
+
+class RateLimited(Exception):
+    """Over a rate limit; `retry_after` seconds until the window lets it through."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def error(
@@ -58,6 +66,7 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     accounts.ConcurrentRequest: (409, "conflict", None),
     accounts.StripeNotConfigured: (503, "stripe_not_configured", None),
     StripeRejected: (400, "stripe_rejected", None),
+    usage.InvalidUsage: (400, "bad_request", None),
     StripeUnavailable: (
         502,
         "stripe_unavailable",
@@ -65,6 +74,12 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     ),
     UnknownFeature: (400, "unknown_feature", "no plan has a feature of that name"),
     UnknownInvoice: (400, "invalid_starting_after", "no invoice of yours has that id"),
+    billing.CustomerNotFound: (404, "customer_not_found", None),
+    billing.NothingToResume: (409, "nothing_to_resume", None),
+    billing.InvalidRedirect: (400, "invalid_redirect", None),
+    billing.CurrencyMismatch: (400, "currency_mismatch", None),
+    RateLimited: (429, "rate_limited", None),
+    accounts.UnknownUser: (404, "user_not_found", None),
 }
 
 
@@ -83,6 +98,8 @@ def describe(exc: Exception) -> tuple[int, str, str]:
 async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     status, code, message = describe(exc)
     headers = {"Retry-After": "5"} if status == 503 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return error(status, code, message, headers)
 
 

@@ -1,5 +1,9 @@
-"""Rate limiting per user id and per client address on /api/ (pure ASGI
-middleware, sliding windows from the `limits` library): 429 with Retry-After."""
+"""Rate limits (sliding windows from the `limits` library), all answering 429 with
+Retry-After: per client address on /api/ (pure ASGI middleware, before anything
+else); and, counted where the outcome is known, per user for requests whose token
+was valid, per address for failed authentications and for registrations (`Limits`).
+A request with someone else's user id and a wrong token is counted against its
+sender's address, never against that user."""
 
 from __future__ import annotations
 
@@ -12,37 +16,67 @@ from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.errors import RateLimited
+
+
+def _parse(name: str, value: str) -> RateLimitItem:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValueError(f"bad rate limit {name}={value!r}: {exc}") from None
+
+
+class Limits:
+    """The limits counted after a request is understood (see `api.auth.caller`)."""
+
+    def __init__(self, per_user: str, failed_auth: str, registration: str) -> None:
+        self.per_user = _parse("per_user", per_user)
+        self.failed_auth = _parse("failed_auth", failed_auth)
+        self.registration = _parse("registration", registration)
+        # O(1) per hit and per key, whatever the limit (a moving window keeps every hit)
+        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+
+    def hit(self, limit: RateLimitItem, key: str, what: str) -> None:
+        """Count one; raise RateLimited when over `limit`."""
+        if not self.limiter.hit(limit, key):
+            reset = self.limiter.get_window_stats(limit, key).reset_time
+            raise RateLimited(f"too many {what}; slow down", max(1, math.ceil(reset - time.time())))
+
+    def user(self, user_id: str) -> None:
+        self.hit(self.per_user, f"user:{user_id}", "requests")
+
+    def failed_authentication(self, address: str) -> None:
+        self.hit(self.failed_auth, f"failed:{address}", "failed authentications")
+
+    def registering(self, address: str) -> None:
+        self.hit(self.registration, f"register:{address}", "registrations")
+
 
 class RateLimit:
-    def __init__(
-        self, app: ASGIApp, per_user: str, per_address: str, prefix: str = "/api/"
-    ) -> None:
+    """Per client address on /api/, before anything is read or authenticated."""
+
+    def __init__(self, app: ASGIApp, per_address: str, prefix: str = "/api/") -> None:
         self.app = app
         self.prefix = prefix
-        try:
-            self.per_user: RateLimitItem = parse(per_user)
-            self.per_address: RateLimitItem = parse(per_address)
-        except ValueError as exc:
-            raise ValueError(f"bad rate limit ({per_user!r}, {per_address!r}): {exc}") from None
-        # O(1) per hit and per key, whatever the limit (a moving window keeps every hit)
+        self.per_address = _parse("per_address", per_address)
         self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
-        address = (scope.get("client") or ("unknown", 0))[0]
-        checks = [(self.per_address, f"address:{address}")]
-        for name, value in scope["headers"]:
-            if name == b"x-user-id":
-                checks.append((self.per_user, "user:" + value[:64].decode("latin-1")))
-                break
-        for limit, key in checks:
-            if not self.limiter.hit(limit, key):
-                reset = self.limiter.get_window_stats(limit, key).reset_time
-                await _too_many(send, max(1, math.ceil(reset - time.time())))
-                return
+        key = f"address:{client_address(scope)}"
+        if not self.limiter.hit(self.per_address, key):
+            reset = self.limiter.get_window_stats(self.per_address, key).reset_time
+            await _too_many(send, max(1, math.ceil(reset - time.time())))
+            return
         await self.app(scope, receive, send)
+
+
+def client_address(scope: Scope) -> str:
+    """The client's address as uvicorn gives it (behind a trusted proxy, with
+    --proxy-headers, the one X-Forwarded-For names)."""
+    return (scope.get("client") or ("unknown", 0))[0]
 
 
 async def _too_many(send: Send, retry_after: int) -> None:

@@ -4,14 +4,19 @@ count the result, answer. Nothing more."""
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
+from api import answers
+from api.contract import STRIPE, Endpoint, reply
 from api.errors import REFUSALS, PayloadTooLarge, describe
 from api.metrics import WEBHOOKS
-from ledger.intake import Intake
+from ledger.intake import Intake, StoreUnavailable
+from ledger.stripe import NotAnEvent
+from ledger.stripe.signature import InvalidSignature
 
 
-async def stripe_webhook(request: Request) -> JSONResponse:
+async def stripe_webhook(request: Request) -> Response:
+    """Record a signed Stripe delivery (once per event id), then answer."""
     intake: Intake = request.state.intake
     try:
         body = await _body(request, request.state.settings.webhook_max_body_bytes)
@@ -20,7 +25,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         WEBHOOKS.labels(describe(exc)[1]).inc()  # counted by its error code
         raise
     WEBHOOKS.labels("recorded" if recorded else "duplicate").inc()
-    return JSONResponse({"received": True, "duplicate": not recorded})
+    return reply(answers.Delivery(received=True, duplicate=not recorded))
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -34,3 +39,13 @@ async def _body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"body over {limit} bytes")
     return b"".join(chunks)  # one chunk, the usual case: no copy
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST", "/webhooks/stripe", stripe_webhook, "Receive a Stripe webhook delivery",
+        security=STRIPE, answers={200: answers.Delivery},
+        errors=(InvalidSignature, NotAnEvent, PayloadTooLarge, StoreUnavailable),
+        tags=["webhooks"],
+    ),
+]  # fmt: skip

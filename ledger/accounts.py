@@ -8,6 +8,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
@@ -22,6 +23,7 @@ from ledger.stripe.gateway import (
     StripeError,
     StripeGateway,
 )
+from ledger.tokens import TokenWatch
 
 T = TypeVar("T")
 
@@ -70,6 +72,10 @@ class StripeNotConfigured(AccountError):
     pass
 
 
+class UnknownUser(AccountError):
+    pass
+
+
 @dataclass(frozen=True)
 class CurrentSubscription:
     """What the read side says of a user's subscription right now."""
@@ -84,7 +90,38 @@ class CurrentSubscriptions(Protocol):
     def current(self, user_id: str) -> CurrentSubscription | None: ...
 
 
-class Accounts:
+class UserActions:
+    """What every service acting for a user shares: the log its actions are
+    recorded in, the plan catalog, the gateway to Stripe, and the helpers below."""
+
+    def __init__(self, ledger: Ledger, catalog: Catalog, gateway: StripeGateway | None) -> None:
+        self._ledger = ledger
+        self._catalog = catalog
+        self._gateway = gateway
+
+    def _user(self, user_id: str) -> User:
+        return self._ledger.repository.get(User.create_id(user_id))
+
+    def _require_gateway(self) -> StripeGateway:
+        if self._gateway is None:
+            raise StripeNotConfigured("STRIPE_SECRET_KEY is not set: billing actions are off")
+        return self._gateway
+
+    def _record_failure(self, user: User, action: str, exc: StripeError) -> None:
+        user.stripe_call_failed(action, exc.code, exc.message[:300])
+        self._save(user)
+
+    def _save(self, user: User) -> None:
+        try:
+            self._ledger.save(user)
+        except IntegrityError:
+            self._ledger.forget()
+            raise ConcurrentRequest(
+                "another request for this user was recorded first; retry"
+            ) from None
+
+
+class Accounts(UserActions):
     def __init__(
         self,
         ledger: Ledger,
@@ -92,12 +129,15 @@ class Accounts:
         gateway: StripeGateway | None,
         subscriptions: CurrentSubscriptions,
     ) -> None:
-        self._ledger = ledger
-        self._catalog = catalog
-        self._gateway = gateway
+        super().__init__(ledger, catalog, gateway)
         self._subscriptions = subscriptions
-        self._token_hashes: dict[str, str] = {}  # immutable once registered
+        # user id -> token hash ("" once revoked); trusted only while `tokens` follows
+        # the log, which evicts a user whose token was rotated or revoked anywhere
+        self._token_hashes: dict[str, str] = {}
+        self._names: dict[UUID, str] = {}  # User aggregate id -> user id, of those kept
+        self._epoch = 0  # moves whenever a kept token hash is forgotten
         self._lock = threading.Lock()
+        self.tokens = TokenWatch(ledger, self._forget_aggregates)
 
     # --- identity -----------------------------------------------------------------
 
@@ -114,38 +154,78 @@ class Accounts:
             raise UserAlreadyRegistered(f"{user_id} is already registered") from None
         return token
 
+    def rotate_token(self, user_id: str) -> str:
+        """A new token for an authenticated user; the previous one is refused from now
+        on (here at once, in other processes as soon as their `TokenWatch` reads it)."""
+        user = self._user(user_id)
+        token = secrets.token_urlsafe(32)
+        user.rotate_token(hash_token(token))
+        self._save(user)
+        self._forget_tokens([user_id])
+        return token
+
+    def revoke_tokens(self, user_id: str) -> None:
+        """Refuse every token of a user from now on (an operator's call)."""
+        if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
+            raise UnknownUser(f"no user {user_id[:64]!r}")
+        try:
+            user = self._user(user_id)
+        except AggregateNotFoundError:
+            raise UnknownUser(f"no user {user_id}") from None
+        user.revoke_tokens()
+        self._save(user)
+        self._forget_tokens([user_id])
+
     def authenticate(self, user_id: str | None, token: str | None) -> str:
-        """The user id, when `token` is that user's. Reads the log once per user."""
+        """The user id, when `token` is that user's current token. Reads the log once
+        per user while this process follows the log's token events."""
         known = self.authenticated_from_memory(user_id, token)
         if known is not None:
             return known
         assert user_id is not None
+        epoch = self._epoch
         try:
-            expected = self._user(user_id).token_hash
+            expected = self._user(user_id).token_hash or ""
         except AggregateNotFoundError:
             raise NotAuthenticated("unknown user or wrong token") from None
-        with self._lock:
-            if len(self._token_hashes) > 200_000:
-                self._token_hashes.clear()
-            self._token_hashes[user_id] = expected
-        if not secrets.compare_digest(expected, hash_token(token or "")):
+        if self.tokens.is_current():
+            with self._lock:
+                if len(self._token_hashes) > 200_000:
+                    self._token_hashes.clear()
+                    self._names.clear()
+                if self._epoch == epoch:  # no token forgotten while we read
+                    self._token_hashes[user_id] = expected
+                    self._names[User.create_id(user_id)] = user_id
+        if not expected or not secrets.compare_digest(expected, hash_token(token or "")):
             raise NotAuthenticated("unknown user or wrong token")
         return user_id
 
     def authenticated_from_memory(self, user_id: str | None, token: str | None) -> str | None:
         """`authenticate` without reading the log: the user id, or None when this
-        user's token hash is not in memory yet (then call `authenticate`)."""
+        user's token hash is not in memory (or memory may be stale: then call
+        `authenticate`)."""
         if not user_id or not token or not USER_ID.fullmatch(user_id):
             raise NotAuthenticated("X-User-ID and Authorization: Bearer <token> are required")
         expected = self._token_hashes.get(user_id)
-        if expected is None:
+        if expected is None or not self.tokens.is_current():
             return None
-        if not secrets.compare_digest(expected, hash_token(token)):
+        if not expected or not secrets.compare_digest(expected, hash_token(token)):
             raise NotAuthenticated("unknown user or wrong token")
         return user_id
 
-    def _user(self, user_id: str) -> User:
-        return self._ledger.repository.get(User.create_id(user_id))
+    def _forget_tokens(self, user_ids: list[str]) -> None:
+        with self._lock:
+            self._epoch += 1
+            for user_id in user_ids:
+                self._token_hashes.pop(user_id, None)
+
+    def _forget_aggregates(self, aggregate_ids: list[UUID]) -> None:
+        with self._lock:
+            self._epoch += 1
+            for aggregate_id in aggregate_ids:
+                user_id = self._names.pop(aggregate_id, None)
+                if user_id is not None:
+                    self._token_hashes.pop(user_id, None)
 
     # --- billing actions ------------------------------------------------------------
 
@@ -245,21 +325,3 @@ class Accounts:
         if user.last_subscription is not None:
             return CurrentSubscription(*user.last_subscription)
         return None
-
-    def _require_gateway(self) -> StripeGateway:
-        if self._gateway is None:
-            raise StripeNotConfigured("STRIPE_SECRET_KEY is not set: billing actions are off")
-        return self._gateway
-
-    def _record_failure(self, user: User, action: str, exc: StripeError) -> None:
-        user.stripe_call_failed(action, exc.code, exc.message[:300])
-        self._save(user)
-
-    def _save(self, user: User) -> None:
-        try:
-            self._ledger.save(user)
-        except IntegrityError:
-            self._ledger.forget()
-            raise ConcurrentRequest(
-                "another request for this user was recorded first; retry"
-            ) from None

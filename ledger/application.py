@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import (
@@ -27,13 +27,19 @@ from eventsourcing.system import Follower
 from eventsourcing.utils import get_topic
 
 from ledger.domain.clock import Tick
-from ledger.domain.receipt import Delivery, Outcome, Receipt
+from ledger.domain.receipt import Outcome, Receipt
 from ledger.store.library import record_and_notify
 from ledger.store.transcodings import PriceAsDict
 from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
 
 log = logging.getLogger("ledger")
 A = TypeVar("A", bound=Aggregate)
+
+
+class NewAggregate(Protocol):
+    """What `record` appends: a new aggregate, with its events."""
+
+    def new_aggregate(self) -> Aggregate: ...
 
 
 class ReceiptNotFound(LookupError):
@@ -145,11 +151,14 @@ class Ledger(Follower[UUID]):
 
     # --- stage one ----------------------------------------------------------------
 
-    def record(self, deliveries: Sequence[Delivery]) -> list[int]:
-        """Append receipts in one transaction; raises IntegrityError if any of them
-        is already recorded (then nothing of this call is). Returns their
-        positions in the log."""
-        recordings = self.save(*(d.receipt() for d in deliveries))
+    def record(self, items: Sequence[NewAggregate]) -> list[int]:
+        """Append new aggregates (receipts of deliveries, usage records) in one
+        transaction; raises IntegrityError if any of them is already recorded
+        (then nothing of this call is). Returns their positions in the log."""
+        if all(hasattr(i, "new_events") for i in items):  # usage records only: the fast path
+            stored = [self.mapper.to_stored_event(e) for i in items for e in i.new_events()]  # type: ignore[attr-defined]
+            return list(self.recorder.insert_events(stored) or [])
+        recordings = self.save(*(i.new_aggregate() for i in items))
         return [r.notification.id for r in recordings]
 
     def receipt(self, stripe_event_id: str) -> Receipt:

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     # "N/second|minute|hour": per user id, and per client address, on /api/.
     rate_limit_per_user: str = Field("120/minute", alias="LEDGER_RATE_LIMIT_PER_USER")
     rate_limit_per_address: str = Field("600/minute", alias="LEDGER_RATE_LIMIT_PER_ADDRESS")
+    # Per client address: failed authentications (wrong or missing token), registrations.
+    rate_limit_failed_auth: str = Field("30/minute", alias="LEDGER_RATE_LIMIT_FAILED_AUTH")
+    rate_limit_registration: str = Field("30/minute", alias="LEDGER_RATE_LIMIT_REGISTRATION")
+    # How often each API process reads the log for rotated or revoked tokens, seconds.
+    token_watch_interval_seconds: float = Field(
+        0.02, gt=0, le=1, alias="LEDGER_TOKEN_WATCH_INTERVAL"
+    )
 
     webhook_tolerance_seconds: int = Field(300, ge=1, alias="LEDGER_WEBHOOK_TOLERANCE")
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="LEDGER_WEBHOOK_MAX_BODY")
@@ -59,10 +66,17 @@ class Settings(BaseSettings):
     # The email outbox: off unless LEDGER_SMTP_URL (smtp://host:port) is set.
     smtp_url: SecretStr | None = Field(None, alias="LEDGER_SMTP_URL")
     mail_from: str = Field("billing@localhost", alias="LEDGER_MAIL_FROM")
+    # Comma-separated URL prefixes Checkout and the Customer Portal may send users
+    # back to; none set: every redirect is refused.
+    allowed_redirects: str = Field("", alias="LEDGER_ALLOWED_REDIRECTS")
 
     @property
     def origins(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def redirects(self) -> list[str]:
+        return [p.strip() for p in self.allowed_redirects.split(",") if p.strip()]
 
     @property
     def webhook_secrets(self) -> list[str]:

@@ -1,6 +1,7 @@
 """Stage one of receiving a webhook: verify the signature, then record the
-receipt. Receipts of concurrent requests are grouped into one transaction (group
-commit); each request is answered only after its group is committed."""
+receipt. Receipts (and usage records) of concurrent requests are grouped into one
+transaction (group commit); each request is answered only after its group is
+committed."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Protocol
+from uuid import UUID
 
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from ledger.application import Ledger
-from ledger.domain.receipt import Delivery, Receipt
 from ledger.stripe import read_delivery
 from ledger.stripe.signature import verify_signature
 
@@ -56,13 +59,25 @@ class Intake:
             raise StoreUnavailable("the log did not answer in time") from None
 
 
-_Item = tuple[Delivery, Future]
+class NewAggregate(Protocol):
+    """Something to record as a new aggregate, idempotent on its id: a webhook
+    delivery (its receipt) or a usage record. A second one with the same id is
+    a duplicate, whether it meets the first in the log or in the same group."""
+
+    @property
+    def aggregate_id(self) -> UUID: ...
+
+    def new_aggregate(self) -> Aggregate: ...
+
+
+_Item = tuple[NewAggregate, Future]
 
 
 class GroupCommitter:
     """One writer thread; whatever arrived while it was writing goes into its next
     transaction. `submit` answers a future: True when recorded now, False when the
-    event id was already in the log (a duplicate), or StoreUnavailable."""
+    aggregate id was already in the log (a duplicate), or StoreUnavailable.
+    `submit_all` keeps its items together: they go into one transaction."""
 
     def __init__(
         self, ledger: Ledger, *, max_group: int = 256, on_recorded: Callable[[], None] | None = None
@@ -70,14 +85,20 @@ class GroupCommitter:
         self._ledger = ledger
         self._max_group = max_group
         self._on_recorded = on_recorded or (lambda: None)
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, delivery: Delivery) -> Future:
+    def submit(self, item: NewAggregate) -> Future:
         future: Future = Future()
-        self._queue.put((delivery, future))
+        self._queue.put([(item, future)])
         return future
+
+    def submit_all(self, items: Sequence[NewAggregate]) -> list[Future]:
+        entry: list[_Item] = [(item, Future()) for item in items]
+        if entry:
+            self._queue.put(entry)
+        return [future for _, future in entry]
 
     def close(self) -> None:
         self._queue.put(None)
@@ -88,68 +109,67 @@ class GroupCommitter:
             first = self._queue.get()
             if first is None:
                 return
-            group = [first]
+            group = list(first)
             while len(group) < self._max_group:
                 try:
-                    item = self._queue.get_nowait()
+                    entry = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
+                if entry is None:
                     self._commit(group)
                     return
-                group.append(item)
+                group.extend(entry)
             self._commit(group)
 
     def _commit(self, group: list[_Item]) -> None:
-        # A second delivery of one id inside the group waits for the first.
-        firsts: dict[str, _Item] = {}
+        # A second item of one id inside the group waits for the first.
+        firsts: dict[UUID, _Item] = {}
         repeats: list[_Item] = []
         for item in group:
-            if item[0].stripe_event_id in firsts:
+            if item[0].aggregate_id in firsts:
                 repeats.append(item)
             else:
-                firsts[item[0].stripe_event_id] = item
+                firsts[item[0].aggregate_id] = item
         items = list(firsts.values())
         try:
             results = self._record([d for d, _ in items])
         except Exception as exc:  # whatever it is, the writer thread carries on
             if not isinstance(exc, PersistenceError):
-                log.exception("recording %d receipts failed", len(items))
+                log.exception("recording %d new aggregates failed", len(items))
             self._fail(group, exc)
             return
-        for delivery, future in items:
-            _resolve(future, results[delivery.stripe_event_id])
-        for delivery, future in repeats:
-            outcome = results[delivery.stripe_event_id]
+        for item, future in items:
+            _resolve(future, results[item.aggregate_id])
+        for item, future in repeats:
+            outcome = results[item.aggregate_id]
             _resolve(future, outcome if isinstance(outcome, BaseException) else False)
         if any(r is True for r in results.values()):
             self._on_recorded()
 
-    def _record(self, deliveries: list[Delivery]) -> dict[str, bool | BaseException]:
+    def _record(self, items: list[NewAggregate]) -> dict[UUID, bool | BaseException]:
         """All in one transaction (True: recorded now, False: a duplicate). When
-        some are in the log already (Stripe's retries), the others still go in one
-        transaction; only a race with another writer makes it one each."""
+        some are in the log already (Stripe's retries, a repeated key), the others
+        still go in one transaction; only a race with another writer makes it one
+        each."""
         try:
-            self._ledger.record(deliveries)
-            return {d.stripe_event_id: True for d in deliveries}
+            self._ledger.record(items)
+            return {i.aggregate_id: True for i in items}
         except IntegrityError:
             pass
-        known = self._ledger.recorder.existing(
-            [Receipt.create_id(d.stripe_event_id) for d in deliveries]
-        )
-        results: dict[str, bool | BaseException] = {d.stripe_event_id: False for d in deliveries}
-        fresh = [d for d in deliveries if Receipt.create_id(d.stripe_event_id) not in known]
+        known = self._ledger.recorder.existing([i.aggregate_id for i in items])
+        results: dict[UUID, bool | BaseException] = {i.aggregate_id: False for i in items}
+        fresh = [i for i in items if i.aggregate_id not in known]
         try:
             if fresh:
                 self._ledger.record(fresh)
-            results.update(dict.fromkeys((d.stripe_event_id for d in fresh), True))
+            results.update(dict.fromkeys((i.aggregate_id for i in fresh), True))
         except IntegrityError:
-            results.update({d.stripe_event_id: self._record_one(d) for d in fresh})
+            results.update({i.aggregate_id: self._record_one(i) for i in fresh})
         return results
 
-    def _record_one(self, delivery: Delivery) -> bool | BaseException:
+    def _record_one(self, item: NewAggregate) -> bool | BaseException:
         try:
-            self._ledger.record([delivery])
+            self._ledger.record([item])
             return True
         except IntegrityError:
             return False

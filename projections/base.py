@@ -36,7 +36,10 @@ class Writer:
     def query(self, statement: str, **params: Any) -> list[dict[str, Any]]:
         """Read the projection's own tables (never another projection's), as of the
         events applied so far in this transaction."""
-        return self.cursor.query(statement.format_map(self.names), params)
+        bound = self._bound.get(statement)
+        if bound is None:
+            bound = self._bound[statement] = statement.format_map(self.names)
+        return self.cursor.query(bound, params)
 
     def update(self, table: str, key: str, row: object, assignments: str, **params: Any) -> None:
         """Change the row of `table` whose `key` is `row`, and stamp it with the

@@ -24,8 +24,12 @@ from projections.store import Cursor
 
 # An event can tell one subscription's user several things (plan_changed,
 # features_granted, features_revoked): the cursor is position * SLOTS + the
-# notification's place among them, so each has a cursor of its own.
+# notification's place among them, so each has a cursor of its own. This
+# projection's places are 0 to ALERT_SLOT - 1 (an event tells a subscription three
+# things at most); ALERT_SLOT and above are usage_totals' usage alerts
+# (projections/usage_totals.py), which the read side merges into the same feed.
 SLOTS = 10
+ALERT_SLOT = 5
 
 KINDS = (
     "activated",
@@ -406,3 +410,17 @@ def notifications_after(c: Cursor, after: int, limit: int = 500) -> list[dict[st
 def last_cursor(c: Cursor) -> int:
     rows = c.query("SELECT MAX(cursor) AS last FROM notifications", {})
     return rows[0]["last"] or 0
+
+
+def emails_of(c: Cursor, user_ids: list[str]) -> dict[str, str]:
+    """The email address last known of each of these users (those with one)."""
+    found: dict[str, str] = {}
+    for user_id in dict.fromkeys(user_ids):
+        rows = c.query(
+            "SELECT email FROM notification_contacts WHERE user_id = :user_id AND "
+            "email IS NOT NULL ORDER BY position DESC LIMIT 1",
+            {"user_id": user_id},
+        )
+        if rows:
+            found[user_id] = rows[0]["email"]
+    return found

@@ -20,7 +20,7 @@ from string import Template
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from ledger.loop import WakeableLoop
 from projections.store import ViewStore
@@ -100,15 +100,25 @@ class Outbox(WakeableLoop):
         self.store, self._after, self._last_cursor, self.mailer = store, after, last_cursor, mailer
         self._checked_start = False
 
+    def start(self) -> None:
+        try:  # before serving, not at the first tick: what comes after is mailed
+            self.begin()
+        except PersistenceError:
+            log.warning("outbox: the store is unavailable; deciding at the first tick")
+        super().start()
+
+    def begin(self) -> None:
+        """The first start on a store with history: mail from now on, not the past."""
+        if self._checked_start:
+            return
+        if self.store.position(KEY) == 0 and (start := self._last_cursor()):
+            self._record(start)
+        self._checked_start = True
+
     def run_once(self) -> int:
         """Send what is new; returns how many emails were sent."""
+        self.begin()
         position = self.store.position(KEY)
-        if not self._checked_start:
-            self._checked_start = True
-            if position == 0 and (start := self._last_cursor()):
-                # The first start on a store with history: mail from now on, not the past.
-                self._record(start)
-                return 0
         sent = 0
         for cursor, group in groupby(self._after(position, 100), key=lambda r: r["cursor"]):
             rows = [r for r in group if r["email"]]

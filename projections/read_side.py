@@ -14,12 +14,22 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger.accounts import CurrentSubscription
 from ledger.application import Ledger
-from ledger.domain.catalog import Catalog
+from ledger.billing import BillingState
+from ledger.domain.catalog import Catalog, Metric
 from ledger.domain.gate import Entitlement, Gate, Holding, UnknownFeature, Verdict
+from projections.billing_read import customer_answer, subscription_of
+from projections.customers import customer_of
 from projections.entitlements import HOLDING, entitlements_of, holding, holding_of
 from projections.fanout import Fanout
 from projections.invoice_history import invoice_page, invoices_of
-from projections.notifications import last_cursor, notifications_after, notifications_of
+from projections.notifications import (
+    SLOTS,
+    emails_of,
+    last_cursor,
+    notifications_after,
+    notifications_of,
+)
+from projections.pending_changes import pending_change_of
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
 from projections.status_cache import MISSING, StatusCache
@@ -29,6 +39,14 @@ from projections.subscription_status import (
     current_row,
     current_subscription,
     status_answer,
+)
+from projections.usage_totals import (
+    ended_totals,
+    last_alert_cursor,
+    usage_alerts_after,
+    usage_alerts_of,
+    usage_answer,
+    usage_check,
 )
 from projections.webhook_health import health, outcomes
 
@@ -91,6 +109,40 @@ class ReadSide:
         if row is None:
             return None
         return CurrentSubscription(row["stripe_subscription_id"], row["status"])
+
+    def billing_state(self, user_id: str, now: float | None = None) -> BillingState | None:
+        """The user's current subscription and pending change, as `Billing` reads it."""
+        with self.store.reading() as c:
+            row = current_row(c, user_id)
+            if row is None:
+                return None
+            now = time.time() if now is None else now
+            pending = pending_change_of(c, row["subscription_id"], now)
+        return BillingState(
+            stripe_subscription_id=row["stripe_subscription_id"],
+            status=row["status"],
+            price_id=row["price_id"],
+            currency=row["currency"],
+            cancel_at_period_end=bool(row["cancel_at_period_end"]),
+            cancel_at=row["cancel_at"],
+            pending_price_id=pending["price_id"] if pending else None,
+            pending_schedule_id=pending["stripe_schedule_id"] if pending else None,
+        )
+
+    def customer_id(self, user_id: str) -> str | None:
+        with self.store.reading() as c:
+            row = customer_of(c, user_id)
+        return row["stripe_customer_id"] if row else None
+
+    def billing_subscription(self, user_id: str, now: float | None = None) -> dict[str, Any]:
+        with self.store.reading() as c:
+            return subscription_of(
+                c, user_id, time.time() if now is None else now, self.catalog.free_tier
+            )
+
+    def customer(self, user_id: str) -> dict[str, Any] | None:
+        with self.store.reading() as c:
+            return customer_answer(c, user_id)
 
     async def status_async(self, user_id: str, now: float | None = None) -> dict[str, Any]:
         """`status` for the event loop: never waits on anything slow. SQLite: one
@@ -180,9 +232,55 @@ class ReadSide:
         with self.store.reading() as c:
             return invoices_of(c, user_id)
 
+    @property
+    def _alerts(self) -> bool:
+        """Whether usage_totals runs here: its usage alerts join the notifications
+        (their cursors are places of the same positions, projections/notifications.py)."""
+        return any(p.name == "usage_totals" for p in self.projections)
+
+    def _settled(self) -> int | None:
+        """The highest cursor up to which both notifications and usage_totals have
+        applied the log (each follows it on its own): a merged feed stops there, so
+        that a reader moving by cursor never passes a notification still to come."""
+        followed = {p.name: p for p in self.projections}
+        if "notifications" not in followed or "usage_totals" not in followed:
+            return None
+        generations = self.store.generations()
+        lowest = min(
+            self.store.position(followed[name].tracking_key(generations[name]))
+            for name in ("notifications", "usage_totals")
+        )
+        return (lowest + 1) * SLOTS - 1
+
     def notifications(self, user_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        if not self._alerts:
+            with self.store.reading() as c:
+                return notifications_of(c, user_id, after, limit)
+        settled = self._settled()
         with self.store.reading() as c:
-            return notifications_of(c, user_id, after, limit)
+            rows = notifications_of(c, user_id, after, limit) + usage_alerts_of(
+                c, user_id, after, limit
+            )
+        if settled is not None:
+            rows = [r for r in rows if r["cursor"] <= settled]
+        return sorted(rows, key=lambda r: r["cursor"])[:limit]
+
+    def usage(self, user_id: str, at: float | None = None) -> dict[str, Any]:
+        """The usage of the billing period holding `at` (now by default)."""
+        with self.store.reading() as c:
+            return usage_answer(c, self.catalog, user_id, int(time.time() if at is None else at))
+
+    def usage_check(
+        self, user_id: str, metric: Metric, quantity: int, now: float | None = None
+    ) -> dict[str, Any]:
+        with self.store.reading() as c:
+            return usage_check(
+                c, self.catalog, metric, user_id, quantity, int(time.time() if now is None else now)
+            )
+
+    def ended_usage(self, before: float) -> list[dict[str, Any]]:
+        with self.store.reading() as c:
+            return ended_totals(c, int(before))
 
     def invoice_page(
         self, user_id: str, limit: int, starting_after: str | None = None
@@ -191,13 +289,36 @@ class ReadSide:
             return invoice_page(c, user_id, limit, starting_after)
 
     def notifications_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
-        """Every user's, after a cursor: what the stream's fan-out and the outbox follow."""
+        """Every user's, after a cursor: what the stream's fan-out and the outbox follow.
+        With the usage alerts: about `limit` of both, in cursor order, never part of
+        a cursor's (each source's rows up to the lower of the cursors it was cut at),
+        and none past what both projections have settled."""
+        if not self._alerts:
+            with self.store.reading() as c:
+                return notifications_after(c, after, limit)
+        settled = self._settled()
         with self.store.reading() as c:
-            return notifications_after(c, after, limit)
+            rows = notifications_after(c, after, limit)
+            alerts = usage_alerts_after(c, after, limit)
+            cuts = [r[-1]["cursor"] for r in (rows, alerts) if len(r) >= limit]
+            if settled is not None:
+                cuts.append(settled)
+            if cuts:
+                upto = min(cuts)
+                rows = [r for r in rows if r["cursor"] <= upto]
+                alerts = [r for r in alerts if r["cursor"] <= upto]
+            emails = emails_of(c, [r["user_id"] for r in alerts])
+        alerts = [{**r, "email": emails.get(r["user_id"])} for r in alerts]
+        return sorted(rows + alerts, key=lambda r: r["cursor"])
 
     def last_cursor(self) -> int:
+        if not self._alerts:
+            with self.store.reading() as c:
+                return last_cursor(c)
+        settled = self._settled()
         with self.store.reading() as c:
-            return last_cursor(c)
+            last = max(last_cursor(c), last_alert_cursor(c))
+        return last if settled is None else min(last, settled)
 
     def webhook_health(self) -> dict[str, Any]:
         with self.store.reading() as c:

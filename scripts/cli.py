@@ -12,7 +12,7 @@ from api.bootstrap import Parts
 from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
 from ledger.domain.receipt import Receipt
-from scripts import projection_commands
+from scripts import projection_commands, usage_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,6 +25,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--no-access-log", action="store_true")
     serve.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes (each runs the whole app)"
+    )
+    serve.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="behind a proxy: take the client's address from X-Forwarded-For (and the scheme "
+        "from X-Forwarded-Proto), only from the addresses --forwarded-allow-ips names",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        metavar="IPS",
+        help="comma-separated proxy addresses or networks trusted with --proxy-headers "
+        "(default 127.0.0.1; '*' trusts every sender: only when nothing else can connect)",
     )
 
     sub.add_parser("process", help="run stage two (receipts -> domain events) on its own")
@@ -47,9 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = sub.add_parser("replay", help="a user's billing as the ledger knew it at a time")
     replay.add_argument("--user", required=True)
     replay.add_argument(
-        "--as-of", required=True, help="ISO 8601 with a zone, e.g. 2026-01-31T12:00:00Z"
+        "--as-of", help="ISO 8601 with a zone, e.g. 2026-01-31T12:00:00Z (default: now)"
     )
     replay.add_argument("--json", action="store_true")
+
+    usage_commands.add_parser(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -64,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return projection_commands.run(args, parts)
         if args.command == "replay":
             return projection_commands.replay(args, parts)
+        if args.command == "usage":
+            return usage_commands.run(args, parts)
         ledger = parts.ledger
         if args.receipts_command == "dead":
             return _print_dead(ledger.dead_receipts(), as_json=args.json)
@@ -99,6 +116,8 @@ def _serve(args: argparse.Namespace) -> int:
         # Notification streams never end by themselves: after this, a stop cancels
         # them (their clients resume by Last-Event-ID) instead of waiting forever.
         timeout_graceful_shutdown=3,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.progress import (
@@ -98,7 +99,7 @@ def _status(read: ReadSide) -> None:
 
 def replay(args: argparse.Namespace, parts: Parts) -> int:
     try:
-        moment = parse_instant(args.as_of)
+        moment = parse_instant(args.as_of) if args.as_of else datetime.now(UTC)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2

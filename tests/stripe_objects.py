@@ -197,3 +197,52 @@ def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
     t = int(time.time()) if timestamp is None else timestamp
     mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={t},v1={mac}"
+
+
+def portal_session(cus_id: str, return_url: str, *, bps_id: str = "bps_1") -> dict[str, Any]:
+    obj = fixture("billing_portal.session")
+    obj.update(
+        id=bps_id,
+        customer=cus_id,
+        return_url=return_url,
+        url=f"https://billing.stripe.com/p/session/test_{bps_id}",
+    )
+    return obj
+
+
+def open_checkout_session(cs_id: str, cus_id: str, *, user_id: str) -> dict[str, Any]:
+    """A session as its create call answers: open, with its hosted page's URL."""
+    obj = fixture("checkout.session")
+    obj.update(
+        id=cs_id,
+        customer=cus_id,
+        client_reference_id=user_id,
+        mode="subscription",
+        status="open",
+        subscription=None,
+        url=f"https://checkout.stripe.com/c/pay/{cs_id}",
+    )
+    return obj
+
+
+def schedule(
+    sched_id: str, sub_id: str, cus_id: str, phases: list[tuple[str, int, int | None]]
+) -> dict[str, Any]:
+    """A subscription schedule with phases of (price, start, end)."""
+    obj = fixture("subscription_schedule")
+    template = obj["phases"][0]
+    obj.update(
+        id=sched_id,
+        subscription=sub_id,
+        customer=cus_id,
+        phases=[
+            {
+                **copy.deepcopy(template),
+                "items": [{**template["items"][0], "price": price}],
+                "start_date": start,
+                "end_date": end,
+            }
+            for price, start, end in phases
+        ],
+    )
+    return obj

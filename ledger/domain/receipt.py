@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -126,6 +127,13 @@ class Delivery:
     api_version: str | None
     livemode: bool
     payload: str
+
+    @cached_property
+    def aggregate_id(self) -> UUID:
+        return Receipt.create_id(self.stripe_event_id)
+
+    def new_aggregate(self) -> Receipt:
+        return self.receipt()
 
     def receipt(self) -> Receipt:
         return Receipt(

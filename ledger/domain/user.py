@@ -49,16 +49,65 @@ class User(Aggregate):
         stripe_subscription_id: str
         payment_method_id: str
 
+    class CustomerDetailsUpdated(Aggregate.Event):
+        TOPIC = "ledger.user:User.CustomerDetailsUpdated"
+        stripe_customer_id: str
+        email: str | None  # as Stripe answered
+        name: str | None
+
+    class PlanChangeRequested(Aggregate.Event):
+        """An upgrade (made now, prorated) or a downgrade (a Stripe subscription
+        schedule switches the price when the period ends)."""
+
+        TOPIC = "ledger.user:User.PlanChangeRequested"
+        stripe_subscription_id: str
+        from_price_id: str | None
+        to_price_id: str
+        change: str  # "upgrade" | "downgrade"
+        effective_at: int | None  # None: now
+        proration_behavior: str | None  # upgrades
+        stripe_schedule_id: str | None  # downgrades
+        stripe_status: str
+
+    class ResumeRequested(Aggregate.Event):
+        """A scheduled cancellation withdrawn, and/or a pending downgrade dropped."""
+
+        TOPIC = "ledger.user:User.ResumeRequested"
+        stripe_subscription_id: str
+        withdrew_cancellation: bool
+        released_schedule_id: str | None
+        stripe_status: str
+
+    class CheckoutStarted(Aggregate.Event):
+        TOPIC = "ledger.user:User.CheckoutStarted"
+        stripe_session_id: str
+        stripe_customer_id: str
+        price_id: str
+        success_url: str
+        cancel_url: str
+
+    class PortalOpened(Aggregate.Event):
+        TOPIC = "ledger.user:User.PortalOpened"
+        stripe_customer_id: str
+        return_url: str
+
     class StripeCallFailed(Aggregate.Event):
         TOPIC = "ledger.user:User.StripeCallFailed"
         action: str
         error_code: str
         message: str
 
+    class TokenRotated(Aggregate.Event):
+        TOPIC = "ledger.user:User.TokenRotated"
+        token_hash: str
+
+    class TokensRevoked(Aggregate.Event):
+        TOPIC = "ledger.user:User.TokensRevoked"
+
     @event(Registered)
     def __init__(self, user_id: str, token_hash: str) -> None:
         self.user_id = user_id
-        self.token_hash = token_hash
+        self.token_hash: str | None = token_hash  # None: every token revoked
         self.stripe_customer_id: str | None = None
         self.last_subscription: tuple[str, str] | None = None  # (stripe id, status)
         self.actions = 0  # billing actions Stripe carried out for this user
@@ -109,9 +158,64 @@ class User(Aggregate):
     def payment_method_updated(self, stripe_subscription_id: str, payment_method_id: str) -> None:
         self.actions += 1
 
+    @event(CustomerDetailsUpdated)
+    def customer_details_updated(
+        self, stripe_customer_id: str, email: str | None, name: str | None
+    ) -> None:
+        self.actions += 1
+
+    @event(PlanChangeRequested)
+    def plan_change_requested(
+        self,
+        stripe_subscription_id: str,
+        from_price_id: str | None,
+        to_price_id: str,
+        change: str,
+        effective_at: int | None,
+        proration_behavior: str | None,
+        stripe_schedule_id: str | None,
+        stripe_status: str,
+    ) -> None:
+        self.actions += 1
+
+    @event(ResumeRequested)
+    def resume_requested(
+        self,
+        stripe_subscription_id: str,
+        withdrew_cancellation: bool,
+        released_schedule_id: str | None,
+        stripe_status: str,
+    ) -> None:
+        if self.last_subscription and self.last_subscription[0] == stripe_subscription_id:
+            self.last_subscription = (stripe_subscription_id, stripe_status)
+        self.actions += 1
+
+    @event(CheckoutStarted)
+    def checkout_started(
+        self,
+        stripe_session_id: str,
+        stripe_customer_id: str,
+        price_id: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> None:
+        self.actions += 1
+
+    @event(PortalOpened)
+    def portal_opened(self, stripe_customer_id: str, return_url: str) -> None:
+        self.actions += 1
+
     @event(StripeCallFailed)
     def stripe_call_failed(self, action: str, error_code: str, message: str) -> None:
         pass
+
+    @event(TokenRotated)
+    def rotate_token(self, token_hash: str) -> None:
+        self.token_hash = token_hash
+
+    @event(TokensRevoked)
+    def revoke_tokens(self) -> None:
+        self.token_hash = None
 
     # Its name in the log, and the library's default created event's (unused).
     TOPIC = "ledger.user:User"

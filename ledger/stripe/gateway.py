@@ -45,7 +45,15 @@ from typing import Any, TypeVar
 import stripe
 from pydantic import BaseModel
 
-from ledger.stripe.payloads import StripeCustomer, StripePaymentMethod, StripeSubscription
+from ledger.stripe.payloads import (
+    StripeCustomer,
+    StripeInvoiceItem,
+    StripeMeterEvent,
+    StripePaymentMethod,
+    StripeSession,
+    StripeSubscription,
+    StripeSubscriptionSchedule,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,37 @@ class CreatedSubscription:
     client_secret: str | None  # for the extension to confirm the first payment
     current_period_start: int | None
     current_period_end: int | None
+    trial_end: int | None = None
+
+
+@dataclass(frozen=True)
+class CustomerDetails:
+    stripe_customer_id: str
+    email: str | None
+    name: str | None
+
+
+@dataclass(frozen=True)
+class ChangedSubscription:
+    """What Stripe answered to a plan change or a resumption."""
+
+    stripe_subscription_id: str
+    status: str
+    price_id: str | None
+    cancel_at_period_end: bool
+    cancel_at: int | None
+
+
+@dataclass(frozen=True)
+class ScheduledChange:
+    stripe_schedule_id: str
+    effective_at: int  # when the new price starts: the current period's end
+
+
+@dataclass(frozen=True)
+class Session:
+    stripe_session_id: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -170,13 +209,21 @@ class StripeGateway:
         return customer_id
 
     def create_subscription(
-        self, customer_id: str, price_id: str, user_id: str, idempotency_key: str
+        self,
+        customer_id: str,
+        price_id: str,
+        user_id: str,
+        idempotency_key: str,
+        *,
+        trial_days: int | None = None,
     ) -> CreatedSubscription:
         params: dict[str, Any] = {
             "customer": customer_id,
             "metadata": {"user_id": user_id},
             "payment_behavior": self._payment_behavior,
         }
+        if trial_days:
+            params["trial_period_days"] = trial_days
         if self.localstripe_mode:
             params["items"] = [{"plan": price_id}]
             params["expand"] = ["latest_invoice.payment_intent"]
@@ -200,6 +247,7 @@ class StripeGateway:
             client_secret=sub.client_secret,
             current_period_start=start,
             current_period_end=end,
+            trial_end=sub.trial_end,
         )
 
     def cancel(
@@ -250,6 +298,223 @@ class StripeGateway:
                 ),
             )
         return attached
+
+    # --- the billing API's calls ----------------------------------------------------
+
+    def update_customer(
+        self, customer_id: str, email: str | None, name: str | None, idempotency_key: str
+    ) -> CustomerDetails:
+        """Change what is given (None: left as it is); answer what Stripe holds now."""
+        params = {k: v for k, v in (("email", email), ("name", name)) if v is not None}
+        customer = self._ask(
+            "update_customer",
+            StripeCustomer,
+            lambda: self._client.v1.customers.update(
+                customer_id,
+                params=params,  # type: ignore[arg-type]
+                options=_options(idempotency_key, "update_customer"),
+            ),
+        )
+        return CustomerDetails(customer.id, customer.email, customer.name)
+
+    def change_price(
+        self,
+        subscription_id: str,
+        price_id: str,
+        proration_behavior: str,
+        idempotency_key: str,
+    ) -> ChangedSubscription:
+        """Move the subscription's one item to `price_id` now, prorated as told. The
+        item's id is read first. localstripe mode: `plan` for `price`, and no
+        proration settings (it prorates its own way)."""
+        current = self._ask(
+            "change_price",
+            StripeSubscription,
+            lambda: self._client.v1.subscriptions.retrieve(subscription_id),
+        )
+        item = current.first_item
+        params: dict[str, Any] = {}
+        if self.localstripe_mode:
+            params["items"] = [{"id": item.id if item else None, "plan": price_id}]
+        else:
+            params["items"] = [{"id": item.id if item else None, "price": price_id}]
+            params["proration_behavior"] = proration_behavior
+            # Keep the old price while the prorated invoice is unpaid.
+            params["payment_behavior"] = "pending_if_incomplete"
+        if params["items"][0]["id"] is None:
+            del params["items"][0]["id"]
+        sub = self._ask(
+            "change_price",
+            StripeSubscription,
+            lambda: self._client.v1.subscriptions.update(
+                subscription_id,
+                params=params,  # type: ignore[arg-type]
+                options=_options(idempotency_key, "change_price"),
+            ),
+        )
+        return _changed(sub)
+
+    def schedule_price_change(
+        self, subscription_id: str, current_price_id: str, price_id: str, idempotency_key: str
+    ) -> ScheduledChange:
+        """From the end of the current period on, bill `price_id`: a subscription
+        schedule made from the subscription, its current phase kept until the
+        period ends, then one phase on the new price, then released."""
+        schedule = self._ask(
+            "schedule_price_change",
+            StripeSubscriptionSchedule,
+            lambda: self._client.v1.subscription_schedules.create(
+                params={"from_subscription": subscription_id},
+                options=_options(idempotency_key, "schedule_create"),
+            ),
+        )
+        if not schedule.phases or schedule.phases[0].end_date is None:
+            raise StripeRejected(
+                "schedule_without_period", "Stripe's schedule has no current period to end."
+            )
+        current = schedule.phases[0]
+        params: dict[str, Any] = {
+            "end_behavior": "release",
+            "phases": [
+                {
+                    "items": [{"price": current_price_id, "quantity": 1}],
+                    "start_date": current.start_date,
+                    "end_date": current.end_date,
+                },
+                {"items": [{"price": price_id, "quantity": 1}], "proration_behavior": "none"},
+            ],
+        }
+        updated = self._ask(
+            "schedule_price_change",
+            StripeSubscriptionSchedule,
+            lambda: self._client.v1.subscription_schedules.update(
+                schedule.id,
+                params=params,  # type: ignore[arg-type]
+                options=_options(idempotency_key, "schedule_phases"),
+            ),
+        )
+        return ScheduledChange(updated.id, current.end_date)
+
+    def release_schedule(self, schedule_id: str, idempotency_key: str) -> None:
+        """Drop a schedule's future phases; the subscription goes on as it is."""
+        self._call(
+            "release_schedule",
+            lambda: self._client.v1.subscription_schedules.release(
+                schedule_id, options=_options(idempotency_key, "schedule_release")
+            ),
+        )
+
+    def resume(
+        self, subscription_id: str, *, cancel_at_period_end: bool, idempotency_key: str
+    ) -> ChangedSubscription:
+        """Withdraw a scheduled cancellation: at period end, or with a date."""
+        params: dict[str, Any] = (
+            {"cancel_at_period_end": False} if cancel_at_period_end else {"cancel_at": ""}
+        )
+        sub = self._ask(
+            "resume_subscription",
+            StripeSubscription,
+            lambda: self._client.v1.subscriptions.update(
+                subscription_id,
+                params=params,  # type: ignore[arg-type]
+                options=_options(idempotency_key, "resume"),
+            ),
+        )
+        return _changed(sub)
+
+    def create_checkout_session(
+        self,
+        customer_id: str,
+        price_id: str,
+        user_id: str,
+        success_url: str,
+        cancel_url: str,
+        trial_days: int,
+        idempotency_key: str,
+    ) -> Session:
+        """A hosted Checkout page subscribing the customer to `price_id`."""
+        subscription_data: dict[str, Any] = {"metadata": {"user_id": user_id}}
+        if trial_days:
+            subscription_data["trial_period_days"] = trial_days
+        params: dict[str, Any] = {
+            "mode": "subscription",
+            "customer": customer_id,
+            "client_reference_id": user_id,
+            "line_items": [{"price": price_id, "quantity": 1}],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "metadata": {"user_id": user_id},
+            "subscription_data": subscription_data,
+        }
+        session = self._ask(
+            "create_checkout_session",
+            StripeSession,
+            lambda: self._client.v1.checkout.sessions.create(
+                params=params,  # type: ignore[arg-type]
+                options=_options(idempotency_key, "checkout"),
+            ),
+        )
+        return Session(session.id, session.url)
+
+    def create_portal_session(
+        self, customer_id: str, return_url: str, idempotency_key: str
+    ) -> Session:
+        """A Customer Portal session: the customer manages their billing at Stripe."""
+        session = self._ask(
+            "create_portal_session",
+            StripeSession,
+            lambda: self._client.v1.billing_portal.sessions.create(
+                params={"customer": customer_id, "return_url": return_url},
+                options=_options(idempotency_key, "portal"),
+            ),
+        )
+        return Session(session.id, session.url)
+
+    def report_meter_event(
+        self, event_name: str, customer_id: str, value: int, timestamp: int, idempotency_key: str
+    ) -> str:
+        """Send usage to a Stripe billing meter; the key is also the event's
+        `identifier`, which Stripe deduplicates on. Returns the identifier."""
+        event = self._ask(
+            "report_meter_event",
+            StripeMeterEvent,
+            lambda: self._client.v1.billing.meter_events.create(
+                params={
+                    "event_name": event_name,
+                    "identifier": idempotency_key,
+                    "timestamp": timestamp,
+                    "payload": {"stripe_customer_id": customer_id, "value": str(value)},
+                },
+                options=_options(idempotency_key, "meter_event"),
+            ),
+        )
+        return event.identifier
+
+    def create_invoice_item(
+        self,
+        customer_id: str,
+        amount: int,
+        currency: str,
+        description: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> str:
+        """Add an amount (minor units) to the customer's next invoice; returns its id."""
+        item = self._ask(
+            "create_invoice_item",
+            StripeInvoiceItem,
+            lambda: self._client.v1.invoice_items.create(
+                params={
+                    "customer": customer_id,
+                    "amount": amount,
+                    "currency": currency,
+                    "description": description,
+                    "metadata": metadata,
+                },
+                options=_options(idempotency_key, "invoice_item"),
+            ),
+        )
+        return item.id
 
     # --- helpers --------------------------------------------------------------------
 
@@ -339,6 +604,18 @@ def _guard_library_log() -> None:
     library_log = logging.getLogger("stripe")
     if not any(isinstance(f, _LibraryLogGuard) for f in library_log.filters):
         library_log.addFilter(_LibraryLogGuard())
+
+
+def _changed(sub: StripeSubscription) -> ChangedSubscription:
+    item = sub.first_item
+    price = item.to_price() if item else None
+    return ChangedSubscription(
+        stripe_subscription_id=sub.id,
+        status=sub.status,
+        price_id=price.stripe_price_id if price else None,
+        cancel_at_period_end=sub.cancel_at_period_end,
+        cancel_at=sub.cancel_at,
+    )
 
 
 def _options(idempotency_key: str, step: str) -> stripe.RequestOptions:

@@ -121,6 +121,7 @@ class _Plan(_Model):
 
 
 class _Item(_Model):
+    id: str | None = None
     price: _Price | None = None
     plan: _Plan | None = None
     current_period_start: int | None = None
@@ -204,6 +205,10 @@ class StripeSubscription(_Model):
         """For the extension to confirm the first payment (when it was expanded)."""
         return self.latest_invoice.client_secret if self.latest_invoice else None
 
+    @property
+    def first_item(self) -> _Item | None:
+        return self.items.data[0] if self.items.data else None
+
 
 def read_subscription(obj: dict[str, Any]) -> SubscriptionState:
     s = StripeSubscription.model_validate(obj)
@@ -241,6 +246,41 @@ def read_customer(obj: dict[str, Any]) -> tuple[str, str | None, str | None, str
     """(stripe customer id, email, name, user id)"""
     c = StripeCustomer.model_validate(obj)
     return c.id, c.email, c.name, _user_id(c.metadata)
+
+
+class _Phase(_Model):
+    start_date: int
+    end_date: int | None = None
+
+
+class StripeSubscriptionSchedule(_Model):
+    """A subscription schedule, as the gateway's calls answer."""
+
+    id: str
+    status: str | None = None
+    phases: list[_Phase] = []
+
+
+class StripeSession(_Model):
+    """A Checkout or Customer Portal session, as its create call answers."""
+
+    id: str
+    url: str
+
+
+class StripeInvoiceItem(_Model):
+    """An invoice item, as the gateway's create call answers."""
+
+    id: str
+    amount: int
+    currency: str
+
+
+class StripeMeterEvent(_Model):
+    """A billing meter event, as the gateway's create call answers."""
+
+    identifier: str
+    event_name: str
 
 
 class StripePaymentMethod(_Model):

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.dev import bench_gate, bench_projections, bench_reads, loadgen
+from scripts.dev import bench_gate, bench_projections, bench_reads, bench_usage, loadgen
 from scripts.dev.common import figure, open_store, render_table
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
@@ -314,6 +314,11 @@ SECTIONS: dict[str, Section] = {
         bench_gate.bench_sse,
         bench_gate.table_sse,
         "1,000 notification streams: webhook answered -> event on the stream; memory",
+    ),
+    "usage": Section(
+        bench_usage.bench_usage,
+        bench_usage.table_usage,
+        "usage records: single (32 connections), batches of 1,000, p99 at 1,000/s; the gate",
     ),
 }
 

@@ -152,6 +152,7 @@ def start_server(
     timeout: float = 30.0,
     log_path: Path | None = None,
     workers: int = 1,
+    extra_args: Sequence[str] = (),
 ) -> Server:
     """Launch `ledger serve --host 127.0.0.1 --port PORT --no-access-log` and wait
     until GET /healthz answers 200. Its output goes to `log_path` (a temp file
@@ -167,6 +168,7 @@ def start_server(
         "--no-access-log",
         "--workers",
         str(workers),
+        *extra_args,
     ]
     server = _spawn(command, server_env(database_url, env_extra, secret), log_path, port)
     deadline = time.monotonic() + timeout

@@ -101,9 +101,9 @@ def test_a_retried_delivery_in_a_group_costs_one_more_transaction_not_one_each(
     committer = GroupCommitter(ledger)
     try:
         assert committer._record([delivery(e) for e in ("evt_1", "evt_0", "evt_2")]) == {
-            "evt_1": True,
-            "evt_0": False,
-            "evt_2": True,
+            Receipt.create_id("evt_1"): True,
+            Receipt.create_id("evt_0"): False,
+            Receipt.create_id("evt_2"): True,
         }
     finally:
         committer.close()

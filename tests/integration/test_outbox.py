@@ -17,6 +17,7 @@ from api.app import create_app
 from ledger.opening import open_ledger
 from projections.notifications import KINDS
 from projections.outbox import render
+from projections.usage_totals import ALERTS
 from scripts.dev.loadgen import free_port
 from tests import stripe_objects as so
 from tests.conftest import deliver, eventually, make_settings
@@ -137,6 +138,66 @@ def test_each_notification_is_mailed_once_for_every_kind(
 
 def test_every_kind_has_a_template_that_fills() -> None:
     row = {"cursor": 10, "stripe_subscription_id": "sub_1", "occurred_at": T, "detail": {}}
-    for kind in KINDS:
+    for kind in (*KINDS, *(kind for kind, _ in ALERTS)):
         subject, body = render({**row, "kind": kind})
         assert subject and body.strip()
+
+
+def test_usage_alerts_are_mailed_in_the_feeds_order(
+    database_url: str, inbox: tuple[Inbox, int]
+) -> None:
+    """usage_totals' alerts join the notifications: one feed, in cursor order, for
+    the page, the stream's fan-out and the outbox."""
+    handler, port = inbox
+    settings = make_settings(
+        database_url,
+        LEDGER_PROCESSOR="inline",
+        LEDGER_PROCESSOR_INTERVAL=0.05,
+        LEDGER_SMTP_URL=f"smtp://127.0.0.1:{port}",
+        LEDGER_RATE_LIMIT_PER_USER="100000/minute",
+        LEDGER_RATE_LIMIT_PER_ADDRESS="100000/minute",
+    )
+    with TestClient(create_app(settings)) as client:
+        token = client.post("/api/users", json={"user_id": USER}).json()["token"]
+        headers = {"X-User-ID": USER, "Authorization": f"Bearer {token}"}
+        deliver(client, "evt_c", "customer.created", so.customer("cus_m", user_id=USER,
+                                                                 email=ADDRESS), T)  # fmt: skip
+        deliver(
+            client, "evt_s", "customer.subscription.created",
+            so.subscription("sub_m", "cus_m", price_id="price_lisa_premium_monthly"), T + 1,
+        )  # fmt: skip
+
+        def told() -> list[dict[str, Any]]:
+            page = client.get("/api/v1/billing/notifications", headers=headers)
+            return page.json()["data"]
+
+        # stage two writes the subscription's events; usage is recorded at once
+        eventually(lambda: [n["kind"] for n in told()] == ["activated", "features_granted"])
+        # now is past that subscription's period: the calendar month, the free plan's 50
+        for key, quantity in (("u1", 40), ("u2", 10)):
+            record = {"metric": "ai_requests", "quantity": quantity, "idempotency_key": key}
+            assert (
+                client.post("/api/v1/billing/usage", json=record, headers=headers).status_code
+                == 201
+            )
+
+        expected = ["activated", "features_granted", "usage_warning", "usage_limit_reached"]
+
+        def all_told() -> list[dict[str, Any]] | None:
+            found = told()
+            return found if [n["kind"] for n in found] == expected else None
+
+        notifications = eventually(all_told)
+        cursors = [n["cursor"] for n in notifications]
+        assert cursors == sorted(set(cursors))
+        assert notifications[2] | {"cursor": 0, "at": 0} == {
+            "cursor": 0, "at": 0, "kind": "usage_warning", "subscription_id": None,
+            "metric": "ai_requests", "period_start": notifications[2]["period_start"],
+            "total": 40, "included": 50,
+        }  # fmt: skip
+        eventually(lambda: len(handler.messages) >= 4)
+        threading.Event().wait(0.3)  # and nothing more comes
+    mailed = [m["X-Ledger-Notification"].split() for m in handler.messages]
+    assert [(int(c), k) for c, k in mailed] == [(n["cursor"], n["kind"]) for n in notifications]
+    assert handler.messages[2]["Subject"] == "You have used 80% of your ai_requests"
+    assert "40 of the 50 ai_requests" in handler.messages[2].get_content()

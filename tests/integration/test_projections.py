@@ -22,7 +22,8 @@ from projections.as_of import replay_user
 from projections.read_side import ReadSide
 from projections.runner import rebuild
 from tests import stripe_objects as so
-from tests.streams import webhook_streams
+from tests.streams import T0, webhook_streams
+from tests.usage_streams import usage_records
 
 USER = "user_1767225600_abcdefghij"
 DAY = 86_400
@@ -149,7 +150,7 @@ def test_entitlements_follow_the_current_plan(feed: Feed, read: ReadSide) -> Non
         so.subscription(
             "sub_1",
             "cus_1",
-            price_id="price_professional_annual",
+            price_id="price_professional_yearly",
             amount=49000,
             interval="year",
             user_id=USER,
@@ -378,10 +379,14 @@ def snapshot(read: ReadSide) -> dict[str, list[tuple[Any, ...]]]:
 def test_a_rebuilt_projection_equals_the_live_one(
     ledger: Ledger, read: ReadSide, data: st.DataObject
 ) -> None:
-    stream = data.draw(webhook_streams(prefix=f"r{next(_prefixes)}_"))
+    prefix = f"r{next(_prefixes)}_"
+    stream: list[Any] = [read_delivery(d.body) for d in data.draw(webhook_streams(prefix=prefix))]
+    users = [f"user_{T0}_{prefix}{n:0>9}"[:27] for n in range(3)]  # the streams' users
+    for record in {r.aggregate_id: r for r in data.draw(usage_records(users))}.values():
+        stream.insert(data.draw(st.integers(0, len(stream))), record)  # usage among webhooks
     cut = data.draw(st.integers(0, len(stream)))
-    for i, delivery in enumerate(stream):  # live: catching up in uneven steps
-        ledger.record([read_delivery(delivery.body)])
+    for i, item in enumerate(stream):  # live: catching up in uneven steps
+        ledger.record([item])
         if i in (cut, len(stream) - 1):
             ledger.process_new()
             read.catchup.run_once()

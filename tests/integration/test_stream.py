@@ -72,8 +72,12 @@ def deliveries() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 # activated and features_granted, then per round: payment_failed, payment_recovered,
-# cancellation_scheduled, cancellation_withdrawn
-EXPECTED = 2 + 6 * 4
+# cancellation_scheduled, cancellation_withdrawn; then the usage alerts (usage_totals'
+# rows, merged into the same feed): usage_warning and usage_limit_reached
+EXPECTED = 2 + 6 * 4 + 2
+# now is past the subscription's period: usage falls in the calendar month, on the
+# free plan (50 AI requests included): 80% then 100%
+USAGE = (("u1", 40), ("u2", 10))
 
 
 class Reader:
@@ -87,6 +91,7 @@ class Reader:
         self.answer = self.conn.getresponse()
         assert self.answer.status == 200
         assert self.answer.getheader("content-type", "").startswith("text/event-stream")
+        assert self.answer.getheader("cache-control") == "no-store"  # the Endpoint's, per user
         self.heartbeats = 0
 
     def events(self) -> Iterator[dict[str, Any] | None]:
@@ -137,6 +142,14 @@ def test_a_client_that_reconnects_sees_every_notification_once_in_order(
             )  # fmt: skip
             assert status == 200
             time.sleep(0.03)
+        for key, quantity in USAGE:
+            record = {"metric": "ai_requests", "quantity": quantity, "idempotency_key": key}
+            status, _ = request(
+                server.port, "POST", "/api/v1/billing/usage", json.dumps(record).encode(),
+                {**headers, "Content-Type": "application/json"},
+            )  # fmt: skip
+            assert status == 201
+            time.sleep(0.03)
         done.set()
 
     sender = threading.Thread(target=send_all)
@@ -169,6 +182,7 @@ def test_a_client_that_reconnects_sees_every_notification_once_in_order(
     _, page = request(server.port, "GET", "/api/v1/billing/notifications?limit=500", None, headers)
     stored = page["data"]
     assert len(stored) == EXPECTED
+    assert [n["kind"] for n in stored][-2:] == ["usage_warning", "usage_limit_reached"]
     assert [(e["cursor"], e["kind"]) for e in seen] == [(n["cursor"], n["kind"]) for n in stored]
     assert seen == stored
     assert heartbeats > 0

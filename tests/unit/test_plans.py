@@ -16,9 +16,9 @@ def test_the_default_catalog_holds_the_products_of_both_specs() -> None:
     assert amounts["price_lisa_premium_monthly"] == (999, "month")
     assert amounts["price_lisa_premium_annual"] == (9990, "year")
     assert amounts["price_starter_monthly"] == (1900, "month")
-    assert amounts["price_starter_annual"] == (19000, "year")
+    assert amounts["price_starter_yearly"] == (19000, "year")
     assert amounts["price_professional_monthly"] == (4900, "month")
-    assert amounts["price_professional_annual"] == (49000, "year")
+    assert amounts["price_professional_yearly"] == (49000, "year")
     assert {p.id for p in catalog.plans} >= {
         "free",
         "lisa_premium",
@@ -27,6 +27,40 @@ def test_the_default_catalog_holds_the_products_of_both_specs() -> None:
         "enterprise",
     }
     assert catalog.free_plan.tier == "free"
+
+
+def test_the_former_annual_ids_still_resolve_to_the_yearly_prices() -> None:
+    catalog = load_catalog()
+    for old, new in [
+        ("price_starter_annual", "price_starter_yearly"),
+        ("price_professional_annual", "price_professional_yearly"),
+    ]:
+        found = catalog.find(old)
+        assert found is not None and found[1].id == new
+    plan, name, known = catalog.resolve(
+        Price("price_unknown", 49000, "usd", "year", lookup_key="professional_annual")
+    )
+    assert (plan.id, name, known) == ("professional", "Professional - Yearly", True)
+
+
+def test_plans_declare_rank_trial_days_and_the_proration_of_upgrades() -> None:
+    plans = {p.id: p for p in load_catalog().plans}
+    assert plans["free"].rank < plans["starter"].rank < plans["professional"].rank
+    assert plans["professional"].rank < plans["enterprise"].rank
+    assert plans["starter"].trial_days == plans["professional"].trial_days == 14
+    assert {p.proration_behavior for p in plans.values()} == {"always_invoice"}
+
+
+def test_a_bad_proration_behavior_or_trial_is_refused(tmp_path: Path) -> None:
+    for line, word in [("proration_behavior: sometimes", "proration_behavior"),
+                       ("trial_days: 9999", "trial_days")]:  # fmt: skip
+        path = tmp_path / "plans.yaml"
+        path.write_text(
+            "fallback_tier: free\nfree_tier: free\nplans:\n"
+            f"  - id: free\n    name: Free\n    tier: free\n    {line}\n"
+        )
+        with pytest.raises(PlansFileError, match=word):
+            load_catalog(path)
 
 
 def test_prices_are_found_by_id_or_lookup_key_and_unknown_ones_fall_back() -> None:

@@ -12,15 +12,11 @@ import copy
 import dataclasses
 import json
 import logging
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import stripe
-from requests.structures import CaseInsensitiveDict
 
 from ledger.stripe.gateway import (
     CanceledSubscription,
@@ -30,73 +26,13 @@ from ledger.stripe.gateway import (
     StripeUnavailable,
 )
 from ledger.stripe.payloads import read_subscription
+from tests.stripe_transport import RecordingTransport
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 API_KEY = "sk_test_51UnitTestKeyDoNotLeak0123456789"
 PRICE = "price_lisa_premium_monthly"
 USER = "user_1767225600_abcdefghij"
 PERIOD_START, PERIOD_END = 1_767_225_600, 1_769_904_000
-
-
-@dataclass(frozen=True)
-class Recorded:
-    method: str
-    url: str
-    path: str
-    params: dict[str, str]
-    idempotency_key: str | None
-    stripe_version: str | None
-    authorization: str | None
-
-
-class RecordingTransport(stripe.HTTPClient):
-    """Answers queued (status, JSON, headers) or raises queued exceptions, in order."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[Recorded] = []
-        self.sleeps: list[float] = []
-        self._answers: deque[tuple[int, Any, dict[str, str]] | Exception] = deque()
-
-    def answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        self._answers.append((status, body, headers or {}))
-
-    def fail(self, error: Exception) -> None:
-        self._answers.append(error)
-
-    def request(self, method, url, headers, post_data=None, *, _usage=None):
-        parts = urlsplit(url)
-        pairs = parse_qsl(post_data or parts.query, keep_blank_values=True)
-        params = dict(pairs)
-        assert len(params) == len(pairs), f"repeated parameter in {pairs}"
-        self.requests.append(
-            Recorded(
-                method=method,
-                url=url,
-                path=parts.path,
-                params=params,
-                idempotency_key=headers.get("Idempotency-Key"),
-                stripe_version=headers.get("Stripe-Version"),
-                authorization=headers.get("Authorization"),
-            )
-        )
-        assert self._answers, f"unexpected request {method} {url}"
-        answer = self._answers.popleft()
-        if isinstance(answer, Exception):
-            raise answer
-        status, body, extra = answer
-        rheaders = CaseInsensitiveDict({"request-id": f"req_{len(self.requests)}", **extra})
-        return json.dumps(body), status, rheaders
-
-    def _sleep_time_seconds(self, num_retries: int) -> float:
-        # Record the library's own back-off, but do not actually wait.
-        self.sleeps.append(super()._sleep_time_seconds(num_retries))
-        return 0.0
-
-    def close(self) -> None:
-        pass
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -253,6 +189,7 @@ def test_create_subscription_default_incomplete_returns_confirmation_secret(tran
         client_secret="pi_1_s",
         current_period_start=PERIOD_START,
         current_period_end=PERIOD_END,
+        trial_end=1_234_567_890,  # Stripe's example subscription is in a trial
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         created.status = "active"  # type: ignore[misc]
@@ -400,8 +337,9 @@ def test_localstripe_mode_subscribes_to_a_plan_and_expands_the_payment_intent(tr
         "expand[0]": "latest_invoice.payment_intent",
     }
     assert created == CreatedSubscription(
-        "sub_x", "cus_A", "active", "pi_1_secret_legacy", PERIOD_START, PERIOD_END
-    )
+        "sub_x", "cus_A", "active", "pi_1_secret_legacy", PERIOD_START, PERIOD_END,
+        created.trial_end,
+    )  # fmt: skip
 
 
 def test_localstripe_mode_sets_no_subscription_default_payment_method(transport):

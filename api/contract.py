@@ -1,0 +1,346 @@
+"""Routes declared with their contract: one `Endpoint` gives both the Starlette
+route and its OpenAPI operation, from the same pydantic models that validate the
+request and build the answer.
+
+Declaring a route::
+
+    Endpoint(
+        "POST", "/api/stripe/cancel-subscription", extension.cancel_subscription,
+        summary="Cancel the caller's subscription",
+        security=USER, body=bodies.Cancel, body_required=False,
+        answers={200: answers.Canceled},
+        errors=(accounts.NoSubscription, StripeRejected, StripeUnavailable),
+    )
+
+`security` is enforced before the handler runs (USER: `request.state.user_id`
+is the authenticated caller; ADMIN: the admin token was checked); a declared
+`body` is parsed (after authentication) into `request.state.body`, a declared
+`query` model into `request.state.query`. The refusals a route can answer are
+named by exception class and looked up in `api.errors.ERRORS`, so codes and
+statuses have one source as well; the ones every route of its kind can answer
+(401 for a secured route, 400/413 for a body, 400 for parameters, 429 on
+/api/, 503) are added here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from eventsourcing.persistence import PersistenceError
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from api import auth, bodies
+from api.errors import ERRORS, BadRequest, PayloadTooLarge, RateLimited, Unauthorized
+from ledger.stripe.gateway import StripeRejected
+
+Handler = Callable[[Request], Awaitable[Response]]
+Security = Literal["user", "admin", "stripe"]
+USER: Security = "user"
+ADMIN: Security = "admin"
+STRIPE: Security = "stripe"
+
+# OpenAPI security requirements per kind (both user headers are needed together)
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    USER: [{"userToken": [], "userId": []}],
+    ADMIN: [{"adminToken": []}],
+    STRIPE: [{"stripeSignature": []}],
+}
+SECURITY_SCHEMES = {
+    "userToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "the token `POST /api/users` answered (or the last rotation's)",
+    },
+    "userId": {"type": "apiKey", "in": "header", "name": "X-User-ID"},
+    "adminToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "LEDGER_ADMIN_TOKEN",
+    },
+    "stripeSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Stripe-Signature",
+        "description": "Stripe's HMAC-SHA256 signature of the body",
+    },
+}
+# Exception classes whose error code is not fixed (Stripe's own code replaces it).
+OPEN_CODES: set[type[Exception]] = {StripeRejected}
+
+Answer = type[BaseModel] | tuple[type[BaseModel], ...] | str | None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route and its contract. `answers` maps a success status to its model (a
+    tuple of models: any of them; a string: a media type without a schema, e.g.
+    Prometheus text; None: no body)."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    answers: dict[int, Answer]
+    security: Security | None = None
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    max_body: int = bodies.MAX_BODY  # bytes; past it, 413
+    query: type[BaseModel] | None = None
+    path_params: type[BaseModel] | None = None  # else each {name} in the path is any string
+    errors: Sequence[type[Exception]] = ()
+    tags: Sequence[str] = ()
+    private: bool = False  # per-user data: Cache-Control: no-store
+    extra_errors: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+    def route(self) -> Route:
+        return Route(self.path, self._endpoint(), methods=[self.method], name=self.handler.__name__)
+
+    def _endpoint(self) -> Handler:
+        handler, security, body, required, max_body, query, path_params = (
+            self.handler,
+            self.security,
+            self.body,
+            self.body_required,
+            self.max_body,
+            self.query,
+            self.path_params,
+        )
+        private = self.private or security == USER
+
+        async def endpoint(request: Request) -> Response:
+            if security == USER:
+                request.state.user_id = await auth.caller(request)
+            elif security == ADMIN:
+                auth.require_admin(request)
+            if path_params is not None:
+                request.state.path = parse_params(dict(request.path_params), path_params, "path")
+            if query is not None:
+                request.state.query = parse_params(dict(request.query_params), query, "query")
+            if body is not None:
+                request.state.body = await bodies.parse(
+                    request, body, empty_ok=not required, max_body=max_body
+                )
+            response = await handler(request)
+            if private:
+                response.headers["Cache-Control"] = "no-store"
+            return response
+
+        endpoint.__name__ = handler.__name__
+        endpoint.__doc__ = handler.__doc__
+        endpoint.contract = self  # type: ignore[attr-defined]
+        return endpoint
+
+    def refusals(self) -> dict[int, tuple[set[str], bool]]:
+        """status -> (error codes, whether other codes may appear too)."""
+        found: list[type[Exception]] = list(self.errors)
+        if self.security in (USER, ADMIN):
+            found.append(Unauthorized)
+        if self.body is not None:
+            found += [BadRequest, PayloadTooLarge]
+        elif self.query is not None or self.path_params is not None:
+            found.append(BadRequest)
+        if self.path.startswith("/api/"):
+            found.append(RateLimited)
+        found.append(PersistenceError)
+        table: dict[int, tuple[set[str], bool]] = {}
+        for exc in found:
+            status, code, _ = next(ERRORS[c] for c in exc.__mro__ if c in ERRORS)
+            codes, open_ = table.get(status, (set(), False))
+            table[status] = (codes | {code}, open_ or exc in OPEN_CODES)
+        extra_errors = dict(self.extra_errors)
+        if "{" in self.path:  # a parameter holding "/" is no such route
+            extra_errors[404] = (*extra_errors.get(404, ()), "not_found")
+        for status, extra in extra_errors.items():
+            codes, open_ = table.get(status, (set(), False))
+            table[status] = (codes | set(extra), open_)
+        return table
+
+
+def parse_params(values: dict[str, str], model: type[BaseModel], where: str) -> Any:
+    """Path or query parameters through their model; anything else is a 400."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        at = ".".join(str(p) for p in first["loc"]) or where
+        raise BadRequest(f"{where} {at}: {first['msg']}") from None
+
+
+def reply(answer: BaseModel, status: int = 200) -> JSONResponse:
+    """An answer built from its declared model (so it matches the document)."""
+    return JSONResponse(answer.model_dump(mode="json"), status)
+
+
+def routes(endpoints: Sequence[Endpoint]) -> list[BaseRoute]:
+    return [e.route() for e in endpoints]
+
+
+def contract_of(route: BaseRoute) -> Endpoint | None:
+    return getattr(getattr(route, "endpoint", None), "contract", None)
+
+
+# --- the document ---------------------------------------------------------------------
+
+
+class ErrorAnswer(BaseModel):
+    error: str
+    error_code: str
+
+
+def openapi(
+    routes: Sequence[BaseRoute], *, title: str = "Billing ledger", version: str = "0.1.0"
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route declared with an `Endpoint`."""
+    endpoints = [e for e in (contract_of(r) for r in routes) if e is not None]
+    inputs: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        (ErrorAnswer, "serialization")
+    ]
+    for e in endpoints:
+        for model in (e.body, e.query):
+            if model is not None:
+                inputs.append((model, "validation"))
+        for answer in e.answers.values():
+            for model in _models(answer):
+                inputs.append((model, "serialization"))
+    keyed, top = models_json_schema(
+        list(dict.fromkeys(inputs)), ref_template="#/components/schemas/{model}"
+    )
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+
+    def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
+        return keyed[(model, mode)]  # type: ignore[index]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for e in endpoints:
+        paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, ref, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Every refusal is {error, error_code}; see README.md.",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
+    }
+
+
+def _models(answer: Answer) -> tuple[type[BaseModel], ...]:
+    if answer is None or isinstance(answer, str):
+        return ()
+    return answer if isinstance(answer, tuple) else (answer,)
+
+
+def _operation(
+    e: Endpoint, ref: Callable[[type[BaseModel], str], dict[str, Any]], schemas: dict[str, Any]
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": e.handler.__name__,
+        "summary": e.summary,
+        "responses": {},
+    }
+    if e.handler.__doc__:
+        operation["description"] = e.handler.__doc__.strip()
+    if e.tags:
+        operation["tags"] = list(e.tags)
+    operation["security"] = SECURITY[e.security] if e.security else []
+    declared = e.path_params.model_json_schema()["properties"] if e.path_params else {}
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": _plain(declared.get(name, {"type": "string"})),
+        }
+        for name in _path_params(e.path)
+    ]
+    if e.query is not None:
+        schema = e.query.model_json_schema()
+        required = set(schema.get("required", ()))
+        for name, prop in schema.get("properties", {}).items():
+            prop = {k: v for k, v in prop.items() if k != "title"}
+            if "anyOf" in prop:  # Optional[str]: a query parameter is a string when present
+                prop = {
+                    **{k: v for k, v in prop.items() if k != "anyOf"},
+                    **next(s for s in prop["anyOf"] if s.get("type") != "null"),
+                }
+            prop.pop("default", None)
+            description = prop.pop("description", None)
+            parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
+            if description:
+                parameter["description"] = description
+            parameters.append(parameter)
+    if parameters:
+        operation["parameters"] = parameters
+    if e.body is not None:
+        operation["requestBody"] = {
+            "required": e.body_required,
+            "content": {"application/json": {"schema": ref(e.body, "validation")}},
+        }
+    elif e.security == STRIPE:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    for status, answer in sorted(e.answers.items()):
+        response: dict[str, Any] = {"description": _REASONS.get(status, "answer")}
+        if isinstance(answer, str):
+            response["content"] = {answer: {"schema": {"type": "string"}}}
+        elif answer is not None:
+            models = _models(answer)
+            schema = (
+                ref(models[0], "serialization")
+                if len(models) == 1
+                else {"anyOf": [ref(m, "serialization") for m in models]}
+            )
+            response["content"] = {"application/json": {"schema": schema}}
+        operation["responses"][str(status)] = response
+    for status, (codes, open_) in sorted(e.refusals().items()):
+        code_schema: dict[str, Any] = {"type": "string"}
+        if not open_:
+            code_schema["enum"] = sorted(codes)
+        schema = {
+            "allOf": [
+                {"$ref": "#/components/schemas/ErrorAnswer"},
+                {"type": "object", "properties": {"error_code": code_schema}},
+            ]
+        }
+        response = {
+            "description": f"{_REASONS.get(status, 'refused')}: {', '.join(sorted(codes))}",
+            "content": {"application/json": {"schema": schema}},
+        }
+        if status in (429, 503):
+            response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+        operation["responses"][str(status)] = response
+    return operation
+
+
+def _plain(prop: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in prop.items() if k not in ("title", "description")}
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
+
+
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}

@@ -1,0 +1,75 @@
+"""Follows the log's token events (`User.TokenRotated`, `User.TokensRevoked`) so
+that every API process forgets a rotated or revoked token as soon as it is
+recorded, wherever it was recorded (read every `interval` seconds, 20 ms by
+default). A process trusts the token hashes it keeps in memory only while this
+watch runs; otherwise each authentication reads the log. While the store does not
+answer, nothing can be recorded there either, so what is kept stays trusted (the
+hot reads of known users keep answering through an outage)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from uuid import UUID
+
+from eventsourcing.domain import get_topic
+from eventsourcing.persistence import PersistenceError
+
+from ledger.application import Ledger
+from ledger.domain.user import User
+
+log = logging.getLogger("ledger.tokens")
+TOPICS = [get_topic(User.TokenRotated), get_topic(User.TokensRevoked)]
+
+
+class TokenWatch:
+    def __init__(
+        self,
+        ledger: Ledger,
+        forget: Callable[[list[UUID]], None],
+        interval: float = 0.02,
+    ) -> None:
+        self._ledger = ledger
+        self._forget = forget
+        self.interval = interval
+        self._cursor = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def is_current(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._cursor = self._ledger.recorder.max_notification_id() or 0
+        self._thread = threading.Thread(target=self._run, name="token-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def poll(self) -> None:
+        """Read the token events recorded since the last poll; forget their users."""
+        while True:
+            batch = self._ledger.recorder.select_notifications(
+                start=self._cursor + 1, limit=500, topics=TOPICS
+            )
+            if batch:
+                self._forget([n.originator_id for n in batch])
+                self._cursor = batch[-1].id
+            if len(batch) < 500:
+                return
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except PersistenceError:  # nothing can be revoked through it meanwhile
+                log.warning("cannot read token events; retrying")

@@ -1,0 +1,127 @@
+"""Recording usage: each record checked against the plans file's metrics and the
+allowed lateness, then appended through the group commit (the webhooks' one),
+idempotent on the user's key; a repeated key answers the first record."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ledger.application import Ledger
+from ledger.domain.catalog import Catalog
+from ledger.domain.usage import Usage, UsageRecord
+from ledger.intake import GroupCommitter, StoreUnavailable
+
+FUTURE_SLACK = 60  # seconds a record may be ahead of our clock
+MAX_BATCH = 1000
+
+
+class InvalidUsage(ValueError):
+    """A record that cannot be accepted; the message names the field."""
+
+
+@dataclass(frozen=True)
+class UsageRequest:
+    """A record as asked for (already of the right types)."""
+
+    metric: str
+    quantity: int
+    idempotency_key: str
+    occurred_at: datetime | None = None
+
+
+class Metering:
+    def __init__(
+        self,
+        ledger: Ledger,
+        catalog: Catalog,
+        committer: GroupCommitter,
+        *,
+        write_timeout_seconds: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ledger = ledger
+        self._catalog = catalog
+        self._committer = committer
+        self._write_timeout = write_timeout_seconds
+        self._clock = clock
+
+    def check(self, user_id: str, request: UsageRequest, where: str = "") -> Usage:
+        """The record to append, or InvalidUsage naming the field."""
+        now = int(self._clock())
+        metric = self._catalog.metric(request.metric)
+        if metric is None:
+            known = ", ".join(m.name for m in self._catalog.metrics)
+            raise InvalidUsage(f"{where}metric: unknown metric {request.metric!r} (known: {known})")
+        if not 0 <= request.quantity <= metric.max_quantity:
+            raise InvalidUsage(
+                f"{where}quantity: must be a whole number from 0 to {metric.max_quantity}"
+            )
+        occurred = now if request.occurred_at is None else int(request.occurred_at.timestamp())
+        lateness = self._catalog.usage_allowed_lateness
+        if occurred < now - lateness:
+            raise InvalidUsage(f"{where}occurred_at: more than {lateness} seconds in the past")
+        if occurred > now + FUTURE_SLACK:
+            raise InvalidUsage(f"{where}occurred_at: more than {FUTURE_SLACK} seconds ahead")
+        return Usage(user_id, metric.name, request.quantity, request.idempotency_key, occurred)
+
+    async def record(self, user_id: str, request: UsageRequest) -> dict[str, object]:
+        """Record one; returns the record (the first one, for a repeated key) and
+        whether it was a duplicate."""
+        return (await self.record_batch(user_id, [request]))[0]
+
+    async def record_batch(
+        self, user_id: str, requests: Sequence[UsageRequest]
+    ) -> list[dict[str, object]]:
+        """All or none: every record is checked before any is appended, and they
+        go into one transaction."""
+        if len(requests) > MAX_BATCH:
+            raise InvalidUsage(f"records: at most {MAX_BATCH} in a batch")
+        many = len(requests) > 1
+        usages = [
+            self.check(user_id, r, f"records.{i}." if many else "") for i, r in enumerate(requests)
+        ]
+        pending = [asyncio.wrap_future(f) for f in self._committer.submit_all(usages)]
+        try:
+            fresh = await asyncio.wait_for(
+                asyncio.shield(asyncio.gather(*pending)), self._write_timeout
+            )
+        except TimeoutError:
+            raise StoreUnavailable("the log did not answer in time") from None
+        repeated = [u for u, new in zip(usages, fresh, strict=True) if not new]
+        firsts = await asyncio.to_thread(self._first_records, repeated) if repeated else {}
+        return [
+            _answer(u if new else firsts[u.aggregate_id], duplicate=not new)
+            for u, new in zip(usages, fresh, strict=True)
+        ]
+
+    def _first_records(self, usages: list[Usage]) -> dict[object, Usage]:
+        """The records already in the log under these keys, read back by id."""
+        firsts = {}
+        for usage in usages:
+            record = self._ledger.repository.get(usage.aggregate_id)
+            assert isinstance(record, UsageRecord)
+            firsts[usage.aggregate_id] = Usage(
+                record.user_id,
+                record.metric,
+                record.quantity,
+                record.idempotency_key,
+                record.occurred_at,
+            )
+        return firsts
+
+
+def _answer(usage: Usage, *, duplicate: bool) -> dict[str, object]:
+    return {
+        "id": str(usage.aggregate_id),
+        "metric": usage.metric,
+        "quantity": usage.quantity,
+        "idempotency_key": usage.idempotency_key,
+        "occurred_at": datetime.fromtimestamp(usage.occurred_at, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        ),
+        "duplicate": duplicate,
+    }

@@ -1,0 +1,447 @@
+"""Per user, metric and billing period: the usage total (sum or highest reading),
+the alerts at 80% and 100% of the plan's included amount, and the subscription
+periods it needs to know which period a record belongs to."""
+
+from __future__ import annotations
+
+from calendar import monthrange
+from collections.abc import Collection, Iterator
+from datetime import UTC, datetime
+from functools import singledispatchmethod
+from itertools import count
+from typing import Any
+
+from ledger.domain.catalog import Catalog, Metric
+from ledger.domain.subscription import Subscription
+from ledger.domain.usage import UsageRecord
+from projections.base import SqlProjection, Writer
+from projections.notifications import ALERT_SLOT, SLOTS
+from projections.store import Cursor
+
+ALERTS = (("usage_warning", 80), ("usage_limit_reached", 100))  # kind, percent included
+
+
+def _slots() -> Iterator[int]:
+    """An event's places for its usage alerts' cursors (position * SLOTS + place):
+    after the notifications projection's, so that the two feeds merge in order; past
+    the last place, alerts share it."""
+    return (min(i, SLOTS - 1) for i in count(ALERT_SLOT))
+
+
+PERIOD_AT = (
+    "SELECT period_start, period_end, plan_id, stripe_customer_id FROM {usage_periods} "
+    "WHERE user_id = :user_id AND period_start <= :t AND :t < period_end "
+    "ORDER BY period_start DESC, subscription_id LIMIT 1"
+)
+
+
+def month_of(t: int) -> tuple[int, int]:
+    """The calendar month (UTC) holding unix time t: [start, end)."""
+    day = datetime.fromtimestamp(t, UTC)
+    start = datetime(day.year, day.month, 1, tzinfo=UTC)
+    end = start.replace(day=monthrange(day.year, day.month)[1]).timestamp() + 86_400
+    return int(start.timestamp()), int(end)
+
+
+class UsageTotalsProjection(SqlProjection):
+    """A record lands in the period of the user's subscriptions that holds its
+    occurred_at, else in its calendar month (UTC). Periods come from the
+    subscription's own events, followed here; when one becomes known after
+    records it holds (or changes), that user's records are placed again."""
+
+    name = "usage_totals"
+    tables = {
+        "usage_totals": (
+            "user_id TEXT NOT NULL, metric TEXT NOT NULL, period_start BIGINT NOT NULL, "
+            "period_end BIGINT NOT NULL, total BIGINT NOT NULL, "
+            "PRIMARY KEY (user_id, metric, period_start)"
+        ),
+        "usage_records": (
+            "record_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, metric TEXT NOT NULL, "
+            "quantity BIGINT NOT NULL, occurred_at BIGINT NOT NULL, month_start BIGINT NOT NULL, "
+            "month_end BIGINT NOT NULL, period_start BIGINT NOT NULL, period_end BIGINT NOT NULL"
+        ),
+        "usage_periods": (
+            "subscription_id TEXT NOT NULL, period_start BIGINT NOT NULL, "
+            "period_end BIGINT NOT NULL, user_id TEXT, stripe_customer_id TEXT NOT NULL, "
+            "plan_id TEXT NOT NULL, PRIMARY KEY (subscription_id, period_start)"
+        ),
+        "usage_subscriptions": (
+            "subscription_id TEXT PRIMARY KEY, user_id TEXT, stripe_customer_id TEXT NOT NULL, "
+            "plan_id TEXT NOT NULL, ended_at BIGINT"
+        ),
+        "usage_alerts": (
+            "user_id TEXT NOT NULL, metric TEXT NOT NULL, period_start BIGINT NOT NULL, "
+            "kind TEXT NOT NULL, total BIGINT NOT NULL, included BIGINT NOT NULL, "
+            "occurred_at BIGINT NOT NULL, cursor BIGINT NOT NULL, "
+            "PRIMARY KEY (user_id, metric, period_start, kind)"
+        ),
+    }
+    indexes = {
+        "usage_records_user": "{usage_records} (user_id)",
+        "usage_periods_user": "{usage_periods} (user_id, period_start)",
+        "usage_totals_end": "{usage_totals} (period_end)",
+        "usage_alerts_user": "{usage_alerts} (user_id, cursor)",
+        "usage_alerts_cursor": "{usage_alerts} (cursor)",
+    }
+
+    def __init__(self, view: Any, catalog: Catalog) -> None:
+        super().__init__(view, catalog)
+        maxes = [m.name for m in catalog.metrics if m.aggregation == "max"]
+        self._maxes = set(maxes)
+        listed = ", ".join(f"'{name}'" for name in maxes) or "''"  # names match [a-z0-9_]
+        self._aggregate = (
+            f"CASE WHEN metric IN ({listed}) THEN MAX(quantity) ELSE SUM(quantity) END"
+        )
+
+    @singledispatchmethod
+    def apply(self, event: Any, w: Writer) -> None:
+        """Events of no interest change nothing."""
+
+    @apply.register
+    def _(self, e: UsageRecord.Recorded, w: Writer) -> None:
+        month_start, month_end = month_of(e.occurred_at)
+        rows = w.query(PERIOD_AT, user_id=e.user_id, t=e.occurred_at)
+        start, end = (
+            (rows[0]["period_start"], rows[0]["period_end"]) if rows else (month_start, month_end)
+        )
+        plan_id = rows[0]["plan_id"] if rows else self.catalog.free_plan.id
+        w.execute(
+            "INSERT INTO {usage_records} (record_id, user_id, metric, quantity, occurred_at, "
+            "month_start, month_end, period_start, period_end) VALUES (:id, :user_id, :metric, "
+            ":quantity, :t, :month_start, :month_end, :start, :end)",
+            id=str(e.originator_id), user_id=e.user_id, metric=e.metric, quantity=e.quantity,
+            t=e.occurred_at, month_start=month_start, month_end=month_end, start=start, end=end,
+        )  # fmt: skip
+        combine = (
+            "CASE WHEN excluded.total > {usage_totals}.total THEN excluded.total "
+            "ELSE {usage_totals}.total END"
+            if e.metric in self._maxes
+            else "{usage_totals}.total + excluded.total"
+        )
+        w.execute(
+            "INSERT INTO {usage_totals} (user_id, metric, period_start, period_end, total) "
+            "VALUES (:user_id, :metric, :start, :end, :quantity) "
+            "ON CONFLICT (user_id, metric, period_start) DO UPDATE SET total = " + combine,
+            user_id=e.user_id, metric=e.metric, start=start, end=end, quantity=e.quantity,
+        )  # fmt: skip
+        metric = self.catalog.metric(e.metric)
+        if metric is not None:
+            self._alert(w, metric, plan_id, e.user_id, start, e.occurred_at, _slots())
+
+    def _alert(
+        self,
+        w: Writer,
+        metric: Metric,
+        plan_id: str,
+        user_id: str,
+        start: int,
+        t: int,
+        slots: Iterator[int],
+        known: Collection[tuple[str, int, str]] = (),
+    ) -> None:
+        """usage_warning at 80% of the included amount, usage_limit_reached at 100%:
+        once per metric and period (the first event to cross it). `known`: the
+        (metric, period start, kind) already told, which need no place of `slots`."""
+        allowance = metric.allowance(plan_id)
+        if allowance.limit == "none":
+            return
+        rows = w.query(
+            "SELECT total FROM {usage_totals} WHERE user_id = :user_id AND metric = :metric "
+            "AND period_start = :start",
+            user_id=user_id, metric=metric.name, start=start,
+        )  # fmt: skip
+        total = rows[0]["total"] if rows else 0
+        for kind, percent in ALERTS:
+            if (metric.name, start, kind) in known:
+                continue
+            if total > 0 and total * 100 >= allowance.included * percent:
+                w.execute(
+                    "INSERT INTO {usage_alerts} (user_id, metric, period_start, kind, total, "
+                    "included, occurred_at, cursor) VALUES (:user_id, :metric, :start, :kind, "
+                    ":total, :included, :t, :cursor) "
+                    "ON CONFLICT (user_id, metric, period_start, kind) DO NOTHING",
+                    user_id=user_id, metric=metric.name, start=start, kind=kind, total=total,
+                    included=allowance.included, t=t,
+                    cursor=w.position * SLOTS + next(slots),
+                )  # fmt: skip
+
+    # --- the subscription periods ---------------------------------------------------
+
+    @apply.register
+    def _(self, e: Subscription.Started, w: Writer) -> None:
+        plan, _, _ = self.catalog.resolve(e.price)
+        w.execute(
+            "INSERT INTO {usage_subscriptions} (subscription_id, user_id, stripe_customer_id, "
+            "plan_id) VALUES (:id, :user_id, :cus, :plan_id)",
+            id=str(e.originator_id), user_id=e.user_id, cus=e.stripe_customer_id, plan_id=plan.id,
+        )  # fmt: skip
+        self._period(w, str(e.originator_id), e.current_period_start, e.current_period_end)
+
+    @apply.register
+    def _(self, e: Subscription.PeriodChanged, w: Writer) -> None:
+        self._period(w, str(e.originator_id), e.current_period_start, e.current_period_end)
+
+    def _period(self, w: Writer, sub: str, start: int | None, end: int | None) -> None:
+        if start is None or end is None or end <= start:
+            return
+        w.execute(
+            "INSERT INTO {usage_periods} (subscription_id, period_start, period_end, user_id, "
+            "stripe_customer_id, plan_id) SELECT subscription_id, :start, "
+            "CASE WHEN ended_at IS NOT NULL AND ended_at < :end THEN ended_at ELSE :end END, "
+            "user_id, stripe_customer_id, plan_id FROM {usage_subscriptions} "
+            "WHERE subscription_id = :id AND (ended_at IS NULL OR ended_at > :start) "
+            "ON CONFLICT (subscription_id, period_start) DO UPDATE SET period_end = "
+            "excluded.period_end",
+            id=sub, start=start, end=end,
+        )  # fmt: skip
+        self._replace(w, sub)
+
+    @apply.register
+    def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
+        """The included amounts of a period are those of the plan in force at its end."""
+        plan, _, _ = self.catalog.resolve(e.price)
+        params = {"id": str(e.originator_id), "plan_id": plan.id, "t": e.stripe_created}
+        w.execute(
+            "UPDATE {usage_subscriptions} SET plan_id = :plan_id WHERE subscription_id = :id",
+            **params,
+        )
+        w.execute(
+            "UPDATE {usage_periods} SET plan_id = :plan_id "
+            "WHERE subscription_id = :id AND period_end > :t",
+            **params,
+        )
+        self._replace(w, str(e.originator_id))
+
+    @apply.register
+    def _(self, e: Subscription.Ended, w: Writer) -> None:
+        """Usage after the end lands in calendar months."""
+        ended = e.ended_at if e.ended_at is not None else e.stripe_created
+        params = {"id": str(e.originator_id), "t": ended}
+        w.execute(
+            "UPDATE {usage_subscriptions} SET ended_at = :t WHERE subscription_id = :id", **params
+        )
+        w.execute(
+            "DELETE FROM {usage_periods} WHERE subscription_id = :id AND period_start >= :t",
+            **params,
+        )
+        w.execute(
+            "UPDATE {usage_periods} SET period_end = :t "
+            "WHERE subscription_id = :id AND period_end > :t",
+            **params,
+        )
+        self._replace(w, str(e.originator_id))
+
+    @apply.register
+    def _(self, e: Subscription.LinkedToUser, w: Writer) -> None:
+        params = {"id": str(e.originator_id), "user_id": e.user_id}
+        for table in ("usage_subscriptions", "usage_periods"):
+            w.execute(
+                f"UPDATE {{{table}}} SET user_id = :user_id WHERE subscription_id = :id", **params
+            )
+        self._replace(w, str(e.originator_id))
+
+    def _replace(self, w: Writer, sub: str) -> None:
+        """Place the records of the subscription's user again, and total them again."""
+        rows = w.query(
+            "SELECT user_id FROM {usage_subscriptions} WHERE subscription_id = :id", id=sub
+        )
+        user_id = rows[0]["user_id"] if rows else None
+        if user_id is None:
+            return
+        for bound in ("start", "end"):
+            w.execute(
+                f"UPDATE {{usage_records}} SET period_{bound} = COALESCE((SELECT p.period_{bound} "
+                "FROM {usage_periods} p WHERE p.user_id = {usage_records}.user_id "
+                "AND p.period_start <= {usage_records}.occurred_at "
+                "AND {usage_records}.occurred_at < p.period_end "
+                f"ORDER BY p.period_start DESC, p.subscription_id LIMIT 1), month_{bound}) "
+                "WHERE user_id = :user_id",
+                user_id=user_id,
+            )
+        w.execute("DELETE FROM {usage_totals} WHERE user_id = :user_id", user_id=user_id)
+        w.execute(
+            "INSERT INTO {usage_totals} (user_id, metric, period_start, period_end, total) "
+            f"SELECT user_id, metric, period_start, MAX(period_end), {self._aggregate} "
+            "FROM {usage_records} WHERE user_id = :user_id GROUP BY user_id, metric, period_start",
+            user_id=user_id,
+        )
+        known = {
+            (row["metric"], row["period_start"], row["kind"])
+            for row in w.query(
+                "SELECT metric, period_start, kind FROM {usage_alerts} WHERE user_id = :user_id",
+                user_id=user_id,
+            )
+        }
+        slots = _slots()
+        for row in w.query(
+            "SELECT t.metric, t.period_start, t.period_end, p.plan_id FROM {usage_totals} t "
+            "LEFT JOIN {usage_periods} p ON p.user_id = t.user_id "
+            "AND p.period_start = t.period_start AND p.period_end = t.period_end "
+            "WHERE t.user_id = :user_id",
+            user_id=user_id,
+        ):
+            metric = self.catalog.metric(row["metric"])
+            if metric is not None:
+                plan_id = row["plan_id"] or self.catalog.free_plan.id
+                start = row["period_start"]
+                self._alert(w, metric, plan_id, user_id, start, start, slots, known)
+
+
+# --- readers -------------------------------------------------------------------------
+
+
+def period_at(c: Cursor, catalog: Catalog, user_id: str, t: int) -> dict[str, Any]:
+    """The billing period holding t: the user's subscription period, else the
+    calendar month; with the plan in force (the free plan's in a month)."""
+    rows = c.query(PERIOD_AT.format(usage_periods="usage_periods"), {"user_id": user_id, "t": t})
+    if rows:
+        return rows[0]
+    start, end = month_of(t)
+    return {
+        "period_start": start,
+        "period_end": end,
+        "plan_id": catalog.free_plan.id,
+        "stripe_customer_id": None,
+    }
+
+
+def totals_in(c: Cursor, user_id: str, period_start: int) -> dict[str, int]:
+    rows = c.query(
+        "SELECT metric, total FROM usage_totals WHERE user_id = :user_id AND period_start = :start",
+        {"user_id": user_id, "start": period_start},
+    )
+    return {row["metric"]: row["total"] for row in rows}
+
+
+def total_of(c: Cursor, user_id: str, metric: str, period_start: int) -> int:
+    rows = c.query(
+        "SELECT total FROM usage_totals WHERE user_id = :user_id AND metric = :metric "
+        "AND period_start = :start",
+        {"user_id": user_id, "metric": metric, "start": period_start},
+    )
+    return rows[0]["total"] if rows else 0
+
+
+def ended_totals(c: Cursor, before: int) -> list[dict[str, Any]]:
+    """Every total of a period that ended at or before `before`, with its plan and
+    customer (none for a calendar month), by user, metric and period."""
+    return c.query(
+        "SELECT t.user_id, t.metric, t.period_start, t.period_end, t.total, p.plan_id, "
+        "p.stripe_customer_id FROM usage_totals t LEFT JOIN usage_periods p "
+        "ON p.user_id = t.user_id AND p.period_start = t.period_start "
+        "AND p.period_end = t.period_end WHERE t.period_end <= :before "
+        "ORDER BY t.user_id, t.period_start, t.metric",
+        {"before": before},
+    )
+
+
+def usage_alerts_of(
+    c: Cursor, user_id: str, after: int = 0, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The alerts as notifications (the shape of notifications_of's rows)."""
+    rows = c.query(
+        "SELECT cursor, kind, metric, period_start, total, included, occurred_at "
+        "FROM usage_alerts WHERE user_id = :user_id AND cursor > :after "
+        "ORDER BY cursor, metric, kind LIMIT :limit",
+        {"user_id": user_id, "after": after, "limit": limit},
+    )
+    return [_as_notification(row) for row in rows]
+
+
+def usage_alerts_after(c: Cursor, after: int, limit: int = 500) -> list[dict[str, Any]]:
+    """Every user's alerts after a cursor, in cursor order (the shape of
+    notifications_after's rows, without the email): about `limit` of them, but
+    never part of a cursor's."""
+    params = {"after": after, "skip": limit - 1}
+    bound = c.query(
+        "SELECT cursor FROM usage_alerts WHERE cursor > :after ORDER BY cursor "
+        "LIMIT 1 OFFSET :skip",
+        params,
+    )
+    upto = "AND cursor <= :upto " if bound else ""
+    rows = c.query(
+        "SELECT user_id, cursor, kind, metric, period_start, total, included, occurred_at "
+        f"FROM usage_alerts WHERE cursor > :after {upto}ORDER BY cursor, user_id, metric, kind",
+        {**params, "upto": bound[0]["cursor"] if bound else None},
+    )
+    return [{**_as_notification(row), "user_id": row["user_id"]} for row in rows]
+
+
+def last_alert_cursor(c: Cursor) -> int:
+    rows = c.query("SELECT MAX(cursor) AS last FROM usage_alerts", {})
+    return rows[0]["last"] or 0
+
+
+def _as_notification(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cursor": row["cursor"],
+        "kind": row["kind"],
+        "stripe_subscription_id": None,
+        "occurred_at": row["occurred_at"],
+        "detail": {
+            "metric": row["metric"],
+            "period_start": row["period_start"],
+            "total": row["total"],
+            "included": row["included"],
+        },
+    }
+
+
+def _iso_day(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def usage_answer(c: Cursor, catalog: Catalog, user_id: str, t: int) -> dict[str, Any]:
+    """GET /api/v1/billing/usage: every metric of the period holding t, with the
+    included amount of the plan in force, what remains and the overage so far."""
+    period = period_at(c, catalog, user_id, t)
+    totals = totals_in(c, user_id, period["period_start"])
+    metrics = {}
+    for metric in catalog.metrics:
+        allowance = metric.allowance(period["plan_id"])
+        total = totals.get(metric.name, 0)
+        _, amount = metric.overage(total, period["plan_id"])
+        unlimited = allowance.limit == "none"
+        metrics[metric.name] = {
+            "total": total,
+            "included": None if unlimited else allowance.included,
+            "remaining": None if unlimited else max(0, allowance.included - total),
+            "limit": allowance.limit,
+            "unit": metric.unit,
+            "aggregation": metric.aggregation,
+            "overage_amount": amount,
+            "currency": metric.currency,
+        }
+    return {
+        "period": {
+            "start": _iso_day(period["period_start"]),
+            "end": _iso_day(period["period_end"]),
+        },
+        "plan_id": period["plan_id"],
+        "metrics": metrics,
+    }
+
+
+def usage_check(
+    c: Cursor, catalog: Catalog, metric: Metric, user_id: str, quantity: int, t: int
+) -> dict[str, Any]:
+    """The gate: may the user use `quantity` more of the metric now? Past a hard
+    limit: not allowed; past a soft one: allowed, as overage."""
+    period = period_at(c, catalog, user_id, t)
+    allowance = metric.allowance(period["plan_id"])
+    used = total_of(c, user_id, metric.name, period["period_start"])
+    after = used + quantity if metric.aggregation == "sum" else max(used, quantity)
+    over = allowance.limit != "none" and after > allowance.included
+    answer: dict[str, Any] = {
+        "allowed": not (over and allowance.limit == "hard"),
+        "metric": metric.name,
+        "used": used,
+        "included": None if allowance.limit == "none" else allowance.included,
+        "limit": allowance.limit,
+    }
+    if not answer["allowed"]:
+        answer["reason"] = "limit_reached"
+    else:
+        answer["overage"] = over
+    return answer

@@ -1,0 +1,184 @@
+"""The OpenAPI document: valid 3.1, generated from the models that validate the
+requests and build the answers, and exactly the routes that are mounted."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+from starlette.routing import Route
+
+from api import bodies, usage
+from api.app import create_app
+from api.contract import Endpoint, contract_of, openapi
+from api.errors import ERRORS
+from tests.conftest import make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def app() -> Any:
+    return create_app(make_settings("sqlite:///unused.db"))
+
+
+@pytest.fixture(scope="module")
+def document(app: Any) -> dict[str, Any]:
+    return openapi(app.routes)
+
+
+def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    assert document["openapi"].startswith("3.1")
+    validate(document)
+
+
+def test_every_mounted_route_is_documented_and_every_documented_route_mounted(
+    app: Any, document: dict[str, Any]
+) -> None:
+    mounted: set[tuple[str, str]] = set()
+    for route in app.routes:
+        assert isinstance(route, Route), f"{route!r}: declare it with api.contract.Endpoint"
+        assert contract_of(route) is not None, f"{route.path}: not declared with an Endpoint"
+        for method in route.methods or ():
+            if method != "HEAD":  # Starlette adds HEAD to GET
+                mounted.add((method.lower(), route.path))
+    documented = {(m, path) for path, ops in document["paths"].items() for m in ops}
+    assert mounted == documented
+    for expected in [
+        ("get", "/openapi.json"),
+        ("post", "/webhooks/stripe"),
+        ("get", "/healthz"),
+        ("get", "/metrics"),
+        ("post", "/api/users/token"),
+        ("delete", "/api/v1/audit/users/{user_id}/tokens"),
+    ]:
+        assert expected in documented
+
+
+def test_request_schemas_are_the_models_own(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/api/stripe/create-subscription"]["post"]
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    own = bodies.CreateSubscription.model_json_schema()
+    assert schema["properties"] == own["properties"]
+    assert schema["required"] == own["required"]
+    payment = document["components"]["schemas"]["UpdatePaymentMethod"]
+    assert payment["properties"]["payment_method_id"]["pattern"].startswith("^pm_")
+
+
+def test_refusals_and_security_are_documented_per_route(app: Any, document: dict[str, Any]) -> None:
+    codes = {code for _, code, _ in ERRORS.values()} | {"not_found"}
+    answered = {  # answers with a model of their own, not refusals (e.g. the gate's 402)
+        (e.method.lower(), e.path, str(status))
+        for e in (contract_of(r) for r in app.routes)
+        if e is not None
+        for status in e.answers
+    }
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["userId"] == {"type": "apiKey", "in": "header", "name": "X-User-ID"}
+    assert schemes["userToken"]["scheme"] == schemes["adminToken"]["scheme"] == "bearer"
+    assert schemes["stripeSignature"]["name"] == "Stripe-Signature"
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if int(status) < 400 or (method, path, status) in answered:
+                    continue
+                schema = response["content"]["application/json"]["schema"]
+                assert schema["allOf"][0] == {"$ref": "#/components/schemas/ErrorAnswer"}
+                assert set(schema["allOf"][1]["properties"]["error_code"].get("enum", ())) <= codes
+            if path.startswith("/api/v1/audit/"):
+                assert operation["security"] == [{"adminToken": []}], path
+                assert "401" in operation["responses"]
+            elif path.startswith(("/api/stripe/", "/api/v1/billing/", "/api/users/token")):
+                assert operation["security"] == [{"userToken": [], "userId": []}], path
+                assert "401" in operation["responses"] and "429" in operation["responses"]
+    webhook = document["paths"]["/webhooks/stripe"]["post"]
+    assert webhook["security"] == [{"stripeSignature": []}]
+    assert set(webhook["responses"]) >= {"200", "400", "413", "503"}
+    register = document["paths"]["/api/users"]["post"]["responses"]
+    enum = register["409"]["content"]["application/json"]["schema"]["allOf"][1]
+    assert enum["properties"]["error_code"]["enum"] == ["user_exists"]
+
+
+def test_usage_metering_is_documented(document: dict[str, Any]) -> None:
+    """One gate for a feature or a metric: its 200 and 402 are either branch's
+    model; the batch's body limit is its own."""
+    schemas = document["components"]["schemas"]
+    gate = document["paths"]["/api/v1/billing/entitlements/check"]["get"]
+    assert {p["name"]: p["required"] for p in gate["parameters"]} == {
+        "feature": False,
+        "metric": False,
+        "quantity": False,
+    }
+    allowed = gate["responses"]["200"]["content"]["application/json"]["schema"]
+    assert allowed == {
+        "anyOf": [
+            {"$ref": "#/components/schemas/Allowed"},
+            {"$ref": "#/components/schemas/UsageAllowed"},
+        ]
+    }
+    refused = gate["responses"]["402"]["content"]["application/json"]["schema"]
+    assert refused == {
+        "anyOf": [
+            {"$ref": "#/components/schemas/Refused"},
+            {"$ref": "#/components/schemas/UsageLimitReached"},
+        ]
+    }
+    assert schemas["UsageLimitReached"]["properties"]["allowed"]["const"] is False
+    assert schemas["Refused"]["properties"]["allowed"]["const"] is False
+    assert set(gate["responses"]["400"]["content"]["application/json"]["schema"]["allOf"][1][
+        "properties"]["error_code"]["enum"]) == {"bad_request", "unknown_feature"}  # fmt: skip
+    stream = document["paths"]["/api/v1/billing/notifications/stream"]["get"]["responses"]
+    assert stream["200"]["content"] == {"text/event-stream": {"schema": {"type": "string"}}}
+    record = document["paths"]["/api/v1/billing/usage"]["post"]["responses"]
+    assert {"200", "201", "400", "401", "413", "429", "503"} <= set(record)
+    assert "413" in document["paths"]["/api/v1/billing/usage/batch"]["post"]["responses"]
+
+    batch = next(e for e in usage.ENDPOINTS if e.path.endswith("/batch"))
+    assert batch.max_body == 256 * 1024
+
+
+def test_declaring_a_route_gives_its_route_and_its_operation() -> None:
+    """What a new route costs: one Endpoint (the recipe in the README)."""
+    from pydantic import BaseModel
+
+    class Ping(BaseModel):
+        name: str
+
+    class Pong(BaseModel):
+        greeting: str
+
+    async def ping(request: Any) -> Any:
+        raise NotImplementedError
+
+    endpoint = Endpoint(
+        "POST", "/api/v1/ping", ping, "Ping", security="user", body=Ping, answers={200: Pong}
+    )
+    operation = openapi([endpoint.route()])["paths"]["/api/v1/ping"]["post"]
+    assert operation["operationId"] == "ping"
+    assert set(operation["responses"]) == {"200", "400", "401", "413", "429", "503"}
+
+
+def test_the_admin_token_is_compared_in_one_place_in_constant_time() -> None:
+    """By the code's own syntax tree: `admin_token` is read only in api/auth.py (and
+    set in ledger/config.py), and there through hmac.compare_digest."""
+    readers = []
+    for path in [
+        *ROOT.glob("api/*.py"),
+        *ROOT.glob("ledger/**/*.py"),
+        *ROOT.glob("projections/*.py"),
+    ]:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "admin_token":
+                readers.append(path.relative_to(ROOT).as_posix())
+    assert set(readers) - {"ledger/config.py"} == {"api/auth.py"}, readers
+    auth = ast.parse((ROOT / "api/auth.py").read_text())
+    check = next(
+        n for n in auth.body if isinstance(n, ast.FunctionDef) and n.name == "require_admin"
+    )
+    calls = {ast.unparse(n.func) for n in ast.walk(check) if isinstance(n, ast.Call)}
+    assert "hmac.compare_digest" in calls
