@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api import answers, audit, audit_history, billing, extension, usage, webhooks
+from api import answers, audit, audit_history, billing, billing_reads, extension, usage, webhooks
 from api.bootstrap import Parts
 from api.contract import Endpoint, openapi, reply, routes
 from api.errors import exception_handlers
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 *audit.ENDPOINTS,
                 *audit_history.ENDPOINTS,
                 *billing.ENDPOINTS,
+                *billing_reads.ENDPOINTS,
                 *usage.ENDPOINTS,
             ]
         ),

@@ -205,20 +205,62 @@ class UsageQuery(_Body):
         return datetime.strptime(self.at, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
 
 
-def _whole_number(value: object) -> object:
-    """A query's quantity is digits only (no sign, blanks, underscores or decimals)."""
-    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,13}", value):
+def _whole_number(value: object, digits: int = 13) -> object:
+    """A query's integer is digits only (no sign, blanks, underscores or decimals)."""
+    if isinstance(value, str) and not re.fullmatch(f"[0-9]{{1,{digits}}}", value):
         raise ValueError("must be a whole number")
     return value
 
 
-class UsageCheckQuery(_Body):
+QueryInt = Annotated[int, BeforeValidator(_whole_number)]
+# a notification cursor: up to 2**62 (19 digits)
+QueryCursor = Annotated[int, Field(ge=0, le=2**62), BeforeValidator(lambda v: _whole_number(v, 19))]
+
+
+class EntitlementCheckQuery(_Body):
+    """The gate, asked of a feature or of a metric: exactly one of the two."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: str = Field(max_length=64, description="a metric of the plans file, e.g. ai_requests")
-    quantity: Annotated[int, BeforeValidator(_whole_number)] = Field(
+    feature: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="a feature of the plans file, e.g. premium_features (or `metric`, not both)",
+    )
+    metric: str | None = Field(
+        None,
+        max_length=64,
+        description="a metric of the plans file, e.g. ai_requests (or `feature`, not both)",
+    )
+    quantity: QueryInt = Field(
         1,
         ge=0,
         le=10**12,
-        description="how much more is about to be used (for a `max` metric: the reading to come)",
+        description="with `metric`: how much more is about to be used (for a `max` metric: "
+        "the reading to come)",
+    )
+
+
+class InvoiceQuery(_Body):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: QueryInt = Field(20, ge=1, le=100)
+    starting_after: str | None = Field(
+        None, max_length=255, description="an invoice id of the previous page: the page after it"
+    )
+
+
+class NotificationQuery(_Body):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after: QueryCursor = Field(0, description="a cursor: the notifications after it")
+    limit: QueryInt = Field(50, ge=1, le=500)
+
+
+class StreamQuery(_Body):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after: QueryCursor | None = Field(
+        None, description="a cursor to resume after (the Last-Event-ID header wins)"
     )

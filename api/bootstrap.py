@@ -21,6 +21,7 @@ from ledger.store.async_writer import AsyncEventWriter
 from ledger.store.url import Store
 from ledger.stripe.gateway import StripeGateway
 from ledger.usage import Metering
+from projections.outbox import Mailer, Outbox
 from projections.read_side import ReadSide
 
 
@@ -54,7 +55,11 @@ class Parts:
     @cached_property
     def processor(self) -> Processor:
         """Stage two: receipts into domain events."""
-        processor = Processor(self.ledger, self.settings.processor_interval_seconds)
+        processor = Processor(
+            self.ledger,
+            self.settings.processor_interval_seconds,
+            clock_period=self.settings.clock_period_seconds,
+        )
         self._closers.append(processor.stop)
         return processor
 
@@ -108,6 +113,24 @@ class Parts:
         )
         self._closers.append(read.close)
         return read
+
+    @cached_property
+    def outbox(self) -> Outbox | None:
+        """The email outbox; None unless LEDGER_SMTP_URL is set."""
+        config = self.settings
+        if config.smtp_url is None:
+            return None
+        read = self.read
+        mailer = Mailer(config.smtp_url.get_secret_value(), config.mail_from)
+        outbox = Outbox(
+            read.store,
+            read.notifications_after,
+            read.last_cursor,
+            mailer,
+            config.processor_interval_seconds,
+        )
+        self._closers.append(outbox.stop)
+        return outbox
 
     @cached_property
     def gateway(self) -> StripeGateway | None:
@@ -176,7 +199,10 @@ class Parts:
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()
+            if self.outbox is not None:
+                self.outbox.start()
         if self.settings.processor == "inline":
+            self.ledger.tick(self.settings.clock_period_seconds)  # this period's, before serving
             self.processor.start()
 
     async def close_async(self) -> None:

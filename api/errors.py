@@ -11,11 +11,13 @@ from starlette.responses import JSONResponse
 
 from ledger import accounts, billing, usage
 from ledger.application import ReceiptNotFound
+from ledger.domain.gate import UnknownFeature
 from ledger.intake import StoreUnavailable
 from ledger.personal import Erased
 from ledger.stripe import NotAnEvent
 from ledger.stripe.gateway import StripeRejected, StripeUnavailable
 from ledger.stripe.signature import InvalidSignature
+from projections.invoice_history import UnknownInvoice
 
 log = logging.getLogger("api")
 
@@ -74,6 +76,8 @@ ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
         "stripe_unavailable",
         "Stripe did not answer; retrying the same request is safe",
     ),
+    UnknownFeature: (400, "unknown_feature", "no plan has a feature of that name"),
+    UnknownInvoice: (400, "invalid_starting_after", "no invoice of yours has that id"),
     billing.CustomerNotFound: (404, "customer_not_found", None),
     billing.NothingToResume: (409, "nothing_to_resume", None),
     billing.InvalidRedirect: (400, "invalid_redirect", None),

@@ -61,19 +61,19 @@ async def totals(request: Request) -> Response:
     return reply(answers.UsageTotals.model_validate(found))
 
 
-async def check(request: Request) -> Response:
-    """Whether the caller may use `quantity` more of `metric` now: 402 past a hard
-    limit, 200 otherwise (past a soft one, as overage); reads the usage_totals
-    projection only."""
-    query: bodies.UsageCheckQuery = request.state.query
+async def check_metric(request: Request, name: str, quantity: int) -> Response:
+    """Whether the caller may use `quantity` more of the metric `name` now: 402 past a
+    hard limit, 200 otherwise (past a soft one, as overage); reads the usage_totals
+    projection only. One branch of GET /api/v1/billing/entitlements/check
+    (api/billing_reads.py declares the route)."""
     read = _read(request)
-    metric = read.catalog.metric(query.metric)
+    metric = read.catalog.metric(name)
     if metric is None:
-        raise BadRequest(f"metric: unknown metric {query.metric!r}")
-    if query.quantity > metric.max_quantity:
-        raise BadRequest(f"quantity: must be a whole number from 0 to {metric.max_quantity}")
+        raise BadRequest(f"query metric: unknown metric {name!r}")
+    if quantity > metric.max_quantity:
+        raise BadRequest(f"query quantity: must be a whole number from 0 to {metric.max_quantity}")
     user_id = request.state.user_id
-    answer = await run_in_threadpool(read.usage_check, user_id, metric, query.quantity)
+    answer = await run_in_threadpool(read.usage_check, user_id, metric, quantity)
     if answer["allowed"]:
         return reply(answers.UsageAllowed.model_validate(answer))
     return reply(answers.UsageLimitReached.model_validate(answer), 402)
@@ -96,12 +96,5 @@ ENDPOINTS = [
         "GET", "/api/v1/billing/usage", totals, "The caller's usage in a billing period",
         security=USER, query=bodies.UsageQuery, answers={200: answers.UsageTotals},
         tags=["usage"],
-    ),
-    Endpoint(
-        "GET", "/api/v1/billing/entitlements/check", check,
-        "Whether the caller may use more of a metric", security=USER,
-        query=bodies.UsageCheckQuery,
-        answers={200: answers.UsageAllowed, 402: answers.UsageLimitReached},
-        errors=(BadRequest,), tags=["usage"],
     ),
 ]  # fmt: skip

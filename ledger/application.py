@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
 from eventsourcing.system import Follower
 from eventsourcing.utils import get_topic
 
+from ledger.domain.clock import Tick
 from ledger.domain.receipt import Outcome, Receipt
 from ledger.personal import PersonalData, Plain
 from ledger.store.library import record_and_notify
@@ -153,6 +154,7 @@ class Ledger(Follower[UUID]):
         self._pending_retries: set[UUID] = set()  # receipts that failed, by id
         self._failure_cursor = 0
         self.personal: PersonalData = Plain()  # open_ledger gives the real one
+        self._last_tick = 0  # the start of the last period ticked by this process
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -287,6 +289,24 @@ class Ledger(Follower[UUID]):
             return [receipt]
         receipt.settle(outcome)
         return [*cache.changed(), receipt]
+
+    # --- the log's clock ------------------------------------------------------------
+
+    def tick(self, period: int, now: float | None = None) -> bool:
+        """Record the tick of the period `now` falls in, unless it is recorded (here
+        or by another process: the tick's id is its period's start). True when this
+        call recorded it."""
+        tick = Tick.of_period(time.time() if now is None else now, period)
+        if tick.at <= self._last_tick:
+            return False
+        try:
+            self.save(tick)
+        except IntegrityError:
+            recorded = False
+        else:
+            recorded = True
+        self._last_tick = tick.at
+        return recorded
 
     # --- retries ------------------------------------------------------------------
 

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     stripe_reads_per_second: float = Field(20.0, gt=0, le=100, alias="STRIPE_READS_PER_SECOND")
     # Wraps the per-customer keys of personal data (any secret of 32+ characters).
     master_key: SecretStr | None = Field(None, min_length=32, alias="LEDGER_MASTER_KEY")
+    # The log's clock: stage two records one tick per period (payment_grace_ending).
+    clock_period_seconds: int = Field(3600, ge=1, le=86_400, alias="LEDGER_CLOCK_PERIOD")
+    # Server-Sent Events: a comment line this often keeps idle streams open.
+    sse_heartbeat_seconds: float = Field(15.0, gt=0, alias="LEDGER_SSE_HEARTBEAT")
+    # The email outbox: off unless LEDGER_SMTP_URL (smtp://host:port) is set.
+    smtp_url: SecretStr | None = Field(None, alias="LEDGER_SMTP_URL")
+    mail_from: str = Field("billing@localhost", alias="LEDGER_MAIL_FROM")
     # Comma-separated URL prefixes Checkout and the Customer Portal may send users
     # back to; none set: every redirect is refused.
     allowed_redirects: str = Field("", alias="LEDGER_ALLOWED_REDIRECTS")

@@ -34,7 +34,8 @@ class Writer:
         self.cursor.execute(bound, params)
 
     def query(self, statement: str, **params: Any) -> list[dict[str, Any]]:
-        """Read the projection's own tables (as they are in this transaction)."""
+        """Read the projection's own tables (never another projection's), as of the
+        events applied so far in this transaction."""
         bound = self._bound.get(statement)
         if bound is None:
             bound = self._bound[statement] = statement.format_map(self.names)

@@ -4,16 +4,17 @@ there is no active subscription)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import singledispatchmethod
 from typing import Any
 
 from ledger.domain.catalog import Catalog
+from ledger.domain.gate import Gate, Holding
 from ledger.domain.money import Price
-from ledger.domain.status import grants_plan
 from ledger.domain.subscription import Subscription
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
-from projections.subscription_status import current_row
+from projections.subscription_status import CURRENT
 
 
 class EntitlementsProjection(SqlProjection):
@@ -63,27 +64,40 @@ class EntitlementsProjection(SqlProjection):
         )
 
 
+# The user's current subscription (as get-subscription picks it) and what its plan grants.
+HOLDING = (
+    "SELECT c.status, c.past_due_since, c.grace_days, e.plan_id, e.tier, e.features, e.limits "
+    f"FROM ({CURRENT}) c LEFT JOIN entitlements e ON e.subscription_id = c.subscription_id"
+)
+
+
+def holding(row: Mapping[str, Any] | None) -> Holding | None:
+    """The gate's view of a HOLDING row (None: the user has no subscription)."""
+    if row is None:
+        return None
+    return Holding(
+        status=row["status"],
+        past_due_since=row["past_due_since"],
+        grace_days=row["grace_days"],
+        plan_id=row["plan_id"],
+        tier=row["tier"],
+        features=tuple(json.loads(row["features"])) if row["features"] else (),
+        limits=json.loads(row["limits"]) if row["limits"] else {},
+    )
+
+
+def holding_of(c: Cursor, user_id: str) -> Holding | None:
+    rows = c.query(HOLDING, {"user_id": user_id})
+    return holding(rows[0] if rows else None)
+
+
 def entitlements_of(c: Cursor, catalog: Catalog, user_id: str, now: float) -> dict[str, Any]:
     """What the user's current subscription grants while get-subscription calls it
     active (the free plan's otherwise, or while this projection has yet to see it)."""
-    row = current_row(c, user_id)
-    if row and grants_plan(row["status"], row["past_due_since"], row["grace_days"], now):
-        rows = c.query(
-            "SELECT tier, plan_id, features, limits FROM entitlements WHERE subscription_id = :id",
-            {"id": row["subscription_id"]},
-        )
-        if rows:
-            granted = rows[0]
-            return {
-                "tier": granted["tier"],
-                "plan_id": granted["plan_id"],
-                "features": json.loads(granted["features"]),
-                "limits": json.loads(granted["limits"]),
-            }
-    free = catalog.free_plan
+    granted = Gate(catalog).entitlement(holding_of(c, user_id), now)
     return {
-        "tier": free.tier,
-        "plan_id": free.id,
-        "features": list(free.features),
-        "limits": dict(free.limits),
+        "tier": granted.tier,
+        "plan_id": granted.plan_id,
+        "features": list(granted.features),
+        "limits": dict(granted.limits),
     }

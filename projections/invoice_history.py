@@ -20,7 +20,7 @@ class InvoiceHistoryProjection(SqlProjection):
             "currency TEXT NOT NULL, amount_due BIGINT NOT NULL, amount_paid BIGINT NOT NULL, "
             "status TEXT NOT NULL, attempt_count INTEGER NOT NULL, period_start BIGINT, "
             "period_end BIGINT, paid_at BIGINT, failed_at BIGINT, hosted_invoice_url TEXT, "
-            "position BIGINT NOT NULL"
+            "position BIGINT NOT NULL, created BIGINT"
         ),
         "invoice_customers": (
             "customer_id TEXT PRIMARY KEY, stripe_customer_id TEXT NOT NULL, user_id TEXT"
@@ -28,6 +28,7 @@ class InvoiceHistoryProjection(SqlProjection):
     }
     indexes = {
         "invoice_history_user": "{invoice_history} (user_id)",
+        "invoice_history_user_created": "{invoice_history} (user_id, created)",
         "invoice_history_customer": "{invoice_history} (stripe_customer_id)",
         "invoice_customers_stripe": "{invoice_customers} (stripe_customer_id)",
     }
@@ -66,9 +67,10 @@ class InvoiceHistoryProjection(SqlProjection):
             "INSERT INTO {invoice_history} (invoice_id, user_id, stripe_invoice_id, "
             "stripe_customer_id, stripe_subscription_id, number, currency, amount_due, "
             "amount_paid, status, attempt_count, period_start, period_end, "
-            "hosted_invoice_url, position) VALUES (:id, (SELECT user_id FROM "
+            "hosted_invoice_url, position, created) VALUES (:id, (SELECT user_id FROM "
             "{invoice_customers} WHERE stripe_customer_id = :cus), :inv, :cus, :sub, :number, "
-            ":currency, :amount_due, 0, 'open', 0, :period_start, :period_end, :url, :position)",
+            ":currency, :amount_due, 0, 'open', 0, :period_start, :period_end, :url, :position, "
+            ":created)",
             id=str(e.originator_id),
             inv=e.stripe_invoice_id,
             cus=e.stripe_customer_id,
@@ -80,6 +82,7 @@ class InvoiceHistoryProjection(SqlProjection):
             period_end=e.period_end,
             url=e.hosted_invoice_url,
             position=w.position,
+            created=e.created,
         )
 
     @apply.register
@@ -108,3 +111,40 @@ def invoices_of(c: Cursor, user_id: str) -> list[dict[str, Any]]:
         "ORDER BY period_start DESC, stripe_invoice_id",
         {"user_id": user_id},
     )
+
+
+class UnknownInvoice(LookupError):
+    """A page was asked for after an invoice the user does not have."""
+
+
+# Newest first by Stripe's `created` (an invoice recorded before that was kept sorts
+# by its period's start), then by id: a total order, so pages never overlap.
+_NEWEST_FIRST = "COALESCE(created, period_start, 0)"
+
+
+def invoice_page(
+    c: Cursor, user_id: str, limit: int, starting_after: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the user's invoices, newest first, after the invoice
+    `starting_after` (a Stripe invoice id of this user's, else UnknownInvoice);
+    and whether more follow."""
+    params: dict[str, Any] = {"user_id": user_id, "limit": limit + 1}
+    after = ""
+    if starting_after is not None:
+        found = c.query(
+            f"SELECT {_NEWEST_FIRST} AS k FROM invoice_history "
+            "WHERE user_id = :user_id AND stripe_invoice_id = :id",
+            {"user_id": user_id, "id": starting_after},
+        )
+        if not found:
+            raise UnknownInvoice(starting_after)
+        after = f"AND ({_NEWEST_FIRST} < :k OR ({_NEWEST_FIRST} = :k AND stripe_invoice_id < :id)) "
+        params.update(k=found[0]["k"], id=starting_after)
+    rows = c.query(
+        "SELECT stripe_invoice_id AS id, number, status, amount_due, amount_paid, currency, "
+        "period_start, period_end, paid_at, hosted_invoice_url, created FROM invoice_history "
+        f"WHERE user_id = :user_id {after}"
+        f"ORDER BY {_NEWEST_FIRST} DESC, stripe_invoice_id DESC LIMIT :limit",
+        params,
+    )
+    return rows[:limit], len(rows) > limit

@@ -17,12 +17,20 @@ from ledger.accounts import CurrentSubscription
 from ledger.application import Ledger
 from ledger.billing import BillingState
 from ledger.domain.catalog import Catalog, Metric
+from ledger.domain.gate import Entitlement, Gate, Holding, UnknownFeature, Verdict
 from projections.as_of import Owners
 from projections.billing_read import customer_answer, subscription_of
 from projections.customers import customer_of, registered_customers
-from projections.entitlements import entitlements_of
-from projections.invoice_history import invoices_of
-from projections.notifications import notifications_of
+from projections.entitlements import HOLDING, entitlements_of, holding, holding_of
+from projections.fanout import Fanout
+from projections.invoice_history import invoice_page, invoices_of
+from projections.notifications import (
+    SLOTS,
+    emails_of,
+    last_cursor,
+    notifications_after,
+    notifications_of,
+)
 from projections.ownership import owned_by
 from projections.pending_changes import pending_change_of
 from projections.reconciliations import reconcile_figures
@@ -37,7 +45,14 @@ from projections.subscription_status import (
     current_subscription,
     status_answer,
 )
-from projections.usage_totals import ended_totals, usage_alerts_of, usage_answer, usage_check
+from projections.usage_totals import (
+    ended_totals,
+    last_alert_cursor,
+    usage_alerts_after,
+    usage_alerts_of,
+    usage_answer,
+    usage_check,
+)
 from projections.webhook_health import health, outcomes
 
 
@@ -66,11 +81,23 @@ class ReadSide:
         self.follower = Follower(self.catchup, interval, also=[self.seal.run_once])
         self._async_pool: AsyncConnectionPool | None = None
         self.cache = StatusCache(self._status_position)
+        # The gate's memory: the current subscription and what its plan grants, kept
+        # while neither subscription_status nor entitlements has moved.
+        self.gate = Gate(catalog)
+        self.holdings = StatusCache(self._holding_position)
+        # The open notification streams of this process, fed by one follower.
+        self.fanout = Fanout(self.notifications_after, self.last_cursor)
+
+    def _position_of(self, name: str) -> tuple[int, int]:
+        projection = next(p for p in self.projections if p.name == name)
+        generation = self.catchup.generation(projection)
+        return generation, self.catchup.position(projection, generation)
 
     def _status_position(self) -> tuple[int, int]:
-        status = next(p for p in self.projections if p.name == "subscription_status")
-        generation = self.catchup.generation(status)
-        return generation, self.catchup.position(status, generation)
+        return self._position_of("subscription_status")
+
+    def _holding_position(self) -> tuple[int, ...]:
+        return (*self._status_position(), *self._position_of("entitlements"))
 
     def close(self) -> None:
         self.follower.stop()
@@ -139,18 +166,53 @@ class ReadSide:
         row = self.cache.get(user_id)
         if row is MISSING:
             epoch = self.cache.epoch
-            if self._async_pool is None:
-                with self.store.reading() as c:
-                    row = current_row(c, user_id)
-            else:
-                try:
-                    async with self._async_pool.connection() as conn:
-                        cursor = await conn.execute(self.store.sql(CURRENT), {"user_id": user_id})
-                        row = await cursor.fetchone()
-                except psycopg.Error as exc:  # as the library's own pool reports it
-                    raise OperationalError(str(exc)) from exc
+            row = await self._fetch_one(CURRENT, user_id)
             self.cache.put(user_id, row, epoch)
         return status_answer(row, now, self.catalog.free_tier)
+
+    async def _fetch_one(self, statement: str, user_id: str) -> dict[str, Any] | None:
+        """One row of a per-user query, without a thread hop (see `status_async`)."""
+        if self._async_pool is None:
+            with self.store.reading() as c:
+                rows = c.query(statement, {"user_id": user_id})
+            return rows[0] if rows else None
+        try:
+            async with self._async_pool.connection() as conn:
+                cursor = await conn.execute(self.store.sql(statement), {"user_id": user_id})
+                return await cursor.fetchone()
+        except psycopg.Error as exc:  # as the library's own pool reports it
+            raise OperationalError(str(exc)) from exc
+
+    # --- the feature gate: the same path as `status_async` --------------------------
+
+    async def holding_async(self, user_id: str) -> Holding | None:
+        kept = self.holdings.get(user_id)
+        if kept is MISSING:
+            epoch = self.holdings.epoch
+            kept = holding(await self._fetch_one(HOLDING, user_id))
+            self.holdings.put(user_id, kept, epoch)
+        return kept
+
+    async def entitlement_async(self, user_id: str, now: float | None = None) -> Entitlement:
+        now = time.time() if now is None else now
+        return self.gate.entitlement(await self.holding_async(user_id), now)
+
+    async def check_async(self, user_id: str, feature: str, now: float | None = None) -> Verdict:
+        """May the user use `feature` now? UnknownFeature before anything is read."""
+        if feature not in self.gate.features:
+            raise UnknownFeature(feature)
+        now = time.time() if now is None else now
+        return self.gate.check(await self.holding_async(user_id), feature, now)
+
+    def entitlement(self, user_id: str, now: float | None = None) -> Entitlement:
+        with self.store.reading() as c:
+            held = holding_of(c, user_id)
+        return self.gate.entitlement(held, time.time() if now is None else now)
+
+    def check(self, user_id: str, feature: str, now: float | None = None) -> Verdict:
+        with self.store.reading() as c:
+            held = holding_of(c, user_id)
+        return self.gate.check(held, feature, time.time() if now is None else now)
 
     async def open_async(self) -> None:
         """Open the async read pool (PostgreSQL), from the app's lifespan."""
@@ -165,9 +227,13 @@ class ReadSide:
             )
             await self._async_pool.open(wait=True, timeout=10)
         self.cache.start()
+        self.holdings.start()
+        await self.fanout.start()
 
     async def close_async(self) -> None:
+        await self.fanout.stop()
         self.cache.stop()
+        self.holdings.stop()
         if self._async_pool is not None:
             await self._async_pool.close()
             self._async_pool = None
@@ -180,14 +246,38 @@ class ReadSide:
         with self.store.reading() as c:
             return invoices_of(c, user_id)
 
+    @property
+    def _alerts(self) -> bool:
+        """Whether usage_totals runs here: its usage alerts join the notifications
+        (their cursors are places of the same positions, projections/notifications.py)."""
+        return any(p.name == "usage_totals" for p in self.projections)
+
+    def _settled(self) -> int | None:
+        """The highest cursor up to which both notifications and usage_totals have
+        applied the log (each follows it on its own): a merged feed stops there, so
+        that a reader moving by cursor never passes a notification still to come."""
+        followed = {p.name: p for p in self.projections}
+        if "notifications" not in followed or "usage_totals" not in followed:
+            return None
+        generations = self.store.generations()
+        lowest = min(
+            self.store.position(followed[name].tracking_key(generations[name]))
+            for name in ("notifications", "usage_totals")
+        )
+        return (lowest + 1) * SLOTS - 1
+
     def notifications(self, user_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        if not self._alerts:
+            with self.store.reading() as c:
+                return notifications_of(c, user_id, after, limit)
+        settled = self._settled()
         with self.store.reading() as c:
-            rows = notifications_of(c, user_id, after, limit)
-            if any(p.name == "usage_totals" for p in self.projections):  # its usage alerts
-                rows = sorted(
-                    rows + usage_alerts_of(c, user_id, after, limit), key=lambda r: r["cursor"]
-                )[:limit]
-            return rows
+            rows = notifications_of(c, user_id, after, limit) + usage_alerts_of(
+                c, user_id, after, limit
+            )
+        if settled is not None:
+            rows = [r for r in rows if r["cursor"] <= settled]
+        return sorted(rows, key=lambda r: r["cursor"])[:limit]
 
     def usage(self, user_id: str, at: float | None = None) -> dict[str, Any]:
         """The usage of the billing period holding `at` (now by default)."""
@@ -205,6 +295,44 @@ class ReadSide:
     def ended_usage(self, before: float) -> list[dict[str, Any]]:
         with self.store.reading() as c:
             return ended_totals(c, int(before))
+
+    def invoice_page(
+        self, user_id: str, limit: int, starting_after: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        with self.store.reading() as c:
+            return invoice_page(c, user_id, limit, starting_after)
+
+    def notifications_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Every user's, after a cursor: what the stream's fan-out and the outbox follow.
+        With the usage alerts: about `limit` of both, in cursor order, never part of
+        a cursor's (each source's rows up to the lower of the cursors it was cut at),
+        and none past what both projections have settled."""
+        if not self._alerts:
+            with self.store.reading() as c:
+                return notifications_after(c, after, limit)
+        settled = self._settled()
+        with self.store.reading() as c:
+            rows = notifications_after(c, after, limit)
+            alerts = usage_alerts_after(c, after, limit)
+            cuts = [r[-1]["cursor"] for r in (rows, alerts) if len(r) >= limit]
+            if settled is not None:
+                cuts.append(settled)
+            if cuts:
+                upto = min(cuts)
+                rows = [r for r in rows if r["cursor"] <= upto]
+                alerts = [r for r in alerts if r["cursor"] <= upto]
+            emails = emails_of(c, [r["user_id"] for r in alerts])
+        alerts = [{**r, "email": emails.get(r["user_id"])} for r in alerts]
+        return sorted(rows + alerts, key=lambda r: r["cursor"])
+
+    def last_cursor(self) -> int:
+        if not self._alerts:
+            with self.store.reading() as c:
+                return last_cursor(c)
+        settled = self._settled()
+        with self.store.reading() as c:
+            last = max(last_cursor(c), last_alert_cursor(c))
+        return last if settled is None else min(last, settled)
 
     def webhook_health(self) -> dict[str, Any]:
         with self.store.reading() as c:

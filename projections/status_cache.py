@@ -17,15 +17,15 @@ MISSING: Any = object()
 class StatusCache:
     def __init__(
         self,
-        position: Callable[[], tuple[int, int]],
+        position: Callable[[], tuple[int, ...]],
         interval: float = 0.025,
         maxsize: int = 200_000,
     ) -> None:
-        self._position = position  # (generation, tracking position) of subscription_status
+        self._position = position  # (generation, tracking position) of the projections read
         self._interval = interval
         self._maxsize = maxsize
         self._rows: dict[str, Any] = {}
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, ...] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

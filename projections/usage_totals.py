@@ -5,17 +5,28 @@ periods it needs to know which period a record belongs to."""
 from __future__ import annotations
 
 from calendar import monthrange
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from functools import singledispatchmethod
+from itertools import count
 from typing import Any
 
 from ledger.domain.catalog import Catalog, Metric
 from ledger.domain.subscription import Subscription
 from ledger.domain.usage import UsageRecord
 from projections.base import SqlProjection, Writer
+from projections.notifications import ALERT_SLOT, SLOTS
 from projections.store import Cursor
 
 ALERTS = (("usage_warning", 80), ("usage_limit_reached", 100))  # kind, percent included
+
+
+def _slots() -> Iterator[int]:
+    """An event's places for its usage alerts' cursors (position * SLOTS + place):
+    after the notifications projection's, so that the two feeds merge in order; past
+    the last place, alerts share it."""
+    return (min(i, SLOTS - 1) for i in count(ALERT_SLOT))
+
 
 PERIOD_AT = (
     "SELECT period_start, period_end, plan_id, stripe_customer_id FROM {usage_periods} "
@@ -70,6 +81,8 @@ class UsageTotalsProjection(SqlProjection):
         "usage_records_user": "{usage_records} (user_id)",
         "usage_periods_user": "{usage_periods} (user_id, period_start)",
         "usage_totals_end": "{usage_totals} (period_end)",
+        "usage_alerts_user": "{usage_alerts} (user_id, cursor)",
+        "usage_alerts_cursor": "{usage_alerts} (cursor)",
     }
 
     def __init__(self, view: Any, catalog: Catalog) -> None:
@@ -114,13 +127,22 @@ class UsageTotalsProjection(SqlProjection):
         )  # fmt: skip
         metric = self.catalog.metric(e.metric)
         if metric is not None:
-            self._alert(w, metric, plan_id, e.user_id, start, e.occurred_at)
+            self._alert(w, metric, plan_id, e.user_id, start, e.occurred_at, _slots())
 
     def _alert(
-        self, w: Writer, metric: Metric, plan_id: str, user_id: str, start: int, t: int
+        self,
+        w: Writer,
+        metric: Metric,
+        plan_id: str,
+        user_id: str,
+        start: int,
+        t: int,
+        slots: Iterator[int],
+        known: Collection[tuple[str, int, str]] = (),
     ) -> None:
         """usage_warning at 80% of the included amount, usage_limit_reached at 100%:
-        once per metric and period (the first event to cross it)."""
+        once per metric and period (the first event to cross it). `known`: the
+        (metric, period start, kind) already told, which need no place of `slots`."""
         allowance = metric.allowance(plan_id)
         if allowance.limit == "none":
             return
@@ -131,6 +153,8 @@ class UsageTotalsProjection(SqlProjection):
         )  # fmt: skip
         total = rows[0]["total"] if rows else 0
         for kind, percent in ALERTS:
+            if (metric.name, start, kind) in known:
+                continue
             if total > 0 and total * 100 >= allowance.included * percent:
                 w.execute(
                     "INSERT INTO {usage_alerts} (user_id, metric, period_start, kind, total, "
@@ -138,7 +162,8 @@ class UsageTotalsProjection(SqlProjection):
                     ":total, :included, :t, :cursor) "
                     "ON CONFLICT (user_id, metric, period_start, kind) DO NOTHING",
                     user_id=user_id, metric=metric.name, start=start, kind=kind, total=total,
-                    included=allowance.included, t=t, cursor=w.position,
+                    included=allowance.included, t=t,
+                    cursor=w.position * SLOTS + next(slots),
                 )  # fmt: skip
 
     # --- the subscription periods ---------------------------------------------------
@@ -241,6 +266,14 @@ class UsageTotalsProjection(SqlProjection):
             "FROM {usage_records} WHERE user_id = :user_id GROUP BY user_id, metric, period_start",
             user_id=user_id,
         )
+        known = {
+            (row["metric"], row["period_start"], row["kind"])
+            for row in w.query(
+                "SELECT metric, period_start, kind FROM {usage_alerts} WHERE user_id = :user_id",
+                user_id=user_id,
+            )
+        }
+        slots = _slots()
         for row in w.query(
             "SELECT t.metric, t.period_start, t.period_end, p.plan_id FROM {usage_totals} t "
             "LEFT JOIN {usage_periods} p ON p.user_id = t.user_id "
@@ -252,7 +285,7 @@ class UsageTotalsProjection(SqlProjection):
             if metric is not None:
                 plan_id = row["plan_id"] or self.catalog.free_plan.id
                 start = row["period_start"]
-                self._alert(w, metric, plan_id, user_id, start, start)
+                self._alert(w, metric, plan_id, user_id, start, start, slots, known)
 
 
 # --- readers -------------------------------------------------------------------------
@@ -313,21 +346,46 @@ def usage_alerts_of(
         "ORDER BY cursor, metric, kind LIMIT :limit",
         {"user_id": user_id, "after": after, "limit": limit},
     )
-    return [
-        {
-            "cursor": row["cursor"],
-            "kind": row["kind"],
-            "stripe_subscription_id": None,
-            "occurred_at": row["occurred_at"],
-            "detail": {
-                "metric": row["metric"],
-                "period_start": row["period_start"],
-                "total": row["total"],
-                "included": row["included"],
-            },
-        }
-        for row in rows
-    ]
+    return [_as_notification(row) for row in rows]
+
+
+def usage_alerts_after(c: Cursor, after: int, limit: int = 500) -> list[dict[str, Any]]:
+    """Every user's alerts after a cursor, in cursor order (the shape of
+    notifications_after's rows, without the email): about `limit` of them, but
+    never part of a cursor's."""
+    params = {"after": after, "skip": limit - 1}
+    bound = c.query(
+        "SELECT cursor FROM usage_alerts WHERE cursor > :after ORDER BY cursor "
+        "LIMIT 1 OFFSET :skip",
+        params,
+    )
+    upto = "AND cursor <= :upto " if bound else ""
+    rows = c.query(
+        "SELECT user_id, cursor, kind, metric, period_start, total, included, occurred_at "
+        f"FROM usage_alerts WHERE cursor > :after {upto}ORDER BY cursor, user_id, metric, kind",
+        {**params, "upto": bound[0]["cursor"] if bound else None},
+    )
+    return [{**_as_notification(row), "user_id": row["user_id"]} for row in rows]
+
+
+def last_alert_cursor(c: Cursor) -> int:
+    rows = c.query("SELECT MAX(cursor) AS last FROM usage_alerts", {})
+    return rows[0]["last"] or 0
+
+
+def _as_notification(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cursor": row["cursor"],
+        "kind": row["kind"],
+        "stripe_subscription_id": None,
+        "occurred_at": row["occurred_at"],
+        "detail": {
+            "metric": row["metric"],
+            "period_start": row["period_start"],
+            "total": row["total"],
+            "included": row["included"],
+        },
+    }
 
 
 def _iso_day(t: int) -> str:

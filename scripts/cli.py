@@ -121,6 +121,9 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=not args.no_access_log,
         log_level="info",
         workers=args.workers,
+        # Notification streams never end by themselves: after this, a stop cancels
+        # them (their clients resume by Last-Event-ID) instead of waiting forever.
+        timeout_graceful_shutdown=3,
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
     )

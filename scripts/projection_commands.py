@@ -34,6 +34,8 @@ def run(args: argparse.Namespace, parts: Parts) -> int:
         print(str(exc).strip("'\""), file=sys.stderr)
         return 2
     if args.projections_command == "run":
+        if parts.outbox is not None:  # LEDGER_SMTP_URL: mail what notifications tells
+            parts.outbox.start()
         read.follower.run_in_foreground()
     elif args.projections_command == "rebuild":
         _rebuild(read)

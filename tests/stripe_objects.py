@@ -123,8 +123,11 @@ def invoice(
     period_start: int = 1_767_225_600,
     period_end: int = 1_769_904_000,
     shape: Shape = "current",
+    created: int | None = None,
 ) -> dict[str, Any]:
     obj = fixture("invoice")
+    if created is not None:
+        obj["created"] = created
     paid = status == "paid"
     obj.update(
         id=in_id,

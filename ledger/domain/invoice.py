@@ -28,6 +28,7 @@ class InvoiceDetails:
     period_end: int | None
     hosted_invoice_url: str | None
     billing_reason: str | None
+    created: int | None  # Stripe's invoice `created`, unix seconds (None: recorded before v2)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,12 @@ class InvoiceFacts(InvoiceDetails):
 class Invoice(Aggregate):
     class Recorded(InvoiceDetails, Aggregate.Created):
         TOPIC = "ledger.invoice:Invoice.Recorded"
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Version 1 did not record when Stripe created the invoice."""
+            state["created"] = None
 
     class Paid(Aggregate.Event):
         TOPIC = "ledger.invoice:Invoice.Paid"

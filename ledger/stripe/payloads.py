@@ -313,6 +313,7 @@ class _Invoice(_Model):
     next_payment_attempt: int | None = None
     hosted_invoice_url: str | None = None
     billing_reason: str | None = None
+    created: int | None = None
     parent: _Parent | None = None
     subscription: str | None = None  # pre-2025 shape
 
@@ -337,6 +338,7 @@ def read_invoice(obj: dict[str, Any]) -> InvoiceFacts:
         next_payment_attempt=i.next_payment_attempt,
         hosted_invoice_url=i.hosted_invoice_url,
         billing_reason=i.billing_reason,
+        created=i.created,
     )
 
 

@@ -40,6 +40,7 @@ from typing import Any
 from scripts.dev import (
     bench_applied,
     bench_audit,
+    bench_gate,
     bench_peer,
     bench_projections,
     bench_reads,
@@ -334,6 +335,16 @@ SECTIONS: dict[str, Section] = {
         bench_applied.table_applied,
         "deliveries fully applied: a burst into `make run`, until every projection has it",
     ),
+    "gate": Section(
+        bench_gate.bench_gate,
+        bench_gate.table_gate,
+        "GET /api/v1/billing/entitlements/check, 10,000 users (checks/s, p50/p99)",
+    ),
+    "sse": Section(
+        bench_gate.bench_sse,
+        bench_gate.table_sse,
+        "1,000 notification streams: webhook answered -> event on the stream; memory",
+    ),
     "usage": Section(
         bench_usage.bench_usage,
         bench_usage.table_usage,
@@ -350,6 +361,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average": os.getloadavg(),  # the machine may be shared: read figures with it
     }
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["commit"] = subprocess.run(

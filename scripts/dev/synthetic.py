@@ -87,6 +87,7 @@ def customer_story(n: int) -> list[Any]:
             next_payment_attempt=None,
             hosted_invoice_url=None,
             billing_reason="subscription_cycle",
+            created=T0 + month * MONTH,
         )
         invoice = Invoice.record(facts)
         if status == "past_due":

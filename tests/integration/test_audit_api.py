@@ -78,7 +78,7 @@ def test_a_delivery_is_reflected_in_the_users_view(client: TestClient) -> None:
     assert view["subscription"]["plan_name"] == "LISA Premium - Annual"
     assert view["subscription"]["active"] is True
     assert view["entitlements"]["tier"] == "premium"
-    assert [n["kind"] for n in view["notifications"]] == ["activated"]
+    assert [n["kind"] for n in view["notifications"]] == ["activated", "features_granted"]
     assert view["invoices"][0]["amount_paid"] == 9990
     health = eventually(
         lambda: (

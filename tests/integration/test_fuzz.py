@@ -28,6 +28,13 @@ ROUTES = [
     ("GET", "/healthz"),
     ("GET", "/nowhere"),
     ("DELETE", "/api/stripe/get-subscription"),
+    ("GET", "/api/v1/billing/invoices?limit=0&starting_after=in_x"),
+    ("GET", "/api/v1/billing/invoices?limit=2"),
+    ("GET", "/api/v1/billing/entitlements"),
+    ("GET", "/api/v1/billing/entitlements/check?feature=%00%ff"),
+    ("GET", "/api/v1/billing/entitlements/check?feature=sso&feature=x"),
+    ("GET", "/api/v1/billing/notifications?after=-1&limit=x"),
+    ("GET", "/api/v1/billing/notifications?after=99999999999999999999999"),
 ]
 USER = "user_1767225600_abcdefghij"
 

@@ -26,6 +26,7 @@ from ledger.accounts import Accounts
 from ledger.application import Ledger
 from ledger.opening import open_ledger
 from ledger.plans import load_catalog
+from projections.notifications import SLOTS
 from projections.read_side import ReadSide
 from projections.rebuild import rebuild
 from tests.conftest import make_settings
@@ -99,13 +100,50 @@ def projection_rows(read: ReadSide) -> dict[str, dict[str, list[dict[str, Any]]]
         }
 
 
+# What changed since, on purpose (issue 9): notifications tell more kinds, and their
+# cursor is the position times SLOTS plus the notification's place among the
+# event's; invoice_history keeps Stripe's `created`; new tables and columns.
+# What the old code wrote is compared.
+OLD_KINDS = {
+    "activated",
+    "renewed",
+    "payment_failed",
+    "payment_recovered",
+    "trial_ending",
+    "cancellation_scheduled",
+    "ended",
+}
+
+
+def as_before(notifications: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**n, "cursor": n["cursor"] // SLOTS} for n in notifications if n["kind"] in OLD_KINDS]
+
+
+def what_the_old_code_had(
+    rows: dict[str, dict[str, list[dict[str, Any]]]], expected: dict[str, Any]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    kept: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name, tables in expected.items():
+        kept[name] = {}
+        for table, old_rows in tables.items():
+            columns = set(old_rows[0]) if old_rows else set()
+            new_rows = rows[name][table]
+            if table == "notifications":
+                new_rows = as_before(new_rows)
+            kept[name][table] = sorted(
+                ({k: v for k, v in r.items() if k in columns} for r in new_rows),
+                key=lambda r: json.dumps(r, sort_keys=True),
+            )
+    return kept
+
+
 def answers(read: ReadSide, nows: list[int], users: list[str]) -> dict[str, Any]:
     return {
         user: {
             "status": [read.status(user, now=now) for now in nows],
             "entitlements": [read.entitlements(user, now=now) for now in nows],
             "invoices": read.invoices(user),
-            "notifications": read.notifications(user),
+            "notifications": as_before(read.notifications(user)),
         }
         for user in users
     }
@@ -126,10 +164,10 @@ def test_a_legacy_log_replays_to_the_same_projections(
     read = ReadSide(ledger, load_catalog(), database_url, names=sorted(expected))
     try:
         read.catchup.run_once()  # a new projections store: from position 0
-        assert projection_rows(read) == expected
+        assert what_the_old_code_had(projection_rows(read), expected) == expected
         for projection in read.projections:
             rebuild(read.catchup, projection)
-        assert projection_rows(read) == expected
+        assert what_the_old_code_had(projection_rows(read), expected) == expected
 
         said = fixture_json("answers.json")
         assert answers(read, said["nows"], sorted(said["answers"])) == said["answers"]

@@ -259,20 +259,61 @@ def test_notifications_tell_each_change_with_an_increasing_cursor(
     rows = read.notifications(USER)
     assert [r["kind"] for r in rows] == [
         "activated",
+        "features_granted",
         "trial_ending",
         "renewed",
         "payment_failed",
         "payment_recovered",
         "cancellation_scheduled",
         "ended",
+        "features_revoked",
     ]
     cursors = [r["cursor"] for r in rows]
     assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
-    assert [r["kind"] for r in read.notifications(USER, after=cursors[3])] == [
+    assert [r["kind"] for r in read.notifications(USER, after=cursors[4])] == [
         "payment_recovered",
         "cancellation_scheduled",
         "ended",
+        "features_revoked",
     ]
+
+
+def test_the_logs_clock_warns_before_a_grace_ends_and_revokes_after(
+    feed: Feed, read: ReadSide, ledger: Ledger
+) -> None:
+    """payment_grace_ending and the revocation come from clock ticks in the log, so
+    a restart forgets nothing and a rebuild writes them again at the same cursors."""
+    feed("customer.created", so.customer("cus_1", user_id=USER), T)
+    feed("customer.subscription.created", premium(), T)
+    feed("invoice.payment_failed", so.invoice("in_1", "cus_1", "sub_1", status="open"), T + 1)
+    feed("customer.subscription.updated", premium("past_due"), T + 2)
+    ends = T + 1 + 3 * DAY  # LISA Premium: 3 days from the first failed payment
+
+    def tick(at: int) -> list[str]:
+        assert ledger.tick(3600, now=at)
+        read.catchup.run_once()
+        return [n["kind"] for n in read.notifications(USER)][3:]
+
+    assert tick(T + DAY) == []
+    assert tick(T + 2 * DAY) == []  # 00:00 of day 2 is before the last day begins
+    assert tick(T + 2 * DAY + 3600) == ["payment_grace_ending"]
+    assert tick(T + 2 * DAY + 7200) == ["payment_grace_ending"]  # told once
+    assert tick(ends + 3600) == ["payment_grace_ending", "features_revoked"]
+    assert not ledger.tick(3600, now=ends + 3700)  # the same period: one tick in the log
+    feed("customer.subscription.updated", premium("active"), ends + 4000)
+    rows = read.notifications(USER)
+    assert [n["kind"] for n in rows] == [
+        "activated", "features_granted", "payment_failed", "payment_grace_ending",
+        "features_revoked", "payment_recovered", "features_granted",
+    ]  # fmt: skip
+    assert rows[3]["detail"] == {"grace_ends_at": ends}
+    assert rows[3]["occurred_at"] == T + 2 * DAY + 3600
+    assert rows[4]["detail"] == {
+        "features": ["premium_features", "priority_support"], "reason": "grace_ended",
+    }  # fmt: skip
+    notifications = next(p for p in read.projections if p.name == "notifications")
+    rebuild(read.catchup, notifications)
+    assert read.notifications(USER) == rows
 
 
 def test_webhook_health_counts_types_and_outcomes(
@@ -335,7 +376,8 @@ def test_two_runners_apply_each_event_once(
             t.join()
         sides[0].catchup.run_once()
         assert len(committed) == len(set(committed)) > 0  # no event in two committed batches
-        assert len(sides[0].notifications(USER)) == 60  # 30 activated + 30 payment_failed
+        # 30 activated, 30 features_granted, 30 payment_failed
+        assert len(sides[0].notifications(USER)) == 90
         assert all(p["lag"] == 0 for p in sides[0].positions())
     finally:
         for side in sides:
@@ -369,6 +411,12 @@ def test_a_rebuilt_projection_equals_the_live_one(
         if i in (cut, len(stream) - 1):
             ledger.process_new()
             read.catchup.run_once()
+    # the log's clock goes on: days pass (payment graces end), caught up now and then
+    for day in sorted(data.draw(st.lists(st.integers(1, 20), max_size=6, unique=True))):
+        ledger.tick(3600, now=T + day * DAY)
+        if data.draw(st.booleans()):
+            read.catchup.run_once()
+    read.catchup.run_once()
     live = snapshot(read)
     assert any(live.values())
     for projection in read.projections:

@@ -132,3 +132,38 @@ def test_totals_are_the_aggregation_over_distinct_keys_per_period(
         assert answer["metrics"][name]["total"] == total
         over = max(0, total - allowance.included) * metric.overage_unit_amount
         assert answer["metrics"][name]["overage_amount"] == over
+
+
+def test_usage_alerts_join_the_notifications_feed_in_order_and_only_when_settled(
+    ledger: Ledger, read: ReadSide
+) -> None:
+    """An alert's cursor is its event's position * 10 + 5 and up, after the places of
+    the notifications projection's; the merged feed (the page, the stream's fan-out,
+    the outbox) stops where the slower of the two projections stands, so a reader
+    moving by cursor never passes a notification still to come."""
+    user = f"user_{T0}_feedfeedfe"
+    ledger.record([read_delivery(b) for b in subscription_deliveries("feed", user)])
+    ledger.process_new()
+    committer = GroupCommitter(ledger)
+    try:  # the calendar month before the subscription, on the free plan (50 included)
+        usage = Usage(user, "ai_requests", 50, "all-at-once", T0 - MONTH)
+        for future in committer.submit_all([usage]):
+            future.result(10)
+    finally:
+        committer.close()
+    by_name = {p.name: p for p in read.projections}
+    read.catchup.catch_up(by_name["usage_totals"])  # the alerts' projection runs ahead
+    assert read.notifications(user) == []
+    assert read.notifications_after(0) == [] and read.last_cursor() < 10
+    read.catchup.run_once()
+    told = read.notifications(user)
+    kinds = [n["kind"] for n in told]
+    assert kinds == ["activated", "features_granted", "renewed", "usage_warning",
+                     "usage_limit_reached"]  # fmt: skip
+    cursors = [n["cursor"] for n in told]
+    assert cursors == sorted(set(cursors))
+    warning, reached = cursors[-2:]
+    assert (warning % 10, reached) == (5, warning + 1)  # both crossed by one record
+    feed = [r for r in read.notifications_after(0) if r["user_id"] == user]
+    assert [(r["cursor"], r["kind"]) for r in feed] == list(zip(cursors, kinds, strict=True))
+    assert read.last_cursor() == reached

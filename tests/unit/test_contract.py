@@ -105,16 +105,35 @@ def test_refusals_and_security_are_documented_per_route(app: Any, document: dict
 
 
 def test_usage_metering_is_documented(document: dict[str, Any]) -> None:
-    """The gate answers 402 with a model of its own; the batch's body limit is its own."""
+    """One gate for a feature or a metric: its 200 and 402 are either branch's
+    model; the batch's body limit is its own."""
     schemas = document["components"]["schemas"]
     gate = document["paths"]["/api/v1/billing/entitlements/check"]["get"]
     assert {p["name"]: p["required"] for p in gate["parameters"]} == {
-        "metric": True,
+        "feature": False,
+        "metric": False,
         "quantity": False,
     }
+    allowed = gate["responses"]["200"]["content"]["application/json"]["schema"]
+    assert allowed == {
+        "anyOf": [
+            {"$ref": "#/components/schemas/Allowed"},
+            {"$ref": "#/components/schemas/UsageAllowed"},
+        ]
+    }
     refused = gate["responses"]["402"]["content"]["application/json"]["schema"]
-    assert refused == {"$ref": "#/components/schemas/UsageLimitReached"}
+    assert refused == {
+        "anyOf": [
+            {"$ref": "#/components/schemas/Refused"},
+            {"$ref": "#/components/schemas/UsageLimitReached"},
+        ]
+    }
     assert schemas["UsageLimitReached"]["properties"]["allowed"]["const"] is False
+    assert schemas["Refused"]["properties"]["allowed"]["const"] is False
+    assert set(gate["responses"]["400"]["content"]["application/json"]["schema"]["allOf"][1][
+        "properties"]["error_code"]["enum"]) == {"bad_request", "unknown_feature"}  # fmt: skip
+    stream = document["paths"]["/api/v1/billing/notifications/stream"]["get"]["responses"]
+    assert stream["200"]["content"] == {"text/event-stream": {"schema": {"type": "string"}}}
     record = document["paths"]["/api/v1/billing/usage"]["post"]["responses"]
     assert {"200", "201", "400", "401", "413", "429", "503"} <= set(record)
     assert "413" in document["paths"]["/api/v1/billing/usage/batch"]["post"]["responses"]

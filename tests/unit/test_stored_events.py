@@ -33,6 +33,7 @@ INVOICE = InvoiceFacts(
     next_payment_attempt=30,
     hosted_invoice_url="https://x",
     billing_reason="subscription_create",
+    created=5,
 )
 SUBSCRIPTION = SubscriptionState(
     stripe_subscription_id="sub_1",
@@ -88,6 +89,14 @@ WRITTEN_BEFORE = {
 }
 
 
+# What changed since, on purpose: Invoice.Recorded v2 records Stripe's `created`.
+WRITTEN_NOW = {
+    **WRITTEN_BEFORE,
+    "ledger.invoice:Invoice.Recorded": WRITTEN_BEFORE["ledger.invoice:Invoice.Recorded"][:-1]
+    + ',"created":5,"class_version":2}',
+}
+
+
 def mapper() -> Mapper:
     transcoder = JSONTranscoder()
     for transcoding in (PriceAsDict(), UUIDAsHex(), DatetimeAsISO()):
@@ -110,8 +119,21 @@ def test_created_events_are_stored_as_before_and_replay(aggregate: Callable[[], 
     stored = [m.to_stored_event(e) for e in made.collect_events()]
     for s in stored:
         state = re.sub(rb'"timestamp":\{[^}]*\}', b'"timestamp":T', s.state).decode()
-        assert state == WRITTEN_BEFORE[s.topic]
+        assert state == WRITTEN_NOW[s.topic]
     replayed = None
     for s in stored:
         replayed = m.to_domain_event(s).mutate(replayed)
     assert replayed == made
+
+
+def test_an_invoice_recorded_before_version_2_replays_without_created() -> None:
+    m = mapper()
+    made = Invoice.record(INVOICE)
+    stored = m.to_stored_event(made.collect_events()[0])
+    v1 = WRITTEN_BEFORE["ledger.invoice:Invoice.Recorded"].replace(
+        "T", re.search(rb'"timestamp":(\{[^}]*\})', stored.state).group(1).decode()
+    )
+    old = type(stored)(stored.originator_id, 1, stored.topic, v1.encode())
+    replayed = m.to_domain_event(old)
+    assert replayed.created is None
+    assert replayed.mutate(None).stripe_invoice_id == "in_1"

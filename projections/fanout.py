@@ -1,0 +1,120 @@
+"""The live feed of one API process: a task follows the notifications projection
+by cursor (one query per tick for the whole process, not one per open stream)
+and hands each new notification to the queues of its user's open streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("projections.fanout")
+
+Rows = list[dict[str, Any]]
+
+
+class Overflowed(Exception):
+    """A stream fell too far behind; it ends, and its client resumes by cursor."""
+
+
+class Subscription:
+    """One open stream's queue of notifications (each a row of `notifications_after`)."""
+
+    def __init__(self, fanout: Fanout, user_id: str, maxsize: int) -> None:
+        self.fanout, self.user_id = fanout, user_id
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize)
+
+    async def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next notification, or None after `timeout` seconds without one."""
+        try:
+            row = await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+        if row is None:
+            raise Overflowed(self.user_id)
+        return row
+
+    def close(self) -> None:
+        self.fanout.unsubscribe(self)
+
+
+class Fanout:
+    def __init__(
+        self,
+        after: Callable[[int, int], Rows],
+        last_cursor: Callable[[], int],
+        interval: float = 0.02,
+        batch: int = 500,
+        queue_size: int = 1000,
+    ) -> None:
+        self._after = after  # (cursor, limit) -> every user's notifications after it
+        self._last_cursor = last_cursor
+        self.interval = interval
+        self._batch = batch
+        self._queue_size = queue_size
+        self._streams: dict[str, set[Subscription]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self.cursor = 0
+
+    def subscribe(self, user_id: str) -> Subscription:
+        subscription = Subscription(self, user_id, self._queue_size)
+        self._streams[user_id].add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        streams = self._streams.get(subscription.user_id)
+        if streams is not None:
+            streams.discard(subscription)
+            if not streams:
+                del self._streams[subscription.user_id]
+
+    @property
+    def open_streams(self) -> int:
+        return sum(len(s) for s in self._streams.values())
+
+    async def start(self) -> None:
+        self.cursor = await asyncio.to_thread(self._last_cursor)
+        self._task = asyncio.create_task(self._run(), name="notifications-fanout")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store is away: streams wait, and catch up after
+                log.warning("cannot read notifications; trying again", exc_info=True)
+                await asyncio.sleep(1)
+            await asyncio.sleep(self.interval)
+
+    async def poll(self) -> int:
+        """Hand out what is new; returns how many notifications were read."""
+        done = 0
+        while True:
+            rows = await asyncio.to_thread(self._after, self.cursor, self._batch)
+            for row in rows:
+                self._deliver(row)
+            done += len(rows)
+            if rows:
+                self.cursor = rows[-1]["cursor"]
+            if len(rows) < self._batch:  # whole cursors are read: fewer means no more
+                return done
+
+    def _deliver(self, row: dict[str, Any]) -> None:
+        for subscription in list(self._streams.get(row["user_id"], ())):
+            try:
+                subscription.queue.put_nowait(row)
+            except asyncio.QueueFull:
+                self.unsubscribe(subscription)
+                subscription.queue.get_nowait()  # room for the end mark
+                subscription.queue.put_nowait(None)
