@@ -303,6 +303,15 @@ class ReadSide:
             return invoice_page(c, user_id, limit, starting_after)
 
     def notifications_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
+        """`_notifications_after` with each address revealed: a customer's email is
+        held encrypted with the customer's key (None once erased: nothing is mailed)."""
+        plain = self.ledger.personal.plain
+        return [
+            {**r, "email": plain(r["email"])} if r.get("email") else r
+            for r in self._notifications_after(after, limit)
+        ]
+
+    def _notifications_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
         """Every user's, after a cursor: what the stream's fan-out and the outbox follow.
         With the usage alerts: about `limit` of both, in cursor order, never part of
         a cursor's (each source's rows up to the lower of the cursors it was cut at),
