@@ -109,6 +109,11 @@ def test_erasure_shreds_a_users_personal_data_and_nothing_else(
     client: TestClient, live: Settings, cli_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     story(client)
+    eventually(  # every projection has applied the whole story (each follows at its own pace)
+        lambda: all(
+            p["lag"] == 0 for p in client.get("/api/v1/audit/projections", headers=ADMIN).json()
+        )
+    )
     before = client.get(f"/api/v1/audit/users/{USER}", headers=ADMIN).json()
     assert client.post(f"/api/v1/audit/users/{USER}/erase").status_code == 401
     head = client.get("/api/v1/audit/seal", headers=ADMIN).json()["log_head"]
