@@ -11,13 +11,11 @@ from starlette.responses import Response
 
 from api import answers, bodies
 from api.contract import USER, Endpoint, reply
+from api.errors import STRIPE_FAILURES
 from ledger import accounts, billing
 from ledger.billing import Billing, CustomerNotFound
 from ledger.domain.status import is_live
-from ledger.stripe.gateway import StripeRejected, StripeUnavailable
 from projections.read_side import ReadSide
-
-STRIPE_FAILURES = (StripeRejected, StripeUnavailable, accounts.StripeNotConfigured)
 
 
 def _billing(request: Request) -> Billing:

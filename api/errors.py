@@ -126,3 +126,7 @@ def exception_handlers() -> dict[type[Exception] | int, object]:
     handlers[HTTPException] = http_error
     handlers[Exception] = server_error
     return handlers
+
+
+# What every route that calls Stripe can answer besides its own refusals.
+STRIPE_FAILURES = (StripeRejected, StripeUnavailable, accounts.StripeNotConfigured)

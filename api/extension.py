@@ -12,15 +12,12 @@ from starlette.responses import JSONResponse, Response
 
 from api import answers, bodies
 from api.contract import USER, Endpoint, reply
-from api.errors import BadRequest
+from api.errors import STRIPE_FAILURES, BadRequest
 from api.ratelimit import Limits, client_address
 from ledger import accounts
 from ledger.accounts import Accounts
 from ledger.domain.status import extension_word
-from ledger.stripe.gateway import StripeRejected, StripeUnavailable
 from projections.read_side import ReadSide
-
-STRIPE_FAILURES = (StripeRejected, StripeUnavailable, accounts.StripeNotConfigured)
 
 
 def _accounts(request: Request) -> Accounts:
