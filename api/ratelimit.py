@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 from limits import RateLimitItem, parse
@@ -17,6 +18,29 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import RateLimited
+
+
+class _Memory(MemoryStorage):
+    """The library's in-memory storage, swept by one long-lived thread once a
+    second. limits 5.x starts a new Timer thread from a hit whenever the previous
+    one has run (every 10 ms under load): a thread start, and a wait for it, on the
+    event loop's hot path (15% of the loop's time in a profile of 2,000 reads/s).
+    Counters also expire when read, so the sweep only frees memory. Overrides the
+    library's private hook: pyproject.toml bounds `limits` below 6."""
+
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        threading.Thread(target=self._sweep, name="rate-limit-sweep", daemon=True).start()
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        pass  # the sweep thread expires
+
+    def _sweep(self) -> None:
+        while True:
+            time.sleep(self.SWEEP_SECONDS)
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
 def _parse(name: str, value: str) -> RateLimitItem:
@@ -34,7 +58,7 @@ class Limits:
         self.failed_auth = _parse("failed_auth", failed_auth)
         self.registration = _parse("registration", registration)
         # O(1) per hit and per key, whatever the limit (a moving window keeps every hit)
-        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.limiter = SlidingWindowCounterRateLimiter(_Memory())
 
     def hit(self, limit: RateLimitItem, key: str, what: str) -> None:
         """Count one; raise RateLimited when over `limit`."""
@@ -59,7 +83,7 @@ class RateLimit:
         self.app = app
         self.prefix = prefix
         self.per_address = _parse("per_address", per_address)
-        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.limiter = SlidingWindowCounterRateLimiter(_Memory())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):

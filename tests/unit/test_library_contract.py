@@ -163,3 +163,31 @@ def test_a_singledispatchmethod_shows_its_registered_types() -> None:
         def _(self, event: str) -> None: ...
 
     assert sorted(handler_types(vars(Handlers)["apply"]), key=str) == [int, str]
+
+
+def test_rate_limit_hits_start_no_threads_and_counters_still_expire() -> None:
+    """api/ratelimit.py replaces limits' private expiry hook (a Timer thread started
+    from hits every 10 ms) with one sweep thread: if the library renames the hook,
+    hits start threads again and this fails."""
+    import threading
+    import time
+
+    from api.ratelimit import Limits, RateLimited
+
+    limits = Limits("1000/second", "5/minute", "5/minute")
+    time.sleep(0.05)  # the library's first timer, started in its __init__, has run
+    before = threading.active_count()
+    started: list[threading.Thread] = []
+    original = threading.Thread.start
+    threading.Thread.start = lambda self: (started.append(self), original(self))[1]  # type: ignore[method-assign]
+    try:
+        for n in range(300):
+            limits.user(f"user_{n % 3}")
+            if n % 50 == 0:
+                time.sleep(0.015)  # past the library's 10 ms timer
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]
+    assert started == [] and threading.active_count() == before
+    with pytest.raises(RateLimited):
+        for _ in range(1001):
+            limits.user("user_busy")
