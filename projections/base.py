@@ -140,14 +140,26 @@ def apply_batch(
     if generation is None:
         generation = projection.view.generations()[projection.name]
     with store.transaction() as c:
-        store.record_position(c, projection.tracking_key(generation), position)
-        current = published_generation(c, projection.name)
-        if current is not None and generation < current:
-            raise GenerationChanged(projection.name)
-        w = Writer(c, projection.names(generation))
-        for notification_id, event in events:
-            w.position = notification_id
-            projection.apply(event, w)
+        apply_in(c, projection, events, position, generation)
+
+
+def apply_in(
+    c: Cursor,
+    projection: SqlProjection,
+    events: Sequence[tuple[int, Any]],
+    position: int,
+    generation: int,
+) -> None:
+    """`apply_batch` inside the caller's transaction (several projections' batches
+    in one)."""
+    projection.view.record_position(c, projection.tracking_key(generation), position)
+    current = published_generation(c, projection.name)
+    if current is not None and generation < current:
+        raise GenerationChanged(projection.name)
+    w = Writer(c, projection.names(generation))
+    for notification_id, event in events:
+        w.position = notification_id
+        projection.apply(event, w)
 
 
 def published_generation(c: Cursor, name: str) -> int | None:

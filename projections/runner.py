@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
 from ledger.application import Ledger
 from ledger.loop import WakeableLoop
-from projections.base import GenerationChanged, SqlProjection, apply_batch, published_generation
+from projections.base import (
+    GenerationChanged,
+    SqlProjection,
+    apply_batch,
+    apply_in,
+    published_generation,
+)
+from projections.store import ViewStore
 
 log = logging.getLogger("projections")
 Progress = Callable[[int, int], None]  # (events done in this call, position)
@@ -62,15 +70,70 @@ class Catchup:
         return self.ledger.recorder.max_notification_id() or 0
 
     def run_once(self) -> int:
-        """Catch every projection up; returns how many events were applied."""
-        done = 0
+        """Catch every projection up in one pass over the log; returns how many
+        events were applied. Each batch of the log is read and decoded once for
+        every projection behind, and applied to all of them in one transaction
+        per store (their tracking positions with it); when that transaction fails,
+        each projection's share is applied on its own, so that one projection's
+        failure or a concurrent runner holds back no other."""
+        generations: dict[ViewStore, dict[str, int]] = {}
         for projection in self.projections:
+            if projection.view not in generations:
+                generations[projection.view] = projection.view.generations()
+        lanes = [
+            _Lane(projection, generations[projection.view][projection.name])
+            for projection in self.projections
+        ]
+        for view in generations:
+            mine = [lane for lane in lanes if lane.projection.view is view]
+            found = view.positions([lane.key for lane in mine])
+            for lane in mine:
+                lane.position = found.get(lane.key, 0)
+        head = self.head()
+        done = 0
+        while behind := [lane for lane in lanes if lane.position < head]:
+            start = min(lane.position for lane in behind)
+            topics = sorted({t for lane in behind for t in lane.projection.topics})
+            notifications = self.ledger.recorder.select_notifications(
+                start=start + 1, limit=self.batch_size, stop=head, topics=topics
+            )
+            mapper = self.ledger.mapper
+            events = [(n.id, n.topic, mapper.to_domain_event(n)) for n in notifications]
+            # A short batch means nothing else up to `head` concerns these projections.
+            last = events[-1][0] if len(events) == self.batch_size else head
+            shares = [
+                (lane, [(i, e) for i, t, e in events if i > lane.position and t in lane.topics])
+                for lane in behind
+                if lane.position < last
+            ]
+            done += self._apply(shares, last)
+        return done
+
+    def _apply(self, shares: list[tuple[_Lane, list[tuple[int, Any]]]], last: int) -> int:
+        done = 0
+        for view in {lane.projection.view for lane, _ in shares}:
+            mine = [(lane, events) for lane, events in shares if lane.projection.view is view]
             try:
-                done += self.catch_up(projection)
-            except IntegrityError:
-                log.debug("%s: another runner applied the same batch", projection.name)
-            except GenerationChanged:
-                log.info("%s: rebuilt tables were swapped in; continuing on them", projection.name)
+                with view.transaction() as c:
+                    for lane, events in mine:
+                        apply_in(c, lane.projection, events, last, lane.generation)
+            except Exception:  # apply each share alone: a failure holds back only its own
+                log.debug("a shared batch failed; applying projection by projection", exc_info=True)
+                for lane, events in mine:
+                    try:
+                        apply_batch(lane.projection, events, last, lane.generation)
+                    except IntegrityError:
+                        log.debug("%s: another runner applied the same batch", lane.name)
+                    except GenerationChanged:
+                        log.info("%s: rebuilt tables swapped in; continuing on them", lane.name)
+                        lane.position = last  # the next pass reads the new generation
+                        continue
+                    lane.position = last
+                    done += len(events)
+                continue
+            for lane, events in mine:
+                lane.position = last
+                done += len(events)
         return done
 
     def catch_up(
@@ -101,6 +164,19 @@ class Catchup:
             position = last
             if progress:
                 progress(len(events), position)
+
+
+class _Lane:
+    """One projection in a pass of `Catchup.run_once`: its generation, tracking key
+    and position."""
+
+    def __init__(self, projection: SqlProjection, generation: int) -> None:
+        self.projection = projection
+        self.name = projection.name
+        self.generation = generation
+        self.key = projection.tracking_key(generation)
+        self.topics = frozenset(projection.topics)
+        self.position = 0
 
 
 class Follower(WakeableLoop):

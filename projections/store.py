@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from psycopg.conninfo import make_conninfo
 
-from ledger.store.library import datastore_of, insert_tracking
+from ledger.store.library import datastore_of, insert_tracking, tracking_table
 from ledger.store.url import Store
 
 _PLACEHOLDER = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
@@ -152,6 +152,21 @@ class ViewStore:
 
     def position(self, key: str) -> int:
         return self.tracking.max_tracking_id(key) or 0
+
+    def positions(self, keys: Sequence[str]) -> dict[str, int]:
+        """Several tracking positions in one query (a key never written is absent)."""
+        if not keys:
+            return {}
+        names = {f"k{i}": key for i, key in enumerate(keys)}
+        listed = ", ".join(f":{name}" for name in names)
+        with self.transaction(commit=False) as c:
+            rows = c.query(
+                "SELECT application_name AS key, MAX(notification_id) AS position "
+                f"FROM {tracking_table(self.tracking)} WHERE application_name IN ({listed}) "
+                "GROUP BY application_name",
+                names,
+            )
+        return {r["key"]: r["position"] for r in rows}
 
     def generations(self) -> dict[str, int]:
         with self.transaction(commit=False) as c:

@@ -46,6 +46,15 @@ def events_table_name(recorder: Any) -> str:
     return str(recorder.events_table_name)
 
 
+def tracking_table(recorder: Any) -> str:
+    """The table a tracking recorder keeps its positions in, as SQL (PostgreSQL:
+    schema-qualified; SQLite: always `tracking`)."""
+    name = getattr(recorder, "tracking_table_name", None)
+    if name is None:
+        return "tracking"
+    return f'"{recorder.datastore.schema}"."{name}"'
+
+
 def stored_event_type_name(recorder: PostgresAggregateRecorder) -> str:
     """The PostgreSQL composite type of one stored event (an array of them is what
     the insert statement takes)."""

@@ -337,16 +337,31 @@ def test_webhook_health_counts_types_and_outcomes(
 def test_two_runners_apply_each_event_once(
     ledger: Ledger, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import projections.runner as runner
+    import contextlib
 
-    committed: list[tuple[str, int]] = []  # (projection, event position) per committed batch
-    apply_batch = runner.apply_batch
+    import projections.base as base
+    from projections.store import ViewStore
 
-    def recording(projection, events, position, generation=None):  # type: ignore[no-untyped-def]
-        apply_batch(projection, events, position, generation)
-        committed.extend((projection.name, i) for i, _ in events)
+    # (projection, event position) per committed batch: what apply_in did inside a
+    # transaction counts once that transaction has committed
+    committed: list[tuple[str, int]] = []
+    pending = threading.local()
+    apply_in, transaction = base.apply_in, ViewStore.transaction
 
-    monkeypatch.setattr(runner, "apply_batch", recording)
+    def recording_apply(c, projection, events, position, generation):  # type: ignore[no-untyped-def]
+        apply_in(c, projection, events, position, generation)
+        pending.batch.extend((projection.name, i) for i, _ in events)
+
+    @contextlib.contextmanager
+    def recording_transaction(self, **kwargs):  # type: ignore[no-untyped-def]
+        pending.batch = []
+        with transaction(self, **kwargs) as c:
+            yield c
+        committed.extend(pending.batch)
+
+    monkeypatch.setattr(base, "apply_in", recording_apply)
+    monkeypatch.setattr("projections.runner.apply_in", recording_apply)
+    monkeypatch.setattr(ViewStore, "transaction", recording_transaction)
     feed_only = Feed(ledger, None)  # type: ignore[arg-type]
     for i in range(30):
         feed_only(
