@@ -49,9 +49,12 @@ class Fanout:
         interval: float = 0.02,
         batch: int = 500,
         queue_size: int = 1000,
+        version: Callable[[], object] | None = None,
     ) -> None:
         self._after = after  # (cursor, limit) -> every user's notifications after it
         self._last_cursor = last_cursor
+        self._version = version  # changes when the feed may have: unchanged, no read
+        self._quiet_at: object = None
         self.interval = interval
         self._batch = batch
         self._queue_size = queue_size
@@ -99,6 +102,9 @@ class Fanout:
 
     async def poll(self) -> int:
         """Hand out what is new; returns how many notifications were read."""
+        version = await asyncio.to_thread(self._version) if self._version else None
+        if version is not None and version == self._quiet_at:
+            return 0
         done = 0
         while True:
             rows = await asyncio.to_thread(self._after, self.cursor, self._batch)
@@ -108,6 +114,7 @@ class Fanout:
             if rows:
                 self.cursor = rows[-1]["cursor"]
             if len(rows) < self._batch:  # whole cursors are read: fewer means no more
+                self._quiet_at = version  # read to the end as of that version
                 return done
 
     def _deliver(self, row: dict[str, Any]) -> None:

@@ -80,18 +80,39 @@ class ReadSide:
         self.seal = Seal(ledger, self.store)
         self.follower = Follower(self.catchup, interval, also=[self.seal.run_once])
         self._async_pool: AsyncConnectionPool | None = None
+        self._tracked: tuple[float, dict[str, tuple[int, int]]] | None = None
         self.cache = StatusCache(self._status_position)
         # The gate's memory: the current subscription and what its plan grants, kept
         # while neither subscription_status nor entitlements has moved.
         self.gate = Gate(catalog)
         self.holdings = StatusCache(self._holding_position)
         # The open notification streams of this process, fed by one follower.
-        self.fanout = Fanout(self.notifications_after, self.last_cursor)
+        self.fanout = Fanout(
+            self.notifications_after, self.last_cursor, version=self.notifications_version
+        )
+
+    def tracked(self) -> dict[str, tuple[int, int]]:
+        """Every projection's (generation, tracking position), read with two queries
+        and shared for 5 ms by everything in this process that watches them (the
+        status and gate caches, the stream's fan-out, the merged feeds)."""
+        now = time.monotonic()
+        memo = self._tracked
+        if memo is not None and now - memo[0] < 0.005:
+            return memo[1]
+        generations = self.store.generations()
+        keys = {p.name: p.tracking_key(generations[p.name]) for p in self.projections}
+        found = self.store.positions(list(keys.values()))
+        positions = {name: (generations[name], found.get(key, 0)) for name, key in keys.items()}
+        self._tracked = (now, positions)
+        return positions
 
     def _position_of(self, name: str) -> tuple[int, int]:
-        projection = next(p for p in self.projections if p.name == name)
-        generation = self.catchup.generation(projection)
-        return generation, self.catchup.position(projection, generation)
+        return self.tracked()[name]
+
+    def notifications_version(self) -> tuple[tuple[int, int], ...]:
+        """Changes whenever what the notification feeds read may have changed."""
+        tracked = self.tracked()
+        return tuple(tracked[n] for n in ("notifications", "usage_totals") if n in tracked)
 
     def _status_position(self) -> tuple[int, int]:
         return self._position_of("subscription_status")
@@ -259,11 +280,8 @@ class ReadSide:
         followed = {p.name: p for p in self.projections}
         if "notifications" not in followed or "usage_totals" not in followed:
             return None
-        generations = self.store.generations()
-        lowest = min(
-            self.store.position(followed[name].tracking_key(generations[name]))
-            for name in ("notifications", "usage_totals")
-        )
+        tracked = self.tracked()
+        lowest = min(tracked[name][1] for name in ("notifications", "usage_totals"))
         return (lowest + 1) * SLOTS - 1
 
     def notifications(self, user_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
