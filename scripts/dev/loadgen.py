@@ -418,20 +418,19 @@ class _ConnectionClosed(Exception):
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """Status, body and whether the server keeps the connection open."""
-    status_line = await reader.readline()
-    if not status_line:
-        raise _ConnectionClosed("connection closed before an answer")
-    status = int(status_line.split(b" ", 2)[1])
+    """Status, body and whether the server keeps the connection open. The head is
+    read in one call (a readline per header line made this process, not the
+    server, the limit of closed-loop runs)."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        raise _ConnectionClosed("connection closed before an answer") from exc
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
     length = None
     keep_alive = True
     chunked = False
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b"\n"):
-            break
-        if not line:
-            raise _ConnectionClosed("connection closed in the headers")
+    for line in lines[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"content-length":
