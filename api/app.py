@@ -20,6 +20,7 @@ from api.contract import Endpoint, openapi, reply, routes
 from api.errors import exception_handlers
 from api.metrics import metrics
 from api.ratelimit import Limits, RateLimit
+from api.request_id import HEADER, RequestId
 from api.webhooks import WebhookShortcut
 from ledger.config import Settings
 from ledger.intake import StoreUnavailable
@@ -101,12 +102,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ]
         ),
         middleware=[
-            Middleware(WebhookShortcut),  # first: deliveries skip what does not apply to them
+            Middleware(RequestId),  # first: every answer names its request, deliveries' too
+            Middleware(WebhookShortcut),  # next: deliveries skip what does not apply to them
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.origins,
                 allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                allow_headers=["Authorization", "Content-Type", "X-User-ID"],
+                allow_headers=["Authorization", "Content-Type", "X-User-ID", "X-Request-ID"],
+                expose_headers=[HEADER],
             ),
             Middleware(RateLimit, per_address=config.rate_limit_per_address),
         ],

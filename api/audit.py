@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from api import answers, bodies
 from api.contract import ADMIN, Endpoint, reply
 from api.errors import BadRequest
+from api.request_id import request_id
 from ledger import accounts
 from projections.as_of import parse_instant, replay_user
 from projections.read_side import ReadSide
@@ -60,7 +61,9 @@ async def projections(request: Request) -> Response:
 async def revoke_tokens(request: Request) -> Response:
     """Revoke every token of a user: refused from now on, on every API process."""
     user_id = request.path_params["user_id"]
-    await run_in_threadpool(request.state.accounts.revoke_tokens, user_id)
+    await run_in_threadpool(
+        request.state.accounts.revoke_tokens, user_id, request_id=request_id(request)
+    )
     return reply(answers.TokensRevoked(user_id=user_id, revoked=True))
 
 

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from api import bodies
 from api.contract import ADMIN, Endpoint, reply
+from api.request_id import request_id
 from ledger.application import ReceiptNotFound
 from ledger.personal import Erased
 from projections.history import ActionsPage, ErasureAnswer, History, HistoryPage, delivered
@@ -51,7 +52,9 @@ async def erase(request: Request) -> Response:
     """Erase a user's personal data: the keys of its Stripe customers are deleted
     (crypto-shredding) and the erasure is recorded; statuses and amounts stay."""
     history = _history(request)
-    erased = await run_in_threadpool(history.erase, request.path_params["user_id"])
+    erased = await run_in_threadpool(
+        history.erase, request.path_params["user_id"], request_id=request_id(request)
+    )
     return reply(erased)
 
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from api import answers, bodies
 from api.contract import USER, Endpoint, reply
 from api.errors import STRIPE_FAILURES
+from api.request_id import request_id
 from ledger import accounts, billing
 from ledger.billing import Billing, CustomerNotFound
 from ledger.domain.status import is_live
@@ -42,7 +43,11 @@ async def update_customer(request: Request) -> Response:
     CustomerDetailsUpdated."""
     body: bodies.CustomerChanges = request.state.body
     details = await run_in_threadpool(
-        _billing(request).update_customer, request.state.user_id, body.email, body.name
+        _billing(request).update_customer,
+        request.state.user_id,
+        body.email,
+        body.name,
+        request_id=request_id(request),
     )
     return reply(
         answers.CustomerUpdated(
@@ -70,7 +75,11 @@ async def create_billing_subscription(request: Request) -> Response:
     `trial_days` is given; the customer is created first when there is none."""
     body: bodies.NewSubscription = request.state.body
     created, plan, price = await run_in_threadpool(
-        _billing(request).create_subscription, request.state.user_id, body.price_id, body.trial_days
+        _billing(request).create_subscription,
+        request.state.user_id,
+        body.price_id,
+        body.trial_days,
+        request_id=request_id(request),
     )
     active = is_live(created.status)
     answer = answers.CreatedSubscriptionAnswer(
@@ -101,7 +110,10 @@ async def change_plan(request: Request) -> Response:
     """An upgrade now (prorated), or a downgrade at the period end (a schedule)."""
     body: bodies.PlanChange = request.state.body
     change = await run_in_threadpool(
-        _billing(request).change_plan, request.state.user_id, body.price_id
+        _billing(request).change_plan,
+        request.state.user_id,
+        body.price_id,
+        request_id=request_id(request),
     )
     return reply(
         answers.PlanChangeAnswer(
@@ -123,7 +135,10 @@ async def cancel(request: Request) -> Response:
     query: bodies.CancelQuery = request.state.query
     at_period_end = query.at_period_end in ("true", "1")
     canceled = await run_in_threadpool(
-        _billing(request).cancel, request.state.user_id, at_period_end
+        _billing(request).cancel,
+        request.state.user_id,
+        at_period_end,
+        request_id=request_id(request),
     )
     return reply(
         answers.CancelAnswer(
@@ -138,7 +153,9 @@ async def cancel(request: Request) -> Response:
 
 async def resume(request: Request) -> Response:
     """Withdraw a scheduled cancellation and release a pending downgrade."""
-    resumed = await run_in_threadpool(_billing(request).resume, request.state.user_id)
+    resumed = await run_in_threadpool(
+        _billing(request).resume, request.state.user_id, request_id=request_id(request)
+    )
     return reply(
         answers.ResumeAnswer(
             subscription_id=resumed.stripe_subscription_id,
@@ -162,6 +179,7 @@ async def checkout(request: Request) -> Response:
         body.price_id,
         body.success_url,
         body.cancel_url,
+        request_id=request_id(request),
     )
     return reply(answers.CheckoutAnswer(id=session.stripe_session_id, url=session.url))
 
@@ -170,7 +188,10 @@ async def portal(request: Request) -> Response:
     """A Stripe Customer Portal session for the caller's customer."""
     body: bodies.PortalRequest = request.state.body
     session = await run_in_threadpool(
-        _billing(request).portal, request.state.user_id, body.return_url
+        _billing(request).portal,
+        request.state.user_id,
+        body.return_url,
+        request_id=request_id(request),
     )
     return reply(answers.PortalAnswer(url=session.url))
 

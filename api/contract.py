@@ -19,7 +19,8 @@ is the authenticated caller; ADMIN: the admin token was checked); a declared
 named by exception class and looked up in `api.errors.ERRORS`, so codes and
 statuses have one source as well; the ones every route of its kind can answer
 (401 for a secured route, 400/413 for a body, 400 for parameters, 429 on
-/api/, 503) are added here.
+/api/, 503) are added here. Every answer, success or refusal, is documented with
+`COMMON_HEADERS` (the `Request-Id` that `api.request_id.RequestId` adds).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from starlette.routing import BaseRoute, Route
 
 from api import auth, bodies
 from api.errors import ERRORS, BadRequest, PayloadTooLarge, RateLimited, Unauthorized
+from api.request_id import HEADER, PATTERN
 from ledger.stripe.gateway import StripeRejected
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -69,6 +71,16 @@ SECURITY_SCHEMES = {
         "name": "Stripe-Signature",
         "description": "Stripe's HMAC-SHA256 signature of the body",
     },
+}
+# Headers every answer carries, success or refusal, on every route.
+COMMON_HEADERS: dict[str, dict[str, Any]] = {
+    HEADER: {
+        "description": "this request's id: the request's own X-Request-ID when well formed "
+        f"({PATTERN}), else one made here (req_ and 24 hex digits); the events the call "
+        "records carry it (GET /api/v1/audit/events: cause.request_id)",
+        "required": True,
+        "schema": {"type": "string", "pattern": f"^{PATTERN}$"},
+    }
 }
 # Exception classes whose error code is not fixed (Stripe's own code replaces it).
 OPEN_CODES: set[type[Exception]] = {StripeRejected}
@@ -226,7 +238,8 @@ def openapi(
         "info": {
             "title": title,
             "version": version,
-            "description": "Every refusal is {error, error_code}; see README.md.",
+            "description": "Every refusal is {error, error_code}; every answer names its "
+            "request in Request-Id; see README.md.",
         },
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
@@ -304,11 +317,13 @@ def _operation(
                 else {"anyOf": [ref(m, "serialization") for m in models]}
             )
             response["content"] = {"application/json": {"schema": schema}}
-        if e.answer_headers:
-            response["headers"] = {
+        response["headers"] = {
+            **COMMON_HEADERS,
+            **{
                 name: {"description": text, "schema": {"type": "string"}}
                 for name, text in e.answer_headers.items()
-            }
+            },
+        }
         operation["responses"][str(status)] = response
     for status, (codes, open_) in sorted(e.refusals().items()):
         code_schema: dict[str, Any] = {"type": "string"}
@@ -323,9 +338,10 @@ def _operation(
         response = {
             "description": f"{_REASONS.get(status, 'refused')}: {', '.join(sorted(codes))}",
             "content": {"application/json": {"schema": schema}},
+            "headers": dict(COMMON_HEADERS),
         }
         if status in (429, 503):
-            response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+            response["headers"]["Retry-After"] = {"schema": {"type": "integer"}}
         operation["responses"][str(status)] = response
     return operation
 

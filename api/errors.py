@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.request_id import HEADER, request_id
 from ledger import accounts, billing, usage
 from ledger.application import ReceiptNotFound
 from ledger.domain.gate import UnknownFeature
@@ -108,10 +109,18 @@ async def domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:
+    """Sent by Starlette's outermost middleware, around `RequestId`: the request id
+    is added here (and logged)."""
+    rid = request_id(request)
     log.error(
-        "unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc
+        "unhandled %s on %s %s (request %s)",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+        rid,
+        exc_info=exc,
     )
-    return error(500, "internal_error", "internal error")
+    return error(500, "internal_error", "internal error", {HEADER: rid} if rid else None)
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:

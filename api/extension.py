@@ -14,6 +14,7 @@ from api import answers, bodies
 from api.contract import USER, Endpoint, reply
 from api.errors import STRIPE_FAILURES, BadRequest
 from api.ratelimit import Limits, client_address
+from api.request_id import request_id
 from ledger import accounts
 from ledger.accounts import Accounts
 from ledger.domain.status import extension_word
@@ -33,7 +34,9 @@ async def register(request: Request) -> Response:
     limits: Limits = request.state.limits
     limits.registering(client_address(request.scope))
     body: bodies.Registration = request.state.body
-    token = await run_in_threadpool(_accounts(request).register, body.user_id)
+    token = await run_in_threadpool(
+        _accounts(request).register, body.user_id, request_id=request_id(request)
+    )
     return reply(answers.Registered(user_id=body.user_id, token=token), 201)
 
 
@@ -41,7 +44,9 @@ async def rotate_token(request: Request) -> Response:
     """A new token for the caller; the one this request carried is refused from now
     on, on every API process."""
     user_id: str = request.state.user_id
-    token = await run_in_threadpool(_accounts(request).rotate_token, user_id)
+    token = await run_in_threadpool(
+        _accounts(request).rotate_token, user_id, request_id=request_id(request)
+    )
     return reply(answers.TokenRotated(user_id=user_id, token=token), 201)
 
 
@@ -54,6 +59,7 @@ async def create_subscription(request: Request) -> Response:
         body.price_id,
         body.billing_cycle,
         body.return_url,
+        request_id=request_id(request),
     )
     return reply(
         answers.SubscriptionCreated(
@@ -92,7 +98,10 @@ async def verify_subscription(request: Request) -> Response:
 async def cancel_subscription(request: Request) -> Response:
     body: bodies.Cancel = request.state.body
     canceled = await run_in_threadpool(
-        _accounts(request).cancel, request.state.user_id, body.immediate
+        _accounts(request).cancel,
+        request.state.user_id,
+        body.immediate,
+        request_id=request_id(request),
     )
     return reply(
         answers.Canceled(
@@ -106,7 +115,10 @@ async def cancel_subscription(request: Request) -> Response:
 async def update_payment_method(request: Request) -> Response:
     body: bodies.UpdatePaymentMethod = request.state.body
     subscription_id = await run_in_threadpool(
-        _accounts(request).update_payment_method, request.state.user_id, body.payment_method_id
+        _accounts(request).update_payment_method,
+        request.state.user_id,
+        body.payment_method_id,
+        request_id=request_id(request),
     )
     return reply(answers.PaymentMethodUpdated(updated=True, subscription_id=subscription_id))
 

@@ -1,6 +1,8 @@
 """The extension's billing actions: register a user, create, cancel and pay for a
 subscription. Each action that changes anything is recorded as an event on the
-user (who asked, what, and what Stripe answered) before it is answered."""
+user (who asked, what, and what Stripe answered) before it is answered, with the
+request id of the API call that asked (`request_id=`, given by the API; None from
+anywhere else)."""
 
 from __future__ import annotations
 
@@ -113,8 +115,10 @@ class UserActions:
         erasing the customer erases it too."""
         return self._ledger.personal.protect(stripe_customer_id or None, value)
 
-    def _record_failure(self, user: User, action: str, exc: StripeError) -> None:
-        user.stripe_call_failed(action, exc.code, exc.message[:300])
+    def _record_failure(
+        self, user: User, action: str, exc: StripeError, request_id: str | None
+    ) -> None:
+        user.stripe_call_failed(action, exc.code, exc.message[:300], request_id)
         self._save(user)
 
     def _save(self, user: User) -> None:
@@ -147,7 +151,7 @@ class Accounts(UserActions):
 
     # --- identity -----------------------------------------------------------------
 
-    def register(self, user_id: str) -> str:
+    def register(self, user_id: str, *, request_id: str | None = None) -> str:
         """Register an extension's own id once; returns its token (only a hash is kept)."""
         if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
             raise InvalidUserId(
@@ -155,22 +159,24 @@ class Accounts(UserActions):
             )
         token = secrets.token_urlsafe(32)
         try:
-            self._ledger.save(User(user_id=user_id, token_hash=hash_token(token)))
+            self._ledger.save(
+                User(user_id=user_id, token_hash=hash_token(token), request_id=request_id)
+            )
         except IntegrityError:
             raise UserAlreadyRegistered(f"{user_id} is already registered") from None
         return token
 
-    def rotate_token(self, user_id: str) -> str:
+    def rotate_token(self, user_id: str, *, request_id: str | None = None) -> str:
         """A new token for an authenticated user; the previous one is refused from now
         on (here at once, in other processes as soon as their `TokenWatch` reads it)."""
         user = self._user(user_id)
         token = secrets.token_urlsafe(32)
-        user.rotate_token(hash_token(token))
+        user.rotate_token(hash_token(token), request_id)
         self._save(user)
         self._forget_tokens([user_id])
         return token
 
-    def revoke_tokens(self, user_id: str) -> None:
+    def revoke_tokens(self, user_id: str, *, request_id: str | None = None) -> None:
         """Refuse every token of a user from now on (an operator's call)."""
         if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
             raise UnknownUser(f"no user {user_id[:64]!r}")
@@ -178,7 +184,7 @@ class Accounts(UserActions):
             user = self._user(user_id)
         except AggregateNotFoundError:
             raise UnknownUser(f"no user {user_id}") from None
-        user.revoke_tokens()
+        user.revoke_tokens(request_id)
         self._save(user)
         self._forget_tokens([user_id])
 
@@ -242,6 +248,8 @@ class Accounts(UserActions):
         price_id: str,
         billing_cycle: str,
         return_url: str | None,
+        *,
+        request_id: str | None = None,
     ) -> CreatedSubscription:
         if body_user_id != user_id:
             raise Forbidden("user_id in the body is not the caller's")
@@ -263,13 +271,13 @@ class Accounts(UserActions):
         try:
             if user.stripe_customer_id is None:
                 key = user.idempotency_key("create_customer")
-                user.customer_created(gateway.create_customer(user_id, key))
+                user.customer_created(gateway.create_customer(user_id, key), request_id)
             key = user.idempotency_key("create_subscription", price_id)
             created = gateway.create_subscription(
                 user.stripe_customer_id or "", price_id, user_id, key
             )
         except StripeError as exc:
-            self._record_failure(user, "create_subscription", exc)
+            self._record_failure(user, "create_subscription", exc, request_id)
             raise
         user.subscription_created(
             price_id,
@@ -277,11 +285,14 @@ class Accounts(UserActions):
             self._protect(user.stripe_customer_id, return_url),
             created.stripe_subscription_id,
             created.status,
+            request_id,
         )
         self._save(user)
         return created
 
-    def cancel(self, user_id: str, immediate: bool) -> CanceledSubscription:
+    def cancel(
+        self, user_id: str, immediate: bool, *, request_id: str | None = None
+    ) -> CanceledSubscription:
         current = self._subscriptions.current(user_id)
         user = self._user(user_id)
         live = self._current(user, current)
@@ -295,15 +306,21 @@ class Accounts(UserActions):
                 idempotency_key=user.idempotency_key("cancel", live, immediate),
             )
         except StripeError as exc:
-            self._record_failure(user, "cancel_subscription", exc)
+            self._record_failure(user, "cancel_subscription", exc, request_id)
             raise
         user.cancellation_requested(
-            canceled.stripe_subscription_id, immediate, canceled.status, canceled.effective_at
+            canceled.stripe_subscription_id,
+            immediate,
+            canceled.status,
+            canceled.effective_at,
+            request_id,
         )
         self._save(user)
         return canceled
 
-    def update_payment_method(self, user_id: str, payment_method_id: str) -> str:
+    def update_payment_method(
+        self, user_id: str, payment_method_id: str, *, request_id: str | None = None
+    ) -> str:
         current = self._subscriptions.current(user_id)
         user = self._user(user_id)
         live = self._current(user, current)
@@ -318,9 +335,9 @@ class Accounts(UserActions):
                 user.idempotency_key("update_payment_method", live, payment_method_id),
             )
         except StripeError as exc:
-            self._record_failure(user, "update_payment_method", exc)
+            self._record_failure(user, "update_payment_method", exc, request_id)
             raise
-        user.payment_method_updated(live.stripe_subscription_id, payment_method_id)
+        user.payment_method_updated(live.stripe_subscription_id, payment_method_id, request_id)
         self._save(user)
         return live.stripe_subscription_id
 

@@ -1,8 +1,8 @@
 """The billing API's actions: the customer's details, a subscription's life
 (create with a trial, upgrade now, downgrade at the period end, cancel, resume),
 Checkout and Customer Portal sessions. Each is recorded as a `User` event, with
-what Stripe answered, before it is answered; the state it causes arrives by
-webhook."""
+what Stripe answered and the request id of the API call that asked (`request_id=`),
+before it is answered; the state it causes arrives by webhook."""
 
 from __future__ import annotations
 
@@ -138,7 +138,9 @@ class Billing(UserActions):
 
     # --- the customer -----------------------------------------------------------------
 
-    def update_customer(self, user_id: str, email: str | None, name: str | None) -> CustomerDetails:
+    def update_customer(
+        self, user_id: str, email: str | None, name: str | None, *, request_id: str | None = None
+    ) -> CustomerDetails:
         user = self._user(user_id)
         customer_id = self._customer_id(user)
         gateway = self._require_gateway()
@@ -146,11 +148,11 @@ class Billing(UserActions):
             key = user.idempotency_key("update_customer", customer_id, email, name)
             details = gateway.update_customer(customer_id, email, name, key)
         except StripeError as exc:
-            self._record_failure(user, "update_customer", exc)
+            self._record_failure(user, "update_customer", exc, request_id)
             raise
         cus = details.stripe_customer_id
         user.customer_details_updated(
-            cus, self._protect(cus, details.email), self._protect(cus, details.name)
+            cus, self._protect(cus, details.email), self._protect(cus, details.name), request_id
         )
         self._save(user)
         return details
@@ -158,7 +160,7 @@ class Billing(UserActions):
     # --- the subscription -------------------------------------------------------------
 
     def create_subscription(
-        self, user_id: str, price_id: str, trial_days: int | None
+        self, user_id: str, price_id: str, trial_days: int | None, *, request_id: str | None = None
     ) -> tuple[CreatedSubscription, Plan, CatalogPrice]:
         plan, price = self._price(price_id)
         user = self._user(user_id)
@@ -166,21 +168,28 @@ class Billing(UserActions):
         trial = plan.trial_days if trial_days is None else trial_days
         gateway = self._require_gateway()
         try:
-            self._ensure_customer(user, gateway)
+            self._ensure_customer(user, gateway, request_id)
             key = user.idempotency_key("create_subscription", price.id, trial)
             created = gateway.create_subscription(
                 user.stripe_customer_id or "", price.id, user_id, key, trial_days=trial
             )
         except StripeError as exc:
-            self._record_failure(user, "create_subscription", exc)
+            self._record_failure(user, "create_subscription", exc, request_id)
             raise
         user.subscription_created(
-            price.id, price.interval, None, created.stripe_subscription_id, created.status
+            price.id,
+            price.interval,
+            None,
+            created.stripe_subscription_id,
+            created.status,
+            request_id,
         )
         self._save(user)
         return created, plan, price
 
-    def change_plan(self, user_id: str, price_id: str) -> PlanChange:
+    def change_plan(
+        self, user_id: str, price_id: str, *, request_id: str | None = None
+    ) -> PlanChange:
         new_plan, new_price = self._price(price_id)
         state = self._reads.billing_state(user_id)
         if state is None or is_terminal(state.status):
@@ -215,18 +224,20 @@ class Billing(UserActions):
                 effective_at, schedule_id = scheduled.effective_at, scheduled.stripe_schedule_id
                 status = state.status
         except StripeError as exc:
-            self._record_failure(user, "change_plan", exc)
+            self._record_failure(user, "change_plan", exc, request_id)
             raise
         user.plan_change_requested(
             sub_id, state.price_id, new_price.id, change, effective_at, proration, schedule_id,
-            status,
+            status, request_id,
         )  # fmt: skip
         self._save(user)
         return PlanChange(
             change, effective, sub_id, new_price.id, new_plan.id, effective_at, proration, status
         )
 
-    def cancel(self, user_id: str, at_period_end: bool) -> CanceledSubscription:
+    def cancel(
+        self, user_id: str, at_period_end: bool, *, request_id: str | None = None
+    ) -> CanceledSubscription:
         state = self._reads.billing_state(user_id)
         user = self._user(user_id)
         sub_id, _ = self._live(user, state)
@@ -238,18 +249,19 @@ class Billing(UserActions):
                 idempotency_key=user.idempotency_key("cancel", sub_id, at_period_end),
             )
         except StripeError as exc:
-            self._record_failure(user, "cancel_subscription", exc)
+            self._record_failure(user, "cancel_subscription", exc, request_id)
             raise
         user.cancellation_requested(
             canceled.stripe_subscription_id,
             not at_period_end,
             canceled.status,
             canceled.effective_at,
+            request_id,
         )
         self._save(user)
         return canceled
 
-    def resume(self, user_id: str) -> Resumed:
+    def resume(self, user_id: str, *, request_id: str | None = None) -> Resumed:
         state = self._reads.billing_state(user_id)
         if state is None or is_terminal(state.status):
             raise NothingToResume(f"{user_id} has no subscription to resume")
@@ -272,29 +284,37 @@ class Billing(UserActions):
                 )
                 status = changed.status
         except StripeError as exc:
-            self._record_failure(user, "resume_subscription", exc)
+            self._record_failure(user, "resume_subscription", exc, request_id)
             raise
-        user.resume_requested(sub_id, cancelling, state.pending_schedule_id, status)
+        user.resume_requested(sub_id, cancelling, state.pending_schedule_id, status, request_id)
         self._save(user)
         return Resumed(sub_id, status, cancelling, state.pending_schedule_id is not None)
 
     # --- hosted pages -----------------------------------------------------------------
 
-    def checkout(self, user_id: str, price_id: str, success_url: str, cancel_url: str) -> Session:
+    def checkout(
+        self,
+        user_id: str,
+        price_id: str,
+        success_url: str,
+        cancel_url: str,
+        *,
+        request_id: str | None = None,
+    ) -> Session:
         self._check_redirect(success_url, cancel_url)
         plan, price = self._price(price_id)
         user = self._user(user_id)
         self._refuse_a_second(user, price)
         gateway = self._require_gateway()
         try:
-            self._ensure_customer(user, gateway)
+            self._ensure_customer(user, gateway, request_id)
             customer_id = user.stripe_customer_id or ""
             key = user.idempotency_key("checkout", price.id, success_url, cancel_url)
             session = gateway.create_checkout_session(
                 customer_id, price.id, user_id, success_url, cancel_url, plan.trial_days, key
             )
         except StripeError as exc:
-            self._record_failure(user, "create_checkout_session", exc)
+            self._record_failure(user, "create_checkout_session", exc, request_id)
             raise
         user.checkout_started(
             session.stripe_session_id,
@@ -302,11 +322,12 @@ class Billing(UserActions):
             price.id,
             self._protect(customer_id, success_url) or "",
             self._protect(customer_id, cancel_url) or "",
+            request_id,
         )
         self._save(user)
         return session
 
-    def portal(self, user_id: str, return_url: str) -> Session:
+    def portal(self, user_id: str, return_url: str, *, request_id: str | None = None) -> Session:
         self._check_redirect(return_url)
         user = self._user(user_id)
         customer_id = self._customer_id(user)
@@ -315,9 +336,9 @@ class Billing(UserActions):
             key = user.idempotency_key("portal", customer_id, return_url)
             session = gateway.create_portal_session(customer_id, return_url, key)
         except StripeError as exc:
-            self._record_failure(user, "create_portal_session", exc)
+            self._record_failure(user, "create_portal_session", exc, request_id)
             raise
-        user.portal_opened(customer_id, self._protect(customer_id, return_url) or "")
+        user.portal_opened(customer_id, self._protect(customer_id, return_url) or "", request_id)
         self._save(user)
         return session
 
@@ -355,17 +376,18 @@ class Billing(UserActions):
             raise CustomerNotFound(f"{user.user_id} has no Stripe customer yet")
         return customer_id
 
-    def _ensure_customer(self, user: User, gateway: StripeGateway) -> None:
+    def _ensure_customer(self, user: User, gateway: StripeGateway, request_id: str | None) -> None:
         """The user's customer: the one we created, or one a webhook linked, or a
         new one (with metadata.user_id)."""
         if user.stripe_customer_id is not None:
             return
         linked = self._reads.customer_id(user.user_id)
-        if linked is not None:
-            user.customer_created(linked)  # adopts it: recorded as the user's customer
+        if linked is not None:  # adopts it: recorded as the user's customer
+            user.customer_created(linked, request_id)
             return
         user.customer_created(
-            gateway.create_customer(user.user_id, user.idempotency_key("create_customer"))
+            gateway.create_customer(user.user_id, user.idempotency_key("create_customer")),
+            request_id,
         )
 
     def _check_redirect(self, *urls: str) -> None:

@@ -14,11 +14,16 @@ from ledger.domain.user import USER_ID
 
 
 def erase_personal_data(
-    ledger: Ledger, user_id: str, stripe_customer_ids: Collection[str]
+    ledger: Ledger,
+    user_id: str,
+    stripe_customer_ids: Collection[str],
+    *,
+    request_id: str | None = None,
 ) -> Erasure:
     """Idempotent: a second erasure deletes what keys were made since (data
-    that arrived after the first) and is recorded too. Raises InvalidUserId for
-    what cannot be a user's id (and records nothing)."""
+    that arrived after the first) and is recorded too, with the request id of the
+    API call that asked (None from `ledger erase`). Raises InvalidUserId for what
+    cannot be a user's id (and records nothing)."""
     if not USER_ID.fullmatch(user_id):
         raise InvalidUserId(
             "the user id must be user_{unix seconds}_{10 lowercase letters or digits}"
@@ -26,9 +31,9 @@ def erase_personal_data(
     try:
         erasure: Erasure = ledger.repository.get(Erasure.create_id(user_id))
     except AggregateNotFoundError:
-        erasure = Erasure(user_id=user_id)
+        erasure = Erasure(user_id=user_id, request_id=request_id)
     customers = sorted(stripe_customer_ids)
     deleted = ledger.personal.erase(customers)  # the irreversible act, first
-    erasure.erased(customers, deleted)
+    erasure.erased(customers, deleted, request_id)
     ledger.save(erasure)
     return erasure

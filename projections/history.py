@@ -1,7 +1,8 @@
 """The auditors' history: the log's domain events in log order (all, or one
 user's, read through the ownership index), each described in our words with
-what caused it; a user's API actions; the export of the log as JSON Lines, and
-its import into an empty store."""
+what caused it (a Stripe delivery, or an API call and its request id); a user's
+API actions; the export of the log as JSON Lines, and its import into an empty
+store."""
 
 from __future__ import annotations
 
@@ -38,13 +39,15 @@ _NAMING_CUSTOMERS = {
         User.PortalOpened,
     )
 }
-_HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+# not the event's data: where it is in the log, and (in its cause) the API call's request id
+_HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic", "request_id"}
 
 
 class Cause(BaseModel):
     kind: str  # "stripe": a delivery; "api": a user's call; "admin": an operator's; "ledger"
     stripe_event_id: str | None = None
     action: str | None = None
+    request_id: str | None = None  # the API call's Request-Id (None: before it was recorded)
 
 
 class HistoryEvent(BaseModel):
@@ -68,6 +71,7 @@ class Action(BaseModel):
     time: datetime
     action: str
     asked: dict[str, Any]  # what the user asked, and what Stripe answered
+    request_id: str | None = None  # the API call's Request-Id (None: before it was recorded)
 
 
 class ActionsPage(BaseModel):
@@ -110,17 +114,17 @@ def describe(
         version=event.originator_version,
         type=kind or topic,
         data=to_jsonable_python(data),
-        cause=_cause(aggregate, kind, data),
+        cause=_cause(aggregate, kind, data, getattr(event, "request_id", None)),
     )
 
 
-def _cause(aggregate: str, kind: str, data: dict[str, Any]) -> Cause:
+def _cause(aggregate: str, kind: str, data: dict[str, Any], request_id: str | None) -> Cause:
     if data.get("stripe_event_id") and aggregate != "Receipt":
         return Cause(kind="stripe", stripe_event_id=data["stripe_event_id"])
     if aggregate == "User":
-        return Cause(kind="api", action=kind)
+        return Cause(kind="api", action=kind, request_id=request_id)
     if aggregate == "Erasure":
-        return Cause(kind="admin", action=kind)
+        return Cause(kind="admin", action=kind, request_id=request_id)
     if aggregate == "Receipt":
         return Cause(kind="stripe", stripe_event_id=data.get("stripe_event_id"))
     return Cause(kind="ledger")
@@ -184,7 +188,13 @@ class History:
         for n in notes:
             event = self._describe(n)
             actions.append(
-                Action(position=n.id, time=event.time, action=event.type, asked=event.data)
+                Action(
+                    position=n.id,
+                    time=event.time,
+                    action=event.type,
+                    asked=event.data,
+                    request_id=event.cause.request_id,
+                )
             )
         return ActionsPage(user_id=user_id, data=actions)
 
@@ -211,11 +221,11 @@ class History:
     def head(self) -> int:
         return self.ledger.recorder.max_notification_id() or 0
 
-    def erase(self, user_id: str) -> ErasureAnswer:
+    def erase(self, user_id: str, *, request_id: str | None = None) -> ErasureAnswer:
         """Crypto-shred the personal data of the user's Stripe customers, and
-        record it (`Erasure.PersonalDataErased`)."""
+        record it (`Erasure.PersonalDataErased`, with the API call's request id)."""
         customers = self._customers_of(self.aggregates_of(user_id))
-        erasure = erase_personal_data(self.ledger, user_id, customers)
+        erasure = erase_personal_data(self.ledger, user_id, customers, request_id=request_id)
         return ErasureAnswer(
             user_id=user_id,
             stripe_customer_ids=sorted(customers),

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from api.bootstrap import Parts
 from projections.as_of import parse_instant
-from projections.history import History, HistoryEvent, import_lines
+from projections.history import Cause, History, HistoryEvent, import_lines
 from projections.seal import Seal
 
 
@@ -103,7 +103,7 @@ def _history(history: History, user: str) -> int:
                 str(event.position),
                 event.time.strftime("%Y-%m-%d %H:%M:%S"),
                 f"{event.aggregate}.{event.type}{_detail(event)}",
-                event.cause.stripe_event_id or event.cause.action or event.cause.kind,
+                _cause(event.cause),
                 str(event.data.get("status") or event.data.get("stripe_status") or ""),
             )
         if page.next is None:
@@ -111,6 +111,16 @@ def _history(history: History, user: str) -> int:
         after = page.next
     Console(width=160).print(table)
     return 0
+
+
+def _cause(cause: Cause) -> str:
+    """The Stripe event; or the API call's request id ("api req_..."), when it was
+    recorded; or what kind of cause."""
+    if cause.stripe_event_id:
+        return cause.stripe_event_id
+    if cause.request_id:
+        return f"{cause.kind} {cause.request_id}"
+    return cause.action or cause.kind
 
 
 def _detail(event: HistoryEvent) -> str:

@@ -1,5 +1,7 @@
 """A user of the browser extension: registered once with its own id, holding a
-hash of its token, and every billing action it asked for with Stripe's answer."""
+hash of its token, and every billing action it asked for with Stripe's answer.
+Each event is recorded by an API call (the user's, or an operator's) and carries
+its request id (`ApiCaused`; None when recorded otherwise, or before it was kept)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.domain.cause import ApiCaused
 from ledger.domain.ids import user_uuid
 
 USER_ID = re.compile(r"^user_[0-9]{1,12}_[a-z0-9]{10}$")
@@ -20,16 +23,16 @@ def hash_token(token: str) -> str:
 
 
 class User(Aggregate):
-    class Registered(Aggregate.Created):
+    class Registered(ApiCaused, Aggregate.Created):
         TOPIC = "ledger.user:User.Registered"
         user_id: str
         token_hash: str
 
-    class CustomerCreated(Aggregate.Event):
+    class CustomerCreated(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.CustomerCreated"
         stripe_customer_id: str
 
-    class SubscriptionCreated(Aggregate.Event):
+    class SubscriptionCreated(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.SubscriptionCreated"
         price_id: str
         billing_cycle: str
@@ -37,25 +40,25 @@ class User(Aggregate):
         stripe_subscription_id: str
         stripe_status: str
 
-    class CancellationRequested(Aggregate.Event):
+    class CancellationRequested(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.CancellationRequested"
         stripe_subscription_id: str
         immediate: bool
         stripe_status: str
         effective_at: int | None
 
-    class PaymentMethodUpdated(Aggregate.Event):
+    class PaymentMethodUpdated(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.PaymentMethodUpdated"
         stripe_subscription_id: str
         payment_method_id: str
 
-    class CustomerDetailsUpdated(Aggregate.Event):
+    class CustomerDetailsUpdated(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.CustomerDetailsUpdated"
         stripe_customer_id: str
         email: str | None  # as Stripe answered
         name: str | None
 
-    class PlanChangeRequested(Aggregate.Event):
+    class PlanChangeRequested(ApiCaused, Aggregate.Event):
         """An upgrade (made now, prorated) or a downgrade (a Stripe subscription
         schedule switches the price when the period ends)."""
 
@@ -69,7 +72,7 @@ class User(Aggregate):
         stripe_schedule_id: str | None  # downgrades
         stripe_status: str
 
-    class ResumeRequested(Aggregate.Event):
+    class ResumeRequested(ApiCaused, Aggregate.Event):
         """A scheduled cancellation withdrawn, and/or a pending downgrade dropped."""
 
         TOPIC = "ledger.user:User.ResumeRequested"
@@ -78,7 +81,7 @@ class User(Aggregate):
         released_schedule_id: str | None
         stripe_status: str
 
-    class CheckoutStarted(Aggregate.Event):
+    class CheckoutStarted(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.CheckoutStarted"
         stripe_session_id: str
         stripe_customer_id: str
@@ -86,26 +89,29 @@ class User(Aggregate):
         success_url: str
         cancel_url: str
 
-    class PortalOpened(Aggregate.Event):
+    class PortalOpened(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.PortalOpened"
         stripe_customer_id: str
         return_url: str
 
-    class StripeCallFailed(Aggregate.Event):
+    class StripeCallFailed(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.StripeCallFailed"
         action: str
         error_code: str
         message: str
 
-    class TokenRotated(Aggregate.Event):
+    class TokenRotated(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.TokenRotated"
         token_hash: str
 
-    class TokensRevoked(Aggregate.Event):
+    class TokensRevoked(ApiCaused, Aggregate.Event):
         TOPIC = "ledger.user:User.TokensRevoked"
 
+    # Every command method takes the request id of the API call that asks for it
+    # (the library's @event checks each call against the method's signature).
+
     @event(Registered)
-    def __init__(self, user_id: str, token_hash: str) -> None:
+    def __init__(self, user_id: str, token_hash: str, request_id: str | None = None) -> None:
         self.user_id = user_id
         self.token_hash: str | None = token_hash  # None: every token revoked
         self.stripe_customer_id: str | None = None
@@ -126,7 +132,7 @@ class User(Aggregate):
         return f"{self.id}:{self.actions + 1}:{asked}"
 
     @event(CustomerCreated)
-    def customer_created(self, stripe_customer_id: str) -> None:
+    def customer_created(self, stripe_customer_id: str, request_id: str | None = None) -> None:
         self.stripe_customer_id = stripe_customer_id
         self.actions += 1
 
@@ -138,6 +144,7 @@ class User(Aggregate):
         return_url: str | None,
         stripe_subscription_id: str,
         stripe_status: str,
+        request_id: str | None = None,
     ) -> None:
         self.last_subscription = (stripe_subscription_id, stripe_status)
         self.actions += 1
@@ -149,18 +156,25 @@ class User(Aggregate):
         immediate: bool,
         stripe_status: str,
         effective_at: int | None,
+        request_id: str | None = None,
     ) -> None:
         if self.last_subscription and self.last_subscription[0] == stripe_subscription_id:
             self.last_subscription = (stripe_subscription_id, stripe_status)
         self.actions += 1
 
     @event(PaymentMethodUpdated)
-    def payment_method_updated(self, stripe_subscription_id: str, payment_method_id: str) -> None:
+    def payment_method_updated(
+        self, stripe_subscription_id: str, payment_method_id: str, request_id: str | None = None
+    ) -> None:
         self.actions += 1
 
     @event(CustomerDetailsUpdated)
     def customer_details_updated(
-        self, stripe_customer_id: str, email: str | None, name: str | None
+        self,
+        stripe_customer_id: str,
+        email: str | None,
+        name: str | None,
+        request_id: str | None = None,
     ) -> None:
         self.actions += 1
 
@@ -175,6 +189,7 @@ class User(Aggregate):
         proration_behavior: str | None,
         stripe_schedule_id: str | None,
         stripe_status: str,
+        request_id: str | None = None,
     ) -> None:
         self.actions += 1
 
@@ -185,6 +200,7 @@ class User(Aggregate):
         withdrew_cancellation: bool,
         released_schedule_id: str | None,
         stripe_status: str,
+        request_id: str | None = None,
     ) -> None:
         if self.last_subscription and self.last_subscription[0] == stripe_subscription_id:
             self.last_subscription = (stripe_subscription_id, stripe_status)
@@ -198,23 +214,28 @@ class User(Aggregate):
         price_id: str,
         success_url: str,
         cancel_url: str,
+        request_id: str | None = None,
     ) -> None:
         self.actions += 1
 
     @event(PortalOpened)
-    def portal_opened(self, stripe_customer_id: str, return_url: str) -> None:
+    def portal_opened(
+        self, stripe_customer_id: str, return_url: str, request_id: str | None = None
+    ) -> None:
         self.actions += 1
 
     @event(StripeCallFailed)
-    def stripe_call_failed(self, action: str, error_code: str, message: str) -> None:
+    def stripe_call_failed(
+        self, action: str, error_code: str, message: str, request_id: str | None = None
+    ) -> None:
         pass
 
     @event(TokenRotated)
-    def rotate_token(self, token_hash: str) -> None:
+    def rotate_token(self, token_hash: str, request_id: str | None = None) -> None:
         self.token_hash = token_hash
 
     @event(TokensRevoked)
-    def revoke_tokens(self) -> None:
+    def revoke_tokens(self, request_id: str | None = None) -> None:
         self.token_hash = None
 
     # Its name in the log, and the library's default created event's (unused).

@@ -113,6 +113,7 @@ def test_events_in_log_order_with_their_cause_and_one_users_only(client: TestCli
         "kind": "stripe",
         "stripe_event_id": "evt_1",
         "action": None,
+        "request_id": None,
     }
     theirs = events(client, user_id=OTHER)["data"]
     assert {e["aggregate"] for e in theirs} == {"Customer"}

@@ -124,10 +124,13 @@ class Story:
         self.t = T0
         self.n = 0
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.client.request(
-            method, f"/api/v1/billing/{path}", headers=self.headers, **kwargs
+    def call(self, method: str, path: str, request_id: str | None = None, **kwargs: Any) -> Any:
+        headers = (
+            self.headers if request_id is None else {**self.headers, "X-Request-ID": request_id}
         )
+        answer = self.client.request(method, f"/api/v1/billing/{path}", headers=headers, **kwargs)
+        assert request_id is None or answer.headers["Request-Id"] == request_id
+        return answer
 
     def webhook(self, event_type: str, obj: dict[str, Any], created: int | None = None) -> None:
         self.n += 1
@@ -564,6 +567,63 @@ def test_another_currency_and_another_users_subscription_are_refused(
     assert user_events(ledger) == ["Registered"]
     assert user_events(ledger, other.user_id) == ["Registered"]
     assert transport.requests == []
+
+
+def test_every_billing_action_records_the_request_id_it_was_asked_with(
+    client: TestClient, transport: RecordingTransport, ledger: Ledger
+) -> None:
+    story = Story(client)
+    transport.answer(200, so.customer("cus_1", user_id=USER))
+    transport.answer(200, so.open_checkout_session("cs_1", "cus_1", user_id=USER))
+    urls = {"success_url": f"{APP}/billing/done", "cancel_url": f"{APP}/billing"}
+    checkout = {"price_id": "price_professional_monthly", **urls}
+    assert story.call("POST", "checkout", "r-checkout", json=checkout).status_code == 200
+    transport.answer(200, so.customer("cus_1", email="grace@example.com", user_id=USER))
+    details = {"email": "grace@example.com"}
+    assert story.call("PATCH", "customer", "r-details", json=details).status_code == 200
+    transport.answer(200, so.portal_session("cus_1", f"{APP}/account"))
+    portal = {"return_url": f"{APP}/account"}
+    assert story.call("POST", "portal", "r-portal", json=portal).status_code == 200
+    story.subscribed("price_professional_monthly", 4900)
+    current = [("price_professional_monthly", START, END)]
+    for _ in range(2):
+        transport.answer(200, so.schedule("sub_sched_1", "sub_1", "cus_1", current))
+    down = {"price_id": "price_starter_monthly"}
+    assert story.call("PATCH", "subscription", "r-down", json=down).status_code == 200
+    story.subscription(pending_change={**down, "plan_id": "starter", "effective_at": END})
+    transport.answer(200, so.schedule("sub_sched_1", "sub_1", "cus_1", current))
+    assert story.call("POST", "subscription/resume", "r-resume").status_code == 200
+    story.subscription(pending_change=None)
+    transport.answer(200, sub("price_professional_monthly", 4900, cancel_at_period_end=True))
+    assert story.call("DELETE", "subscription", "r-cancel").status_code == 200
+    for _ in range(3):  # the first try and the library's two retries
+        transport.answer(500, {"error": {"message": "down", "type": "api_error"}})
+    up = {"price_id": "price_professional_yearly"}
+    assert story.call("PATCH", "subscription", "r-fail", json=up).status_code == 502
+    other = Story(client, "user_1767225600_requestid2")
+    transport.answer(200, so.customer("cus_2", user_id=other.user_id))
+    transport.answer(200, sub("price_starter_monthly", 1900))
+    new = {"price_id": "price_starter_monthly"}
+    assert other.call("POST", "subscription", "r-create", json=new).status_code == 201
+
+    def recorded(user_id: str) -> list[tuple[str, str | None]]:
+        found = stored_events(ledger, User.create_id(user_id))
+        return [(type(e).__name__, e.request_id) for e in found]  # type: ignore[attr-defined]
+
+    assert recorded(USER)[1:] == [
+        ("CustomerCreated", "r-checkout"),
+        ("CheckoutStarted", "r-checkout"),
+        ("CustomerDetailsUpdated", "r-details"),
+        ("PortalOpened", "r-portal"),
+        ("PlanChangeRequested", "r-down"),
+        ("ResumeRequested", "r-resume"),
+        ("CancellationRequested", "r-cancel"),
+        ("StripeCallFailed", "r-fail"),
+    ]
+    assert recorded(other.user_id)[1:] == [
+        ("CustomerCreated", "r-create"),
+        ("SubscriptionCreated", "r-create"),
+    ]
 
 
 def test_stripe_unavailable_is_502_and_recorded(

@@ -1,8 +1,10 @@
-"""No input makes the API answer 500, and malformed input changes nothing."""
+"""No input makes the API answer 500, and malformed input changes nothing; every
+answer names its request (the given X-Request-ID when well formed)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -37,6 +39,8 @@ ROUTES = [
     ("GET", "/api/v1/billing/notifications?after=99999999999999999999999"),
 ]
 USER = "user_1767225600_abcdefghij"
+WELL_FORMED = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MADE = re.compile(r"req_[0-9a-f]{24}")
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
 json_values = st.recursive(
@@ -88,6 +92,7 @@ def fuzz_client(database_url: str) -> Iterator[tuple[TestClient, str, Ledger]]:
                 "Stripe-Signature",
                 "Origin",
                 "Content-Length",
+                "X-Request-ID",
             ]
         ),
         header_text,
@@ -111,6 +116,11 @@ def test_no_input_makes_the_api_answer_500_or_change_anything(
     method, path = route
     answer = client.request(method, path, headers=headers, content=body)
     assert answer.status_code < 500, answer.text
+    given = headers.get("X-Request-ID")
+    if given is not None and WELL_FORMED.fullmatch(given):
+        assert answer.headers["Request-Id"] == given
+    else:
+        assert MADE.fullmatch(answer.headers["Request-Id"])
     if answer.status_code >= 400:
         assert set(answer.json()) == {"error", "error_code"}
         assert "Traceback" not in answer.text and token not in answer.text

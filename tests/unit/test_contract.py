@@ -15,6 +15,7 @@ from api import bodies, usage
 from api.app import create_app
 from api.contract import Endpoint, contract_of, openapi
 from api.errors import ERRORS
+from api.request_id import RequestId
 from api.webhooks import WebhookShortcut
 from tests.conftest import make_settings
 
@@ -102,6 +103,21 @@ def test_refusals_and_security_are_documented_per_route(app: Any, document: dict
     register = document["paths"]["/api/users"]["post"]["responses"]
     enum = register["409"]["content"]["application/json"]["schema"]["allOf"][1]
     assert enum["properties"]["error_code"]["enum"] == ["user_exists"]
+
+
+def test_every_answer_documents_its_request_id(document: dict[str, Any]) -> None:
+    """Success or refusal, on every route: a required Request-Id; the headers of
+    their own (Retry-After, the raw delivery's Ledger-*) beside it."""
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                header = response["headers"]["Request-Id"]
+                assert header["required"] is True, (method, path, status)
+                assert header["schema"]["pattern"] == "^[A-Za-z0-9._-]{1,64}$"
+                if status in ("429", "503"):
+                    assert "Retry-After" in response["headers"], (method, path, status)
+    raw = document["paths"]["/api/v1/audit/deliveries/{stripe_event_id}"]["get"]["responses"]
+    assert {"Request-Id", "Ledger-Outcome"} <= set(raw["200"]["headers"])
 
 
 def test_usage_metering_is_documented(document: dict[str, Any]) -> None:
@@ -203,10 +219,11 @@ def test_the_raw_delivery_is_documented_as_bytes_with_its_headers_and_refusals(
 def test_the_webhook_shortcut_serves_only_a_mounted_documented_route(
     app: Any, document: dict[str, Any]
 ) -> None:
-    """`WebhookShortcut` (the first middleware) answers POST /webhooks/stripe before
-    routing, for speed. What it serves is taken from the declared Endpoints, which
-    stay mounted (and answer the same, see test_webhook_endpoint) and documented."""
-    assert app.user_middleware[0].cls is WebhookShortcut
+    """`WebhookShortcut` (the first middleware after `RequestId`, which only names
+    the request in its answer) answers POST /webhooks/stripe before routing, for
+    speed. What it serves is taken from the declared Endpoints, which stay mounted
+    (and answer the same, see test_webhook_endpoint) and documented."""
+    assert [m.cls for m in app.user_middleware[:2]] == [RequestId, WebhookShortcut]
     served = WebhookShortcut(app).serves
     assert served == {("POST", "/webhooks/stripe")}
     documented = {(m.upper(), path) for path, ops in document["paths"].items() for m in ops}
