@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import answers, bodies
-from api.contract import USER, Endpoint, reply
+from api.contract import USER, Endpoint, reply, reply_json
 from api.errors import BadRequest
 from ledger import usage
 from ledger.intake import StoreUnavailable
@@ -43,14 +43,9 @@ async def record_batch(request: Request) -> Response:
     records = await _metering(request).record_batch(
         request.state.user_id, [_request(r) for r in body.records]
     )
-    recorded = [answers.UsageRecorded.model_validate(r) for r in records]
-    return reply(
-        answers.UsageBatchRecorded(
-            recorded=sum(not r.duplicate for r in recorded),
-            duplicates=sum(r.duplicate for r in recorded),
-            records=recorded,
-        )
-    )
+    duplicates = sum(1 for r in records if r["duplicate"])
+    answer = {"recorded": len(records) - duplicates, "duplicates": duplicates, "records": records}
+    return reply_json(answers.UsageBatchRecorded.model_validate(answer))
 
 
 async def totals(request: Request) -> Response:

@@ -29,9 +29,11 @@ from eventsourcing.utils import get_topic
 
 from ledger.domain.clock import Tick
 from ledger.domain.receipt import Outcome, Receipt
+from ledger.domain.usage import Usage, UsageRecord
 from ledger.personal import PersonalData, Plain
 from ledger.store.library import record_and_notify
 from ledger.store.transcodings import PriceAsDict
+from ledger.store.usage_rows import usage_row
 from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
 
 log = logging.getLogger("ledger")
@@ -169,7 +171,7 @@ class Ledger(Follower[UUID]):
         A delivery's body about a customer is stored encrypted with that
         customer's key, whichever path records it; usage records carry no
         personal data."""
-        if all(hasattr(i, "new_events") for i in items):  # usage records only: the fast path
+        if all(isinstance(i, Usage) for i in items):  # usage records only: the fast path
             return list(self.recorder.insert_events(self.stored_events(items)) or [])
         protected = self.personal.protect_deliveries(items)
         recordings = self.save(*(i.new_aggregate() for i in protected))
@@ -178,15 +180,20 @@ class Ledger(Follower[UUID]):
     def stored_events(self, items: Sequence[NewAggregate]) -> list[StoredEvent]:
         """New aggregates' events as `save` would store them: the one place stage
         one (`record`, or the writer on the event loop, which inserts them itself)
-        turns what it records into rows of the log. Usage records make their one
-        event directly (`new_events`: no aggregate built). Deliveries' bodies about a
-        customer are encrypted here, whichever writer inserts them."""
+        turns what it records into rows of the log. A usage record's one row is
+        written directly (`usage_row`: the mapper's bytes, no event or aggregate
+        built). Deliveries' bodies about a customer are encrypted here, whichever
+        writer inserts them."""
         items = self.personal.protect_deliveries(items)
+        # One time for the usage records of a call: made in the same instant.
+        made = UsageRecord.Recorded.create_timestamp()
         return [
-            self.mapper.to_stored_event(e)
+            row
             for i in items
-            for e in (
-                i.new_events() if hasattr(i, "new_events") else i.new_aggregate().collect_events()  # type: ignore[attr-defined]
+            for row in (
+                [usage_row(self.mapper, i, made)]
+                if isinstance(i, Usage)
+                else [self.mapper.to_stored_event(e) for e in i.new_aggregate().collect_events()]
             )
         ]
 

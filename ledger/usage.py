@@ -48,11 +48,16 @@ class Metering:
         self._committer = committer
         self._write_timeout = write_timeout_seconds
         self._clock = clock
+        self._metrics = {m.name: m for m in catalog.metrics}  # the catalog is frozen
 
-    def check(self, user_id: str, request: UsageRequest, where: str = "") -> Usage:
-        """The record to append, or InvalidUsage naming the field."""
-        now = int(self._clock())
-        metric = self._catalog.metric(request.metric)
+    def check(
+        self, user_id: str, request: UsageRequest, where: str = "", now: int | None = None
+    ) -> Usage:
+        """The record to append, or InvalidUsage naming the field. `now`: the time
+        of the check (one for a whole batch)."""
+        if now is None:
+            now = int(self._clock())
+        metric = self._metrics.get(request.metric)
         if metric is None:
             known = ", ".join(m.name for m in self._catalog.metrics)
             raise InvalidUsage(f"{where}metric: unknown metric {request.metric!r} (known: {known})")
@@ -80,42 +85,48 @@ class Metering:
         go into one transaction."""
         if len(requests) > MAX_BATCH:
             raise InvalidUsage(f"records: at most {MAX_BATCH} in a batch")
-        many = len(requests) > 1
-        usages = [
-            self.check(user_id, r, f"records.{i}." if many else "") for i, r in enumerate(requests)
-        ]
+        now = int(self._clock())
+        if len(requests) == 1:
+            usages = [self.check(user_id, requests[0], "", now)]
+        else:
+            usages = [self.check(user_id, r, f"records.{i}.", now) for i, r in enumerate(requests)]
         fresh = await self._committer.commit(usages, self._write_timeout)
         repeated = [u for u, new in zip(usages, fresh, strict=True) if not new]
         firsts = await asyncio.to_thread(self._first_records, repeated) if repeated else {}
+        times: dict[int, str] = {}  # a batch's records mostly share their time
         return [
-            _answer(u if new else firsts[u.aggregate_id], duplicate=not new)
+            _answer(u if new else firsts[u.aggregate_id], times, duplicate=not new)
             for u, new in zip(usages, fresh, strict=True)
         ]
 
     def _first_records(self, usages: list[Usage]) -> dict[object, Usage]:
-        """The records already in the log under these keys, read back by id."""
-        firsts = {}
-        for usage in usages:
-            record = self._ledger.repository.get(usage.aggregate_id)
-            assert isinstance(record, UsageRecord)
-            firsts[usage.aggregate_id] = Usage(
-                record.user_id,
-                record.metric,
-                record.quantity,
-                record.idempotency_key,
-                record.occurred_at,
+        """The records already in the log under these keys, read back in one query."""
+        firsts: dict[object, Usage] = {}
+        ids = {usage.aggregate_id for usage in usages}
+        for notification in self._ledger.recorder.notifications_of(ids):  # type: ignore[attr-defined]
+            event = self._ledger.mapper.to_domain_event(notification)
+            assert isinstance(event, UsageRecord.Recorded)
+            firsts[event.originator_id] = Usage(
+                event.user_id,
+                event.metric,
+                event.quantity,
+                event.idempotency_key,
+                event.occurred_at,
             )
         return firsts
 
 
-def _answer(usage: Usage, *, duplicate: bool) -> dict[str, object]:
+def _answer(usage: Usage, times: dict[int, str], *, duplicate: bool) -> dict[str, object]:
+    occurred_at = times.get(usage.occurred_at)
+    if occurred_at is None:
+        occurred_at = times[usage.occurred_at] = datetime.fromtimestamp(
+            usage.occurred_at, UTC
+        ).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "id": str(usage.aggregate_id),
         "metric": usage.metric,
         "quantity": usage.quantity,
         "idempotency_key": usage.idempotency_key,
-        "occurred_at": datetime.fromtimestamp(usage.occurred_at, UTC).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        ),
+        "occurred_at": occurred_at,
         "duplicate": duplicate,
     }

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.domain.ids import NAMESPACE
+from ledger.domain.ids import name_uuid
 
 
 class UsageRecord(Aggregate):
@@ -34,7 +34,7 @@ class UsageRecord(Aggregate):
     @staticmethod
     def create_id(user_id: str, idempotency_key: str) -> UUID:
         """One record per user and key: a second append of the same key conflicts."""
-        return uuid5(NAMESPACE, f"usage:{user_id}:{idempotency_key}")
+        return name_uuid(f"usage:{user_id}:{idempotency_key}")
 
     # Its name in the log, and the library's default created event's (unused).
     TOPIC = "ledger.usage:UsageRecord"
