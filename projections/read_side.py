@@ -76,7 +76,7 @@ class ReadSide:
                 f"no projection named {', '.join(sorted(unknown))}; known: {', '.join(PROJECTIONS)}"
             )
         self.projections = [PROJECTIONS[n](self.store, catalog) for n in names or PROJECTIONS]
-        self.catchup = Catchup(ledger, self.projections)
+        self.catchup = Catchup(ledger, self.projections, on_applied=self._moved)
         self.seal = Seal(ledger, self.store)
         self.follower = Follower(self.catchup, interval, also=[self.seal.run_once])
         self._async_pool: AsyncConnectionPool | None = None
@@ -105,6 +105,10 @@ class ReadSide:
         positions = {name: (generations[name], found.get(key, 0)) for name, key in keys.items()}
         self._tracked = (now, positions)
         return positions
+
+    def _moved(self) -> None:
+        """This process's runner applied a batch: its positions are read again."""
+        self._tracked = None
 
     def _position_of(self, name: str) -> tuple[int, int]:
         return self.tracked()[name]

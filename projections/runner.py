@@ -33,11 +33,17 @@ class Catchup:
     """Brings projections up to the head of the log."""
 
     def __init__(
-        self, ledger: Ledger, projections: Sequence[SqlProjection], batch_size: int = 1000
+        self,
+        ledger: Ledger,
+        projections: Sequence[SqlProjection],
+        batch_size: int = 1000,
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.projections = list(projections)
         self.batch_size = batch_size
+        # after each committed batch: what remembers positions read before forgets them
+        self.on_applied = on_applied or (lambda: None)
         for projection in self.projections:
             self.ensure(projection)
 
@@ -134,6 +140,7 @@ class Catchup:
             for lane, events in mine:
                 lane.position = last
                 done += len(events)
+        self.on_applied()
         return done
 
     def catch_up(
@@ -160,6 +167,7 @@ class Catchup:
             # A short batch means nothing else up to `head` concerns this projection.
             last = events[-1][0] if len(events) == batch_size else head
             apply_batch(projection, events, last, generation)
+            self.on_applied()
             done += len(events)
             position = last
             if progress:
