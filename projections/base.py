@@ -33,6 +33,15 @@ class Writer:
             bound = self._bound[statement] = statement.format_map(self.names)
         self.cursor.execute(bound, params)
 
+    def execute_many(self, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One statement for many rows of parameters (on PostgreSQL, sent at once)."""
+        if not rows:
+            return
+        bound = self._bound.get(statement)
+        if bound is None:
+            bound = self._bound[statement] = statement.format_map(self.names)
+        self.cursor.execute_many(bound, rows)
+
     def query(self, statement: str, **params: Any) -> list[dict[str, Any]]:
         """Read the projection's own tables (never another projection's), as of the
         events applied so far in this transaction."""
@@ -73,6 +82,14 @@ class SqlProjection(Projection[ViewStore]):
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
         """Events of no interest change nothing."""
+
+    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """A batch of events (position, event), in order: `apply` for each, with
+        `w.position` its position. A projection may take the batch at once (fold
+        it) as long as the rows come out as they would one by one."""
+        for notification_id, event in events:
+            w.position = notification_id
+            self.apply(event, w)
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """The library's contract: one event, its rows and its position in one
@@ -156,10 +173,7 @@ def apply_in(
     current = published_generation(c, projection.name)
     if current is not None and generation < current:
         raise GenerationChanged(projection.name)
-    w = Writer(c, projection.names(generation))
-    for notification_id, event in events:
-        w.position = notification_id
-        projection.apply(event, w)
+    projection.apply_all(events, Writer(c, projection.names(generation)))
 
 
 def published_generation(c: Cursor, name: str) -> int | None:

@@ -32,12 +32,14 @@ COPY_ROWS = 5000  # rows per INSERT batch on SQLite
 
 class _ScratchCursor:
     """What `Writer` needs of a cursor, on the scratch file (SQLite's :name style):
-    `execute` is the connection's own (no call in between, per statement), `query`
-    answers rows as dicts (handlers that read their own tables, e.g. usage_totals)."""
+    `execute` (and `execute_many`) is the connection's own (no call in between, per
+    statement), `query` answers rows as dicts (handlers that read their own tables,
+    e.g. usage_totals)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.raw = conn
         self.execute = conn.execute
+        self.execute_many = conn.executemany
 
     def query(
         self, statement: str, params: Mapping[str, Any] | None = None

@@ -184,6 +184,9 @@ class Cursor:
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
         self.raw.execute(self.store.sql(statement), params or {})
 
+    def execute_many(self, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.raw.executemany(self.store.sql(statement), rows)
+
     def query(
         self, statement: str, params: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ periods it needs to know which period a record belongs to."""
 from __future__ import annotations
 
 from calendar import monthrange
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import singledispatchmethod
 from itertools import count
@@ -32,6 +32,13 @@ PERIOD_AT = (
     "SELECT period_start, period_end, plan_id, stripe_customer_id FROM {usage_periods} "
     "WHERE user_id = :user_id AND period_start <= :t AND :t < period_end "
     "ORDER BY period_start DESC, subscription_id LIMIT 1"
+)
+
+
+_ALERT = (
+    "INSERT INTO {usage_alerts} (user_id, metric, period_start, kind, total, included, "
+    "occurred_at, cursor) VALUES (:user_id, :metric, :start, :kind, :total, :included, :t, "
+    ":cursor) ON CONFLICT (user_id, metric, period_start, kind) DO NOTHING"
 )
 
 
@@ -98,36 +105,110 @@ class UsageTotalsProjection(SqlProjection):
     def apply(self, event: Any, w: Writer) -> None:
         """Events of no interest change nothing."""
 
+    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """Each run of usage records between other events is folded (`_record_all`);
+        the other events are applied one by one, in their place."""
+        run: list[tuple[int, UsageRecord.Recorded]] = []
+        for position, event in events:
+            if type(event) is UsageRecord.Recorded:
+                run.append((position, event))
+                continue
+            self._record_all(run, w)
+            run = []
+            w.position = position
+            self.apply(event, w)
+        self._record_all(run, w)
+
     @apply.register
     def _(self, e: UsageRecord.Recorded, w: Writer) -> None:
-        month_start, month_end = month_of(e.occurred_at)
-        rows = w.query(PERIOD_AT, user_id=e.user_id, t=e.occurred_at)
-        start, end = (
-            (rows[0]["period_start"], rows[0]["period_end"]) if rows else (month_start, month_end)
-        )
-        plan_id = rows[0]["plan_id"] if rows else self.catalog.free_plan.id
-        w.execute(
+        self._record_all([(w.position, e)], w)
+
+    def _record_all(self, run: Sequence[tuple[int, UsageRecord.Recorded]], w: Writer) -> None:
+        """Usage records (position, event), in log order, with no other event between
+        them (so the periods do not change): the rows they would make one by one,
+        in a few statements. Each record's period is looked up once per (user,
+        time); each total is read once, folded in memory (sum or highest reading)
+        and written once; an alert is written at the first record that crosses it,
+        with the total, time and cursor that record would have given it."""
+        if not run:
+            return
+        places: dict[tuple[str, int], tuple[int, int, int, int, str]] = {}
+        records: list[dict[str, Any]] = []
+        folds: dict[tuple[str, str, int], list[tuple[int, UsageRecord.Recorded, str]]] = {}
+        ends: dict[tuple[str, str, int], int] = {}
+        for position, e in run:
+            place = places.get((e.user_id, e.occurred_at))
+            if place is None:
+                month_start, month_end = month_of(e.occurred_at)
+                rows = w.query(PERIOD_AT, user_id=e.user_id, t=e.occurred_at)
+                place = places[(e.user_id, e.occurred_at)] = (
+                    (month_start, month_end, rows[0]["period_start"], rows[0]["period_end"],
+                     rows[0]["plan_id"])
+                    if rows
+                    else (month_start, month_end, month_start, month_end, self.catalog.free_plan.id)
+                )  # fmt: skip
+            month_start, month_end, start, end, plan_id = place
+            records.append(
+                {"id": str(e.originator_id), "user_id": e.user_id, "metric": e.metric,
+                 "quantity": e.quantity, "t": e.occurred_at, "month_start": month_start,
+                 "month_end": month_end, "start": start, "end": end}
+            )  # fmt: skip
+            key = (e.user_id, e.metric, start)
+            folds.setdefault(key, []).append((position, e, plan_id))
+            ends.setdefault(key, end)  # a total's end is its first record's
+        w.execute_many(
             "INSERT INTO {usage_records} (record_id, user_id, metric, quantity, occurred_at, "
             "month_start, month_end, period_start, period_end) VALUES (:id, :user_id, :metric, "
             ":quantity, :t, :month_start, :month_end, :start, :end)",
-            id=str(e.originator_id), user_id=e.user_id, metric=e.metric, quantity=e.quantity,
-            t=e.occurred_at, month_start=month_start, month_end=month_end, start=start, end=end,
-        )  # fmt: skip
-        combine = (
-            "CASE WHEN excluded.total > {usage_totals}.total THEN excluded.total "
-            "ELSE {usage_totals}.total END"
-            if e.metric in self._maxes
-            else "{usage_totals}.total + excluded.total"
+            records,
         )
-        w.execute(
+        totals: list[dict[str, Any]] = []
+        alerts: list[dict[str, Any]] = []
+        for key, recorded in folds.items():
+            user_id, name, start = key
+            rows = w.query(
+                "SELECT total FROM {usage_totals} WHERE user_id = :user_id AND metric = :metric "
+                "AND period_start = :start",
+                user_id=user_id, metric=name, start=start,
+            )  # fmt: skip
+            total: int | None = rows[0]["total"] if rows else None
+            highest = name in self._maxes
+            metric = self.catalog.metric(name)
+            told: set[str] = set()
+            for position, e, plan_id in recorded:
+                if total is None:
+                    total = e.quantity
+                elif highest:
+                    total = max(total, e.quantity)
+                else:
+                    total += e.quantity
+                if metric is not None and len(told) < len(ALERTS):
+                    allowance = metric.allowance(plan_id)
+                    if allowance.limit == "none":
+                        continue
+                    slots = _slots()
+                    for kind, percent in ALERTS:
+                        if total > 0 and total * 100 >= allowance.included * percent:
+                            slot = next(slots)  # taken whether or not it is told here
+                            if kind not in told:
+                                told.add(kind)
+                                alerts.append(
+                                    {"user_id": user_id, "metric": name, "start": start,
+                                     "kind": kind, "total": total,
+                                     "included": allowance.included, "t": e.occurred_at,
+                                     "cursor": position * SLOTS + slot}
+                                )  # fmt: skip
+            totals.append(
+                {"user_id": user_id, "metric": name, "start": start, "end": ends[key],
+                 "total": total}
+            )  # fmt: skip
+        w.execute_many(
             "INSERT INTO {usage_totals} (user_id, metric, period_start, period_end, total) "
-            "VALUES (:user_id, :metric, :start, :end, :quantity) "
-            "ON CONFLICT (user_id, metric, period_start) DO UPDATE SET total = " + combine,
-            user_id=e.user_id, metric=e.metric, start=start, end=end, quantity=e.quantity,
-        )  # fmt: skip
-        metric = self.catalog.metric(e.metric)
-        if metric is not None:
-            self._alert(w, metric, plan_id, e.user_id, start, e.occurred_at, _slots())
+            "VALUES (:user_id, :metric, :start, :end, :total) "
+            "ON CONFLICT (user_id, metric, period_start) DO UPDATE SET total = excluded.total",
+            totals,
+        )
+        w.execute_many(_ALERT, alerts)
 
     def _alert(
         self,
@@ -157,10 +238,7 @@ class UsageTotalsProjection(SqlProjection):
                 continue
             if total > 0 and total * 100 >= allowance.included * percent:
                 w.execute(
-                    "INSERT INTO {usage_alerts} (user_id, metric, period_start, kind, total, "
-                    "included, occurred_at, cursor) VALUES (:user_id, :metric, :start, :kind, "
-                    ":total, :included, :t, :cursor) "
-                    "ON CONFLICT (user_id, metric, period_start, kind) DO NOTHING",
+                    _ALERT,
                     user_id=user_id, metric=metric.name, start=start, kind=kind, total=total,
                     included=allowance.included, t=t,
                     cursor=w.position * SLOTS + next(slots),

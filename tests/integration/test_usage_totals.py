@@ -20,6 +20,7 @@ from ledger.domain.usage import Usage
 from ledger.intake import GroupCommitter
 from ledger.plans import load_catalog
 from ledger.stripe.payloads import read_delivery
+from projections.base import SqlProjection, Writer
 from projections.read_side import ReadSide
 from tests import stripe_objects as so
 from tests.streams import MONTH, T0
@@ -167,3 +168,55 @@ def test_usage_alerts_join_the_notifications_feed_in_order_and_only_when_settled
     feed = [r for r in read.notifications_after(0) if r["user_id"] == user]
     assert [(r["cursor"], r["kind"]) for r in feed] == list(zip(cursors, kinds, strict=True))
     assert read.last_cursor() == reached
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.data())
+def test_a_folded_run_of_records_writes_the_rows_of_one_by_one(read: ReadSide, data: Any) -> None:
+    """`apply_all` folds a run of usage records per total; its rows (records, totals
+    and alerts, with their totals, times and cursors) are those of `apply` record by
+    record (each a run of one, as the other tests here check), from whatever the
+    tables held before."""
+    projection = next(p for p in read.projections if p.name == "usage_totals")
+    prefix = f"f{next(_prefixes)}"
+    users = [f"user_{T0}_{prefix:a<10}", f"user_{T0}_{prefix:b<10}"]
+    before = data.draw(usage_records(users, max_distinct=6))
+    records = data.draw(usage_records(users))
+    known = {(u.user_id, u.idempotency_key) for u in before}
+    before = list({(u.user_id, u.idempotency_key): u for u in before}.values())
+    records = list(
+        {
+            (u.user_id, u.idempotency_key): u
+            for u in records
+            if (u.user_id, u.idempotency_key) not in known
+        }.values()
+    )
+    positions = itertools.count(1000 * next(_prefixes) + 1)
+    earlier = [(next(positions), u.new_events()[0]) for u in before]
+    events = [(next(positions), u.new_events()[0]) for u in records]
+    tables: list[dict[str, list[tuple[Any, ...]]]] = []
+    for generation, apply_all in ((901, projection.apply_all), (902, None)):
+        with projection.view.transaction(bulk=True) as c:
+            projection.drop_generation(c, generation)
+            projection.create_generation(c, generation)
+        with projection.view.transaction() as c:
+            w = Writer(c, projection.names(generation))
+            for position, event in earlier:  # one by one, as a start
+                w.position = position
+                projection.apply(event, w)
+            if apply_all is not None:
+                apply_all(events, w)
+            else:
+                SqlProjection.apply_all(projection, events, w)
+        with projection.view.transaction(commit=False) as c:
+            names = projection.names(generation)
+            tables.append(
+                {
+                    t: sorted(tuple(r.values()) for r in c.query(f"SELECT * FROM {names[t]}"))
+                    for t in ("usage_records", "usage_totals", "usage_alerts")
+                }
+            )
+        with projection.view.transaction() as c:
+            projection.drop_generation(c, generation)
+    folded, one_by_one = tables
+    assert folded == one_by_one
