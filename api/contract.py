@@ -25,10 +25,11 @@ statuses have one source as well; the ones every route of its kind can answer
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pydantic_core
 from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
@@ -191,12 +192,12 @@ def reply(answer: BaseModel, status: int = 200) -> JSONResponse:
     return JSONResponse(answer.model_dump(mode="json"), status)
 
 
-def reply_json(answer: BaseModel, status: int = 200) -> Response:
-    """`reply`, serialised by pydantic at once (no dict of the answer, nor Python's
-    json): for big answers of strings, ints and bools, where both write the same
-    bytes (floats may be written differently)."""
-    body = answer.__pydantic_serializer__.to_json(answer)
-    return Response(body, status, media_type="application/json")
+def reply_built(answer: Mapping[str, Any], status: int = 200) -> Response:
+    """An answer built by our own code in its declared model's shape (strings, ints
+    and bools), serialised at once by pydantic-core, not validated again: for a
+    batch of 1,000 usage records the validation alone took 13 ms. Tests hold such
+    answers to their model."""
+    return Response(pydantic_core.to_json(answer), status, media_type="application/json")
 
 
 def routes(endpoints: Sequence[Endpoint]) -> list[BaseRoute]:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import answers, bodies
-from api.contract import USER, Endpoint, reply, reply_json
+from api.contract import USER, Endpoint, reply, reply_built
 from api.errors import BadRequest
 from ledger import usage
 from ledger.intake import StoreUnavailable
@@ -44,8 +44,10 @@ async def record_batch(request: Request) -> Response:
         request.state.user_id, [_request(r) for r in body.records]
     )
     duplicates = sum(1 for r in records if r["duplicate"])
-    answer = {"recorded": len(records) - duplicates, "duplicates": duplicates, "records": records}
-    return reply_json(answers.UsageBatchRecorded.model_validate(answer))
+    # answers.UsageBatchRecorded, as built (test_usage_api holds it to the model)
+    return reply_built(
+        {"recorded": len(records) - duplicates, "duplicates": duplicates, "records": records}
+    )
 
 
 async def totals(request: Request) -> Response:

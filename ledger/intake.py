@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -45,11 +45,23 @@ class NewAggregate(Protocol):
     def new_aggregate(self) -> Aggregate: ...
 
 
+Outcomes = list[bool | BaseException]  # per item of an entry
+
+
 class Committer:
     """The one seam of stage one's writers: new aggregates, idempotent on their
-    ids, recorded in groups. `submit` answers a future (a thread's or the event
-    loop's) for one item; `submit_all` keeps its items together, in one
-    transaction (all or none); `commit` awaits them."""
+    ids, recorded in groups. `submit_together` keeps its items together, in one
+    transaction (all or none), and answers one future (a thread's or the event
+    loop's) for all of them: a batch of 1,000 usage records costs one future, not
+    1,000. `submit` and `submit_all` answer a future per item; `commit` awaits."""
+
+    def submit_together(
+        self, items: Sequence[NewAggregate]
+    ) -> Future[Outcomes] | asyncio.Future[Outcomes]:
+        """Per item: True when recorded now, False when its id was in the log
+        already (or earlier in the same group), or the exception that kept it
+        out; the future fails when the whole group does."""
+        raise NotImplementedError
 
     def submit(self, item: NewAggregate) -> Future[bool] | asyncio.Future[bool]:
         return self.submit_all([item])[0]
@@ -57,7 +69,15 @@ class Committer:
     def submit_all(
         self, items: Sequence[NewAggregate]
     ) -> Sequence[Future[bool] | asyncio.Future[bool]]:
-        raise NotImplementedError
+        if not items:
+            return []
+        together = self.submit_together(items)
+        each: list[Any] = [
+            Future() if isinstance(together, Future) else together.get_loop().create_future()
+            for _ in items
+        ]
+        together.add_done_callback(lambda done: _fan_out(done, each))  # type: ignore[arg-type]
+        return each
 
     async def commit(self, items: Sequence[NewAggregate], timeout_seconds: float) -> list[bool]:
         """Record `items` in one transaction; returns once it is committed, per
@@ -67,13 +87,18 @@ class Committer:
         answered as a duplicate)."""
         if not items:
             return []
-        pending = [asyncio.wrap_future(f) for f in self.submit_all(items)]  # type: ignore[arg-type]
-        together = pending[0] if len(pending) == 1 else asyncio.gather(*pending)
+        together = self.submit_together(items)
+        pending = (
+            together if isinstance(together, asyncio.Future) else asyncio.wrap_future(together)
+        )
         try:
-            answer = await asyncio.wait_for(asyncio.shield(together), timeout_seconds)
+            outcomes = await asyncio.wait_for(asyncio.shield(pending), timeout_seconds)
         except TimeoutError:
             raise StoreUnavailable("the log did not answer in time") from None
-        return [answer] if len(pending) == 1 else list(answer)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes  # type: ignore[return-value]
 
     def close(self) -> None:
         """What a thread closes (nothing, for a writer on the event loop)."""
@@ -110,14 +135,31 @@ class Intake:
         return (await self._committer.commit([delivery], self._write_timeout))[0]
 
 
-_Item = tuple[NewAggregate, Future]
+def _fan_out(together: Future[Outcomes] | asyncio.Future[Outcomes], each: list[Any]) -> None:
+    """An entry's outcomes, item by item, to `submit_all`'s futures."""
+    if together.cancelled():
+        for future in each:
+            future.cancel()
+        return
+    error = together.exception()
+    outcomes: Outcomes = [error] * len(each) if error is not None else together.result()
+    for future, outcome in zip(each, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+_Item = tuple[Sequence[NewAggregate], Future]  # an entry: items kept together, one future
 
 
 class GroupCommitter(Committer):
     """One writer thread; whatever arrived while it was writing goes into its next
-    transaction. `submit` answers a future: True when recorded now, False when the
-    aggregate id was already in the log (a duplicate), or StoreUnavailable.
-    `submit_all` keeps its items together: they go into one transaction."""
+    transaction. `submit_together` answers a future of per-item outcomes: True when
+    recorded now, False when the aggregate id was already in the log (a duplicate),
+    or StoreUnavailable. Its items go into one transaction."""
 
     def __init__(
         self, ledger: Ledger, *, max_group: int = 256, on_recorded: Callable[[], None] | None = None
@@ -129,16 +171,13 @@ class GroupCommitter(Committer):
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, item: NewAggregate) -> Future[bool]:
-        future: Future[bool] = Future()
-        self._queue.put([(item, future)])
+    def submit_together(self, items: Sequence[NewAggregate]) -> Future[Outcomes]:
+        future: Future[Outcomes] = Future()
+        if not items:
+            future.set_result([])
+            return future
+        self._queue.put([(items, future)])
         return future
-
-    def submit_all(self, items: Sequence[NewAggregate]) -> list[Future[bool]]:
-        entry: list[_Item] = [(item, Future()) for item in items]
-        if entry:
-            self._queue.put(entry)
-        return [future for _, future in entry]
 
     def close(self) -> None:
         self._queue.put(None)
@@ -150,7 +189,8 @@ class GroupCommitter(Committer):
             if first is None:
                 return
             group = list(first)
-            while len(group) < self._max_group:
+            size = sum(len(items) for items, _ in group)
+            while size < self._max_group:
                 try:
                     entry = self._queue.get_nowait()
                 except queue.Empty:
@@ -159,30 +199,30 @@ class GroupCommitter(Committer):
                     self._commit(group)
                     return
                 group.extend(entry)
+                size += sum(len(items) for items, _ in entry)
             self._commit(group)
 
     def _commit(self, group: list[_Item]) -> None:
-        # A second item of one id inside the group waits for the first.
-        firsts: dict[UUID, _Item] = {}
-        repeats: list[_Item] = []
-        for item in group:
-            if item[0].aggregate_id in firsts:
-                repeats.append(item)
-            else:
-                firsts[item[0].aggregate_id] = item
-        items = list(firsts.values())
+        # A second item of one id inside the group is a duplicate of the first.
+        firsts: dict[UUID, NewAggregate] = {}
+        for items, _ in group:
+            for item in items:
+                firsts.setdefault(item.aggregate_id, item)
         try:
-            results = self._record([d for d, _ in items])
+            results = self._record(list(firsts.values()))
         except Exception as exc:  # whatever it is, the writer thread carries on
             if not isinstance(exc, PersistenceError):
-                log.exception("recording %d new aggregates failed", len(items))
+                log.exception("recording %d new aggregates failed", len(firsts))
             self._fail(group, exc)
             return
-        for item, future in items:
-            _resolve(future, results[item.aggregate_id])
-        for item, future in repeats:
-            outcome = results[item.aggregate_id]
-            _resolve(future, outcome if isinstance(outcome, BaseException) else False)
+        for items, future in group:
+            outcomes: Outcomes = []
+            for item in items:
+                outcome = results[item.aggregate_id]
+                if outcome is True and firsts[item.aggregate_id] is not item:
+                    outcome = False
+                outcomes.append(outcome)
+            future.set_result(outcomes)
         if any(r is True for r in results.values()):
             self._on_recorded()
 
@@ -223,21 +263,14 @@ class GroupCommitter(Committer):
             future.set_exception(error)
 
 
-def _resolve(future: Future, result: bool | BaseException) -> None:
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
-
-
-_Pending = tuple[NewAggregate, "asyncio.Future[bool]"]
+_Pending = tuple[Sequence[NewAggregate], "asyncio.Future[Outcomes]"]  # an entry
 
 
 class AsyncGroupCommitter(Committer):
-    """Stage one's writer on PostgreSQL, on the event loop. `submit` answers an
-    asyncio future, as `GroupCommitter.submit` answers a thread's (True: recorded
-    now, False: a duplicate, or StoreUnavailable); `submit_all`'s items go into
-    one group (one transaction), never split. Each writer (a connection) takes
+    """Stage one's writer on PostgreSQL, on the event loop. `submit_together`
+    answers an asyncio future, as `GroupCommitter.submit_together` answers a
+    thread's (per item True: recorded now, False: a duplicate; or StoreUnavailable);
+    its items go into one group (one transaction), never split. Each writer (a connection) takes
     everything that waits when it is free; with two, one group is being committed
     while the next is sent and waits for the log's lock inside PostgreSQL, so
     neither Python nor the network sits between two commits. Rows already in the
@@ -259,25 +292,23 @@ class AsyncGroupCommitter(Committer):
         self._max_group = max_group
         self._timeout = timeout_seconds
         self._on_recorded = on_recorded or (lambda: None)
-        self._pending: deque[list[_Pending]] = deque()  # entries: kept together
+        self._pending: deque[_Pending] = deque()  # entries: kept together
         self._tasks: set[asyncio.Task[None]] = set()
         self._writing: set[UUID] = set()  # ids of the groups in flight
         self._scheduled = False
 
-    def submit(self, item: NewAggregate) -> asyncio.Future[bool]:
-        return self.submit_all([item])[0]
-
-    def submit_all(self, items: Sequence[NewAggregate]) -> list[asyncio.Future[bool]]:
+    def submit_together(self, items: Sequence[NewAggregate]) -> asyncio.Future[Outcomes]:
         loop = asyncio.get_running_loop()
-        entry: list[_Pending] = [(item, loop.create_future()) for item in items]
-        if not entry:
-            return []
-        self._pending.append(entry)
+        future: asyncio.Future[Outcomes] = loop.create_future()
+        if not items:
+            future.set_result([])
+            return future
+        self._pending.append((items, future))
         if not self._scheduled and self._idle:
             # after the callbacks ready now: requests read in one go share a group
             self._scheduled = True
             loop.call_soon(self._dispatch)
-        return [future for _, future in entry]
+        return future
 
     def _dispatch(self) -> None:
         self._scheduled = False
@@ -286,7 +317,7 @@ class AsyncGroupCommitter(Committer):
             if not group:
                 return  # what waits, waits for a group in flight
             writer = self._idle.pop()
-            ids = {item.aggregate_id for item, _ in group}
+            ids = {item.aggregate_id for items, _ in group for item in items}
             self._writing |= ids
             task = asyncio.get_running_loop().create_task(self._commit(writer, group, ids))
             self._tasks.add(task)
@@ -298,16 +329,18 @@ class AsyncGroupCommitter(Committer):
         waits for it: of two groups on two connections either may commit first,
         and the item submitted first must be the one recorded."""
         group: list[_Pending] = []
-        held: list[list[_Pending]] = []
+        held: list[_Pending] = []
+        size = 0
         while self._pending:
             entry = self._pending[0]
-            if group and len(group) + len(entry) > self._max_group:
+            if group and size + len(entry[0]) > self._max_group:
                 break
             self._pending.popleft()
-            if any(item.aggregate_id in self._writing for item, _ in entry):
+            if self._writing and any(item.aggregate_id in self._writing for item in entry[0]):
                 held.append(entry)
             else:
-                group.extend(entry)
+                group.append(entry)
+                size += len(entry[0])
         self._pending.extendleft(reversed(held))
         return group
 
@@ -324,8 +357,9 @@ class AsyncGroupCommitter(Committer):
     async def _write(self, writer: AsyncEventWriter, group: list[_Pending]) -> None:
         # A second item of one id inside the group is answered as a duplicate.
         firsts: dict[UUID, NewAggregate] = {}
-        for item, _ in group:
-            firsts.setdefault(item.aggregate_id, item)
+        for items, _ in group:
+            for item in items:
+                firsts.setdefault(item.aggregate_id, item)
         try:
             stored = self._ledger.stored_events(list(firsts.values()))
             inserted = await asyncio.wait_for(writer.insert_new(stored), self._timeout)
@@ -333,16 +367,20 @@ class AsyncGroupCommitter(Committer):
             if not isinstance(exc, (PersistenceError, TimeoutError, OSError)) and not (
                 type(exc).__module__.startswith("psycopg")
             ):
-                log.exception("recording %d new aggregates failed", len(group))
+                log.exception("recording %d new aggregates failed", len(firsts))
             error = StoreUnavailable(type(exc).__name__)
             for _, future in group:
                 if not future.done():
                     future.set_exception(error)
             return
-        for item, future in group:
+        for items, future in group:
             if not future.done():
-                first = firsts[item.aggregate_id] is item
-                future.set_result(first and item.aggregate_id in inserted)
+                future.set_result(
+                    [
+                        firsts[item.aggregate_id] is item and item.aggregate_id in inserted
+                        for item in items
+                    ]
+                )
         if inserted:
             self._on_recorded()
 

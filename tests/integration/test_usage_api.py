@@ -12,6 +12,7 @@ import pytest
 from eventsourcing.utils import get_topic
 from starlette.testclient import TestClient
 
+from api import answers
 from api.app import create_app
 from ledger.config import Settings
 from ledger.domain.usage import UsageRecord
@@ -174,10 +175,16 @@ def test_a_batch_is_all_or_none_up_to_a_thousand_records_in_256_kib(
     answer = client.post("/api/v1/billing/usage/batch", json={"records": records}, headers=headers)
     assert answer.status_code == 200, answer.text
     assert (answer.json()["recorded"], answer.json()["duplicates"]) == (1000, 0)
+    first = answers.UsageBatchRecorded.model_validate_json(answer.content)  # the declared model
     repeat = [*records[:2], {"metric": "storage_mb", "quantity": 40, "idempotency_key": "s1"}]
     answer = client.post("/api/v1/billing/usage/batch", json={"records": repeat}, headers=headers)
-    assert (answer.json()["recorded"], answer.json()["duplicates"]) == (1, 2)
-    assert [r["duplicate"] for r in answer.json()["records"]] == [True, True, False]
+    assert answer.headers["content-type"] == "application/json"
+    again = answers.UsageBatchRecorded.model_validate_json(answer.content)
+    assert (again.recorded, again.duplicates) == (1, 2)
+    assert [r.duplicate for r in again.records] == [True, True, False]
+    assert again.records[:2] == [
+        r.model_copy(update={"duplicate": True}) for r in first.records[:2]
+    ]
     usage_of(client, headers, ai_requests=1000, storage_mb=40)
     too_many = client.post(
         "/api/v1/billing/usage/batch", json={"records": records + records[:1]}, headers=headers
