@@ -33,7 +33,7 @@ from ledger.domain.usage import Usage, UsageRecord
 from ledger.personal import PersonalData, Plain
 from ledger.store.library import record_and_notify
 from ledger.store.transcodings import PriceAsDict
-from ledger.store.usage_rows import usage_row
+from ledger.store.usage_rows import UsageRows
 from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
 
 log = logging.getLogger("ledger")
@@ -181,17 +181,17 @@ class Ledger(Follower[UUID]):
         """New aggregates' events as `save` would store them: the one place stage
         one (`record`, or the writer on the event loop, which inserts them itself)
         turns what it records into rows of the log. A usage record's one row is
-        written directly (`usage_row`: the mapper's bytes, no event or aggregate
+        written directly (`UsageRows`: the mapper's bytes, no event or aggregate
         built). Deliveries' bodies about a customer are encrypted here, whichever
         writer inserts them."""
         items = self.personal.protect_deliveries(items)
         # One time for the usage records of a call: made in the same instant.
-        made = UsageRecord.Recorded.create_timestamp()
+        usage = UsageRows(self.mapper, UsageRecord.Recorded.create_timestamp())
         return [
             row
             for i in items
             for row in (
-                [usage_row(self.mapper, i, made)]
+                [usage.row(i)]
                 if isinstance(i, Usage)
                 else [self.mapper.to_stored_event(e) for e in i.new_aggregate().collect_events()]
             )

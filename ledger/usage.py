@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from ledger.application import Ledger
 from ledger.domain.catalog import Catalog
@@ -23,9 +23,9 @@ class InvalidUsage(ValueError):
     """A record that cannot be accepted; the message names the field."""
 
 
-@dataclass(frozen=True)
-class UsageRequest:
-    """A record as asked for (already of the right types)."""
+class UsageRequest(NamedTuple):
+    """A record as asked for (already of the right types). A tuple: a batch makes
+    1,000 of them, and a frozen dataclass costs twice as much to make."""
 
     metric: str
     quantity: int

@@ -3,8 +3,7 @@ recorded once per the user's idempotency key."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -52,10 +51,13 @@ class Usage:
     quantity: int
     idempotency_key: str
     occurred_at: int
+    # made with the record (every record's is needed): cheaper than a cached_property
+    aggregate_id: UUID = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def aggregate_id(self) -> UUID:
-        return UsageRecord.create_id(self.user_id, self.idempotency_key)
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "aggregate_id", UsageRecord.create_id(self.user_id, self.idempotency_key)
+        )
 
     def new_events(self) -> list[UsageRecord.Recorded]:
         """The record's one event, as `new_aggregate().collect_events()` gives it,

@@ -20,29 +20,42 @@ _HEAD = '{"timestamp":{"_type_":"datetime_iso","_data_":'
 _ORIGIN = ',"originator_topic":' + encode_basestring(UsageRecord.TOPIC) + ',"user_id":'
 
 
-def usage_row(mapper: Any, usage: Usage, timestamp: datetime) -> StoredEvent:
-    """The row of the record's one event, made at `timestamp`. Falls back on the
-    mapper for what the direct writing does not know (a value of another type)."""
-    if not (
-        type(usage.quantity) is int
-        and type(usage.occurred_at) is int
-        and type(usage.user_id) is str
-        and type(usage.metric) is str
-        and type(usage.idempotency_key) is str
-    ):
-        [event] = usage.new_events()
-        return mapper.to_stored_event(event)
-    state = (
-        f"{_HEAD}{encode_basestring(timestamp.isoformat())}}}{_ORIGIN}"
-        f'{encode_basestring(usage.user_id)},"metric":{encode_basestring(usage.metric)},'
-        f'"quantity":{usage.quantity},'
-        f'"idempotency_key":{encode_basestring(usage.idempotency_key)},'
-        f'"occurred_at":{usage.occurred_at}}}'
-    ).encode()
-    if mapper.compressor:
-        state = mapper.compressor.compress(state)
-    if mapper.cipher:
-        state = mapper.cipher.encrypt(state)
-    return StoredEvent(
-        originator_id=usage.aggregate_id, originator_version=1, topic=TOPIC, state=state
-    )
+class UsageRows:
+    """Rows of usage records made at one `timestamp` (one call of
+    `Ledger.stored_events`): the timestamp, and each user id and metric name, are
+    written as JSON once for all of them."""
+
+    def __init__(self, mapper: Any, timestamp: datetime) -> None:
+        self._mapper = mapper
+        self._head = f"{_HEAD}{encode_basestring(timestamp.isoformat())}}}{_ORIGIN}"
+        self._written: dict[str, str] = {}  # a user id or metric name, as JSON
+
+    def _json(self, value: str) -> str:
+        written = self._written.get(value)
+        if written is None:
+            written = self._written[value] = encode_basestring(value)
+        return written
+
+    def row(self, usage: Usage) -> StoredEvent:
+        """The row of the record's one event. Falls back on the mapper for what
+        the direct writing does not know (a value of another type)."""
+        if not (
+            type(usage.quantity) is int
+            and type(usage.occurred_at) is int
+            and type(usage.user_id) is str
+            and type(usage.metric) is str
+            and type(usage.idempotency_key) is str
+        ):
+            [event] = usage.new_events()
+            return self._mapper.to_stored_event(event)
+        state = (
+            f'{self._head}{self._json(usage.user_id)},"metric":{self._json(usage.metric)},'
+            f'"quantity":{usage.quantity},'
+            f'"idempotency_key":{encode_basestring(usage.idempotency_key)},'
+            f'"occurred_at":{usage.occurred_at}}}'
+        ).encode()
+        if self._mapper.compressor:
+            state = self._mapper.compressor.compress(state)
+        if self._mapper.cipher:
+            state = self._mapper.cipher.encrypt(state)
+        return StoredEvent(usage.aggregate_id, 1, TOPIC, state)
