@@ -56,15 +56,22 @@ class TokenWatch:
             self._thread = None
 
     def poll(self) -> None:
-        """Read the token events recorded since the last poll; forget their users."""
-        while True:
+        """Read the token events recorded since the last poll; forget their users.
+        The cursor moves to the head read first, token events or not: each poll
+        reads what was recorded since the last one, not everything since the last
+        token event (a batch of usage records is 1,000 rows that are none). The
+        log's notification ids are committed in order (the library's lock), so
+        none can appear at or below that head later."""
+        head = self._ledger.recorder.max_notification_id() or 0
+        while self._cursor < head:
             batch = self._ledger.recorder.select_notifications(
-                start=self._cursor + 1, limit=500, topics=TOPICS
+                start=self._cursor + 1, limit=500, stop=head, topics=TOPICS
             )
             if batch:
                 self._forget([n.originator_id for n in batch])
                 self._cursor = batch[-1].id
             if len(batch) < 500:
+                self._cursor = head
                 return
 
     def _run(self) -> None:

@@ -6,15 +6,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
 import pytest
 from starlette.testclient import TestClient
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.app import create_app
+from ledger.application import Ledger
 from ledger.config import Settings
-from ledger.domain.user import User
+from ledger.domain.usage import Usage
+from ledger.domain.user import User, hash_token
 from ledger.opening import open_ledger
+from ledger.tokens import TokenWatch
 from tests.conftest import make_settings, stored_events
 
 VICTIM = "user_1767225600_abcdefghij"
@@ -193,3 +197,22 @@ def test_revoked_tokens_are_refused_by_every_process(
     with open_ledger(settings) as ledger:
         events = stored_events(ledger, User.create_id(VICTIM))
     assert [type(e).__qualname__ for e in events] == ["User.Registered", "User.TokensRevoked"]
+
+
+def test_the_token_watch_reads_only_what_is_new(ledger: Ledger) -> None:
+    """Each poll moves the watch's cursor to the head it read, token events or not
+    (it read everything since the last token event before: a growing scan once
+    usage records pour in), and a token event after it is still seen."""
+    forgotten: list[UUID] = []
+    watch = TokenWatch(ledger, forgotten.extend)
+    user = User(user_id=VICTIM, token_hash=hash_token("t" * 40))
+    ledger.save(user)
+    ledger.record([Usage(VICTIM, "ai_requests", 1, f"k{i}", int(time.time())) for i in range(50)])
+    watch.poll()
+    assert watch._cursor == ledger.recorder.max_notification_id()
+    assert forgotten == []
+    user.rotate_token(hash_token("u" * 40))
+    ledger.save(user)
+    watch.poll()
+    assert forgotten == [user.id]
+    assert watch._cursor == ledger.recorder.max_notification_id()
