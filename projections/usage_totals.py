@@ -42,6 +42,15 @@ _ALERT = (
 )
 
 
+def _in_list(values: list[str]) -> list[str]:
+    """`values` padded with its last to a power of two: a few statements' texts for
+    every length of IN list (each text is bound and kept once)."""
+    size = 1
+    while size < len(values):
+        size *= 2
+    return values + [values[-1]] * (size - len(values))
+
+
 def month_of(t: int) -> tuple[int, int]:
     """The calendar month (UTC) holding unix time t: [start, end)."""
     day = datetime.fromtimestamp(t, UTC)
@@ -126,12 +135,32 @@ class UsageTotalsProjection(SqlProjection):
     def _record_all(self, run: Sequence[tuple[int, UsageRecord.Recorded]], w: Writer) -> None:
         """Usage records (position, event), in log order, with no other event between
         them (so the periods do not change): the rows they would make one by one,
-        in a few statements. Each record's period is looked up once per (user,
-        time); each total is read once, folded in memory (sum or highest reading)
-        and written once; an alert is written at the first record that crosses it,
+        in a few statements. The users' periods and totals are read with one query
+        each (on PostgreSQL, inside the runner's pipeline, every read waits for a
+        round trip); each record's period is found among its user's as PERIOD_AT
+        finds it; each total is folded in memory (sum or highest reading) and
+        written once; an alert is written at the first record that crosses it,
         with the total, time and cursor that record would have given it."""
         if not run:
             return
+        users = _in_list(sorted({e.user_id for _, e in run}))
+        marks = ", ".join(f":u{i}" for i in range(len(users)))
+        params = {f"u{i}": user for i, user in enumerate(users)}
+        periods: dict[str, list[dict[str, Any]]] = {}
+        for row in w.query(
+            "SELECT user_id, period_start, period_end, plan_id FROM {usage_periods} "
+            f"WHERE user_id IN ({marks}) ORDER BY period_start DESC, subscription_id",
+            **params,
+        ):
+            periods.setdefault(row["user_id"], []).append(row)
+        known = {
+            (row["user_id"], row["metric"], row["period_start"]): row["total"]
+            for row in w.query(
+                "SELECT user_id, metric, period_start, total FROM {usage_totals} "
+                f"WHERE user_id IN ({marks})",
+                **params,
+            )
+        }
         places: dict[tuple[str, int], tuple[int, int, int, int, str]] = {}
         records: list[dict[str, Any]] = []
         folds: dict[tuple[str, str, int], list[tuple[int, UsageRecord.Recorded, str]]] = {}
@@ -140,11 +169,19 @@ class UsageTotalsProjection(SqlProjection):
             place = places.get((e.user_id, e.occurred_at))
             if place is None:
                 month_start, month_end = month_of(e.occurred_at)
-                rows = w.query(PERIOD_AT, user_id=e.user_id, t=e.occurred_at)
-                place = places[(e.user_id, e.occurred_at)] = (
-                    (month_start, month_end, rows[0]["period_start"], rows[0]["period_end"],
-                     rows[0]["plan_id"])
-                    if rows
+                t = e.occurred_at
+                found = next(
+                    (
+                        p
+                        for p in periods.get(e.user_id, ())
+                        if p["period_start"] <= t < p["period_end"]
+                    ),
+                    None,
+                )  # PERIOD_AT's row
+                place = places[(e.user_id, t)] = (
+                    (month_start, month_end, found["period_start"], found["period_end"],
+                     found["plan_id"])
+                    if found
                     else (month_start, month_end, month_start, month_end, self.catalog.free_plan.id)
                 )  # fmt: skip
             month_start, month_end, start, end, plan_id = place
@@ -166,12 +203,7 @@ class UsageTotalsProjection(SqlProjection):
         alerts: list[dict[str, Any]] = []
         for key, recorded in folds.items():
             user_id, name, start = key
-            rows = w.query(
-                "SELECT total FROM {usage_totals} WHERE user_id = :user_id AND metric = :metric "
-                "AND period_start = :start",
-                user_id=user_id, metric=name, start=start,
-            )  # fmt: skip
-            total: int | None = rows[0]["total"] if rows else None
+            total: int | None = known.get(key)
             highest = name in self._maxes
             metric = self.catalog.metric(name)
             told: set[str] = set()
