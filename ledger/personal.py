@@ -13,7 +13,6 @@ import base64
 import hashlib
 import os
 from collections.abc import Collection, Sequence
-from dataclasses import replace
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -52,7 +51,7 @@ class PersonalData:
         record), are left as they are."""
         self._load({d.data_subject for d in items if isinstance(d, Delivery) and d.data_subject})
         return [
-            replace(d, payload=self.protect(d.data_subject, d.payload))  # type: ignore[type-var]
+            d.with_payload(self.protect(d.data_subject, d.payload))  # type: ignore[arg-type]
             if isinstance(d, Delivery) and d.data_subject
             else d
             for d in items
