@@ -57,6 +57,16 @@ class PersonalData:
             for d in items
         ]
 
+    def missing_keys(self, items: Sequence[object]) -> set[str]:
+        """The data subjects of these deliveries whose keys are not in memory yet:
+        an event loop `prepare`s them in a thread first (reading or making a key
+        is a query)."""
+        return {
+            d.data_subject
+            for d in items
+            if isinstance(d, Delivery) and d.data_subject and d.data_subject not in self._cache
+        }
+
     def protect(self, subject: str | None, value: str | None) -> str | None:
         if subject is None or value is None:
             return value
@@ -151,6 +161,9 @@ class Plain(PersonalData):
 
     def protect_deliveries(self, items: Sequence[T]) -> list[T]:
         return list(items)
+
+    def missing_keys(self, items: Sequence[object]) -> set[str]:
+        return set()
 
     def protect(self, subject: str | None, value: str | None) -> str | None:
         return value
