@@ -88,7 +88,7 @@ class ReadSide:
         self.holdings = StatusCache(self._holding_position)
         # The open notification streams of this process, fed by one follower.
         self.fanout = Fanout(
-            self.notifications_after, self.last_cursor, version=self.notifications_version
+            self._notifications_after, self.last_cursor, version=self.notifications_version
         )
 
     def tracked(self) -> dict[str, tuple[int, int]]:
@@ -321,12 +321,13 @@ class ReadSide:
             return invoice_page(c, user_id, limit, starting_after)
 
     def notifications_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
-        """`_notifications_after` with each address revealed: a customer's email is
-        held encrypted with the customer's key (None once erased: nothing is mailed)."""
-        plain = self.ledger.personal.plain
+        """`_notifications_after` with each address revealed (what the outbox mails
+        to): a customer's email is held encrypted with the customer's key (None
+        once erased: nothing is mailed). The streams need no address."""
+        rows = self._notifications_after(after, limit)
+        emails = self.ledger.personal.plain_all([r.get("email") for r in rows])
         return [
-            {**r, "email": plain(r["email"])} if r.get("email") else r
-            for r in self._notifications_after(after, limit)
+            {**r, "email": e} if r.get("email") else r for r, e in zip(rows, emails, strict=True)
         ]
 
     def _notifications_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
