@@ -3,6 +3,7 @@ queries the API answers from. Nothing here folds the log per request."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -52,6 +53,8 @@ from projections.usage_totals import (
     usage_alerts_of,
     usage_answer,
     usage_check,
+    usage_state,
+    usage_verdict,
 )
 from projections.webhook_health import health, outcomes
 
@@ -76,7 +79,7 @@ class ReadSide:
                 f"no projection named {', '.join(sorted(unknown))}; known: {', '.join(PROJECTIONS)}"
             )
         self.projections = [PROJECTIONS[n](self.store, catalog) for n in names or PROJECTIONS]
-        self.catchup = Catchup(ledger, self.projections)
+        self.catchup = Catchup(ledger, self.projections, on_applied=self._moved)
         self.seal = Seal(ledger, self.store)
         self.follower = Follower(self.catchup, interval, also=[self.seal.run_once])
         self._async_pool: AsyncConnectionPool | None = None
@@ -86,18 +89,22 @@ class ReadSide:
         # while neither subscription_status nor entitlements has moved.
         self.gate = Gate(catalog)
         self.holdings = StatusCache(self._holding_position)
+        # The metric gate's memory: (period, plan, total) per user and metric, kept
+        # while usage_totals has not moved (and while the period holds now).
+        self.usage_kept = StatusCache(lambda: self.tracked().get("usage_totals", (0, 0)))
         # The open notification streams of this process, fed by one follower.
         self.fanout = Fanout(
             self._notifications_after, self.last_cursor, version=self.notifications_version
         )
 
-    def tracked(self) -> dict[str, tuple[int, int]]:
+    def tracked(self, *, fresh: bool = False) -> dict[str, tuple[int, int]]:
         """Every projection's (generation, tracking position), read with two queries
-        and shared for 5 ms by everything in this process that watches them (the
-        status and gate caches, the stream's fan-out, the merged feeds)."""
+        and shared for 5 ms by the watchers of this process (the status and gate
+        caches, the stream's fan-out); `fresh` for a request's own read. This
+        process's runner forgets the shared copy whenever it has applied events."""
         now = time.monotonic()
         memo = self._tracked
-        if memo is not None and now - memo[0] < 0.005:
+        if not fresh and memo is not None and now - memo[0] < 0.005:
             return memo[1]
         generations = self.store.generations()
         keys = {p.name: p.tracking_key(generations[p.name]) for p in self.projections}
@@ -105,6 +112,13 @@ class ReadSide:
         positions = {name: (generations[name], found.get(key, 0)) for name, key in keys.items()}
         self._tracked = (now, positions)
         return positions
+
+    def _moved(self) -> None:
+        """This process's runner applied events: what is kept may be older now
+        (another process's runner is noticed by the watchers, within 25 ms)."""
+        self._tracked = None
+        for kept in (self.cache, self.holdings, self.usage_kept):
+            kept.forget()
 
     def _position_of(self, name: str) -> tuple[int, int]:
         return self.tracked()[name]
@@ -249,12 +263,14 @@ class ReadSide:
             await self._async_pool.open(wait=True, timeout=10)
         self.cache.start()
         self.holdings.start()
+        self.usage_kept.start()
         await self.fanout.start()
 
     async def close_async(self) -> None:
         await self.fanout.stop()
         self.cache.stop()
         self.holdings.stop()
+        self.usage_kept.stop()
         if self._async_pool is not None:
             await self._async_pool.close()
             self._async_pool = None
@@ -280,7 +296,7 @@ class ReadSide:
         followed = {p.name: p for p in self.projections}
         if "notifications" not in followed or "usage_totals" not in followed:
             return None
-        tracked = self.tracked()
+        tracked = self.tracked(fresh=True)
         lowest = min(tracked[name][1] for name in ("notifications", "usage_totals"))
         return (lowest + 1) * SLOTS - 1
 
@@ -309,6 +325,24 @@ class ReadSide:
             return usage_check(
                 c, self.catalog, metric, user_id, quantity, int(time.time() if now is None else now)
             )
+
+    async def usage_check_async(
+        self, user_id: str, metric: Metric, quantity: int, now: float | None = None
+    ) -> dict[str, Any]:
+        """`usage_check` from memory while usage_totals has not moved; else its two
+        reads, in the thread pool."""
+        t = int(time.time() if now is None else now)
+        key = f"{user_id} {metric.name}"
+        kept = self.usage_kept.get(key)
+        if kept is MISSING or not kept["period_start"] <= t < kept["period_end"]:
+            epoch = self.usage_kept.epoch
+            kept = await asyncio.to_thread(self._usage_state, user_id, metric, t)
+            self.usage_kept.put(key, kept, epoch)
+        return usage_verdict(kept, metric, quantity)
+
+    def _usage_state(self, user_id: str, metric: Metric, t: int) -> dict[str, Any]:
+        with self.store.reading() as c:
+            return usage_state(c, self.catalog, metric, user_id, t)
 
     def ended_usage(self, before: float) -> list[dict[str, Any]]:
         with self.store.reading() as c:

@@ -33,9 +33,14 @@ class Catchup:
     """Brings projections up to the head of the log."""
 
     def __init__(
-        self, ledger: Ledger, projections: Sequence[SqlProjection], batch_size: int = 1000
+        self,
+        ledger: Ledger,
+        projections: Sequence[SqlProjection],
+        batch_size: int = 1000,
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.on_applied = on_applied or (lambda: None)  # after a pass that moved a position
         self.projections = list(projections)
         self.batch_size = batch_size
         for projection in self.projections:
@@ -107,6 +112,7 @@ class Catchup:
                 if lane.position < last
             ]
             done += self._apply(shares, last)
+            self.on_applied()
         return done
 
     def _apply(self, shares: list[tuple[_Lane, list[tuple[int, Any]]]], last: int) -> int:
