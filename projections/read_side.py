@@ -38,7 +38,7 @@ from projections.reconciliations import reconcile_figures
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
 from projections.seal import Seal
-from projections.status_cache import MISSING, StatusCache
+from projections.status_cache import MISSING, StatusCache, Watch
 from projections.store import ViewStore
 from projections.subscription_status import (
     CURRENT,
@@ -92,6 +92,7 @@ class ReadSide:
         # The metric gate's memory: (period, plan, total) per user and metric, kept
         # while usage_totals has not moved (and while the period holds now).
         self.usage_kept = StatusCache(lambda: self.tracked().get("usage_totals", (0, 0)))
+        self.watch = Watch([self.cache, self.holdings, self.usage_kept])
         # The open notification streams of this process, fed by one follower.
         self.fanout = Fanout(
             self._notifications_after, self.last_cursor, version=self.notifications_version
@@ -261,16 +262,12 @@ class ReadSide:
                 kwargs={"row_factory": dict_row, "autocommit": True, "prepare_threshold": 0},
             )
             await self._async_pool.open(wait=True, timeout=10)
-        self.cache.start()
-        self.holdings.start()
-        self.usage_kept.start()
+        self.watch.start()
         await self.fanout.start()
 
     async def close_async(self) -> None:
         await self.fanout.stop()
-        self.cache.stop()
-        self.holdings.stop()
-        self.usage_kept.stop()
+        self.watch.stop()
         if self._async_pool is not None:
             await self._async_pool.close()
             self._async_pool = None
