@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from api import answers, audit, audit_history, billing, billing_reads, extension, usage, webhooks
 from api.bootstrap import Parts
-from api.contract import Endpoint, openapi, reply, routes
+from api.contract import Endpoint, Routes, openapi, reply, routes
 from api.errors import exception_handlers
 from api.metrics import metrics
 from api.ratelimit import Limits, RateLimit
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     limits = Limits(
         config.rate_limit_per_user, config.rate_limit_failed_auth, config.rate_limit_registration
     )
-    return Starlette(
+    app = Starlette(
         routes=routes(
             [
                 *extension.ENDPOINTS,
@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers=exception_handlers(),  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    app.router = Routes(app.router.routes, lifespan=lifespan)  # same routes, found faster
+    return app
 
 
 app = create_app()

@@ -70,7 +70,7 @@ async def check_metric(request: Request, name: str, quantity: int) -> Response:
     if quantity > metric.max_quantity:
         raise BadRequest(f"query quantity: must be a whole number from 0 to {metric.max_quantity}")
     user_id = request.state.user_id
-    answer = await run_in_threadpool(read.usage_check, user_id, metric, quantity)
+    answer = await read.usage_check_async(user_id, metric, quantity)
     if answer["allowed"]:
         return reply(answers.UsageAllowed.model_validate(answer))
     return reply(answers.UsageLimitReached.model_validate(answer), 402)

@@ -115,10 +115,17 @@ class UserActions:
         erasing the customer erases it too."""
         return self._ledger.personal.protect(stripe_customer_id or None, value)
 
+    def _data_subject(self, user: User) -> str | None:
+        """The Stripe customer whose key guards this user's personal values."""
+        return user.stripe_customer_id
+
     def _record_failure(
         self, user: User, action: str, exc: StripeError, request_id: str | None
     ) -> None:
-        user.stripe_call_failed(action, exc.code, exc.message[:300], request_id)
+        # Stripe's message may quote what was sent (an email): held like other
+        # personal values, under the customer's key, so an erasure takes it too
+        message = self._protect(self._data_subject(user), exc.message[:300])
+        user.stripe_call_failed(action, exc.code, message, request_id)
         self._save(user)
 
     def _save(self, user: User) -> None:

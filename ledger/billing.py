@@ -370,6 +370,9 @@ class Billing(UserActions):
             raise NoSubscription(f"{user.user_id} has no subscription")
         return live
 
+    def _data_subject(self, user: User) -> str | None:
+        return user.stripe_customer_id or self._reads.customer_id(user.user_id)
+
     def _customer_id(self, user: User) -> str:
         customer_id = user.stripe_customer_id or self._reads.customer_id(user.user_id)
         if customer_id is None:

@@ -361,7 +361,11 @@ class AsyncGroupCommitter(Committer):
             for item in items:
                 firsts.setdefault(item.aggregate_id, item)
         try:
-            stored = self._ledger.stored_events(list(firsts.values()))
+            items = list(firsts.values())
+            missing = self._ledger.personal.missing_keys(items)
+            if missing:  # new customers: their keys are read or made off the event loop
+                await asyncio.to_thread(self._ledger.personal.prepare, missing)
+            stored = self._ledger.stored_events(items)
             inserted = await asyncio.wait_for(writer.insert_new(stored), self._timeout)
         except Exception as exc:  # whatever it is, the writer carries on
             if not isinstance(exc, (PersistenceError, TimeoutError, OSError)) and not (

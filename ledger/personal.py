@@ -13,7 +13,6 @@ import base64
 import hashlib
 import os
 from collections.abc import Collection, Sequence
-from dataclasses import replace
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -25,6 +24,10 @@ from ledger.store.keys import KeyTable
 PREFIX = "pd1:"
 ERASED = "[erased]"
 T = TypeVar("T")
+
+
+def _subject_of(value: str) -> str:
+    return value[len(PREFIX) :].rpartition(":")[0]
 
 
 class WrongMasterKey(RuntimeError):
@@ -52,11 +55,21 @@ class PersonalData:
         record), are left as they are."""
         self._load({d.data_subject for d in items if isinstance(d, Delivery) and d.data_subject})
         return [
-            replace(d, payload=self.protect(d.data_subject, d.payload))  # type: ignore[type-var]
+            d.with_payload(self.protect(d.data_subject, d.payload))  # type: ignore[arg-type]
             if isinstance(d, Delivery) and d.data_subject
             else d
             for d in items
         ]
+
+    def missing_keys(self, items: Sequence[object]) -> set[str]:
+        """The data subjects of these deliveries whose keys are not in memory yet:
+        an event loop `prepare`s them in a thread first (reading or making a key
+        is a query)."""
+        return {
+            d.data_subject
+            for d in items
+            if isinstance(d, Delivery) and d.data_subject and d.data_subject not in self._cache
+        }
 
     def protect(self, subject: str | None, value: str | None) -> str | None:
         if subject is None or value is None:
@@ -135,6 +148,28 @@ class PersonalData:
         except Erased:
             return None
 
+    def plain_all(self, values: Sequence[str | None]) -> list[str | None]:
+        """`plain` of many values, their subjects' keys read fresh in one query
+        (not one per value)."""
+        subjects = {_subject_of(v) for v in values if isinstance(v, str) and v.startswith(PREFIX)}
+        if not subjects:
+            return list(values)
+        for subject in subjects:
+            self._cache.pop(subject, None)
+        for subject, key in self._keys.get(sorted(subjects)).items():
+            self._cache[subject] = AESGCM(self._unwrap(subject, key))
+        return [self._from_memory(v) for v in values]
+
+    def _from_memory(self, value: str | None) -> str | None:
+        if not isinstance(value, str) or not value.startswith(PREFIX):
+            return value
+        if _subject_of(value) not in self._cache:
+            return None  # erased
+        try:
+            return self.reveal(value)
+        except Erased:
+            return None
+
     # --- erasing ------------------------------------------------------------------
 
     def erase(self, subjects: Collection[str]) -> int:
@@ -152,6 +187,12 @@ class Plain(PersonalData):
 
     def protect_deliveries(self, items: Sequence[T]) -> list[T]:
         return list(items)
+
+    def missing_keys(self, items: Sequence[object]) -> set[str]:
+        return set()
+
+    def plain_all(self, values: Sequence[str | None]) -> list[str | None]:
+        return [self.plain(v) for v in values]
 
     def protect(self, subject: str | None, value: str | None) -> str | None:
         return value

@@ -3,6 +3,7 @@ queries the API answers from. Nothing here folds the log per request."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +38,7 @@ from projections.reconciliations import reconcile_figures
 from projections.registry import PROJECTIONS
 from projections.runner import Catchup, Follower
 from projections.seal import Seal
-from projections.status_cache import MISSING, StatusCache
+from projections.status_cache import MISSING, StatusCache, Watch
 from projections.store import ViewStore
 from projections.subscription_status import (
     CURRENT,
@@ -52,6 +53,8 @@ from projections.usage_totals import (
     usage_alerts_of,
     usage_answer,
     usage_check,
+    usage_state,
+    usage_verdict,
 )
 from projections.webhook_health import health, outcomes
 
@@ -86,18 +89,23 @@ class ReadSide:
         # while neither subscription_status nor entitlements has moved.
         self.gate = Gate(catalog)
         self.holdings = StatusCache(self._holding_position)
+        # The metric gate's memory: (period, plan, total) per user and metric, kept
+        # while usage_totals has not moved (and while the period holds now).
+        self.usage_kept = StatusCache(lambda: self.tracked().get("usage_totals", (0, 0)))
+        self.watch = Watch([self.cache, self.holdings, self.usage_kept])
         # The open notification streams of this process, fed by one follower.
         self.fanout = Fanout(
-            self.notifications_after, self.last_cursor, version=self.notifications_version
+            self._notifications_after, self.last_cursor, version=self.notifications_version
         )
 
-    def tracked(self) -> dict[str, tuple[int, int]]:
+    def tracked(self, *, fresh: bool = False) -> dict[str, tuple[int, int]]:
         """Every projection's (generation, tracking position), read with two queries
-        and shared for 5 ms by everything in this process that watches them (the
-        status and gate caches, the stream's fan-out, the merged feeds)."""
+        and shared for 5 ms by the watchers of this process (the status and gate
+        caches, the stream's fan-out); `fresh` for a request's own read. This
+        process's runner forgets the shared copy whenever it has applied events."""
         now = time.monotonic()
         memo = self._tracked
-        if memo is not None and now - memo[0] < 0.005:
+        if not fresh and memo is not None and now - memo[0] < 0.005:
             return memo[1]
         generations = self.store.generations()
         keys = {p.name: p.tracking_key(generations[p.name]) for p in self.projections}
@@ -107,8 +115,11 @@ class ReadSide:
         return positions
 
     def _moved(self) -> None:
-        """This process's runner applied a batch: its positions are read again."""
+        """This process's runner applied events: what is kept may be older now
+        (another process's runner is noticed by the watchers, within 25 ms)."""
         self._tracked = None
+        for kept in (self.cache, self.holdings, self.usage_kept):
+            kept.forget()
 
     def _position_of(self, name: str) -> tuple[int, int]:
         return self.tracked()[name]
@@ -251,14 +262,12 @@ class ReadSide:
                 kwargs={"row_factory": dict_row, "autocommit": True, "prepare_threshold": 0},
             )
             await self._async_pool.open(wait=True, timeout=10)
-        self.cache.start()
-        self.holdings.start()
+        self.watch.start()
         await self.fanout.start()
 
     async def close_async(self) -> None:
         await self.fanout.stop()
-        self.cache.stop()
-        self.holdings.stop()
+        self.watch.stop()
         if self._async_pool is not None:
             await self._async_pool.close()
             self._async_pool = None
@@ -284,7 +293,7 @@ class ReadSide:
         followed = {p.name: p for p in self.projections}
         if "notifications" not in followed or "usage_totals" not in followed:
             return None
-        tracked = self.tracked()
+        tracked = self.tracked(fresh=True)
         lowest = min(tracked[name][1] for name in ("notifications", "usage_totals"))
         return (lowest + 1) * SLOTS - 1
 
@@ -314,6 +323,24 @@ class ReadSide:
                 c, self.catalog, metric, user_id, quantity, int(time.time() if now is None else now)
             )
 
+    async def usage_check_async(
+        self, user_id: str, metric: Metric, quantity: int, now: float | None = None
+    ) -> dict[str, Any]:
+        """`usage_check` from memory while usage_totals has not moved; else its two
+        reads, in the thread pool."""
+        t = int(time.time() if now is None else now)
+        key = f"{user_id} {metric.name}"
+        kept = self.usage_kept.get(key)
+        if kept is MISSING or not kept["period_start"] <= t < kept["period_end"]:
+            epoch = self.usage_kept.epoch
+            kept = await asyncio.to_thread(self._usage_state, user_id, metric, t)
+            self.usage_kept.put(key, kept, epoch)
+        return usage_verdict(kept, metric, quantity)
+
+    def _usage_state(self, user_id: str, metric: Metric, t: int) -> dict[str, Any]:
+        with self.store.reading() as c:
+            return usage_state(c, self.catalog, metric, user_id, t)
+
     def ended_usage(self, before: float) -> list[dict[str, Any]]:
         with self.store.reading() as c:
             return ended_totals(c, int(before))
@@ -325,12 +352,13 @@ class ReadSide:
             return invoice_page(c, user_id, limit, starting_after)
 
     def notifications_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
-        """`_notifications_after` with each address revealed: a customer's email is
-        held encrypted with the customer's key (None once erased: nothing is mailed)."""
-        plain = self.ledger.personal.plain
+        """`_notifications_after` with each address revealed (what the outbox mails
+        to): a customer's email is held encrypted with the customer's key (None
+        once erased: nothing is mailed). The streams need no address."""
+        rows = self._notifications_after(after, limit)
+        emails = self.ledger.personal.plain_all([r.get("email") for r in rows])
         return [
-            {**r, "email": plain(r["email"])} if r.get("email") else r
-            for r in self._notifications_after(after, limit)
+            {**r, "email": e} if r.get("email") else r for r, e in zip(rows, emails, strict=True)
         ]
 
     def _notifications_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:

@@ -40,10 +40,9 @@ class Catchup:
         on_applied: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.on_applied = on_applied or (lambda: None)  # after a pass that moved a position
         self.projections = list(projections)
         self.batch_size = batch_size
-        # after each committed batch: what remembers positions read before forgets them
-        self.on_applied = on_applied or (lambda: None)
         for projection in self.projections:
             self.ensure(projection)
 
@@ -113,6 +112,7 @@ class Catchup:
                 if lane.position < last
             ]
             done += self._apply(shares, last)
+            self.on_applied()
         return done
 
     def _apply(self, shares: list[tuple[_Lane, list[tuple[int, Any]]]], last: int) -> int:
@@ -140,7 +140,6 @@ class Catchup:
             for lane, events in mine:
                 lane.position = last
                 done += len(events)
-        self.on_applied()
         return done
 
     def catch_up(

@@ -1,13 +1,13 @@
 """The API's memory of subscription_status rows: the hot read ("is this user
 premium?") answered without a query while the projection has not moved. A
-watcher thread reads the projection's position every 25 ms and forgets every
+watcher thread (`Watch`) reads the projection's position every 25 ms and forgets every
 row when it moved, so an answer is at most that much behind the tables."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 log = logging.getLogger("projections.status_cache")
@@ -18,16 +18,12 @@ class StatusCache:
     def __init__(
         self,
         position: Callable[[], tuple[int, ...]],
-        interval: float = 0.025,
         maxsize: int = 200_000,
     ) -> None:
         self._position = position  # (generation, tracking position) of the projections read
-        self._interval = interval
         self._maxsize = maxsize
         self._rows: dict[str, Any] = {}
         self._seen: tuple[int, ...] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def get(self, user_id: str) -> Any:
         return self._rows.get(user_id, MISSING)
@@ -52,9 +48,29 @@ class StatusCache:
             self._seen = seen
             self.forget()
 
+    def check_or_forget(self) -> None:
+        try:
+            self.check()
+        except Exception:  # the store is away: answer from the tables meanwhile
+            log.warning("cannot read the projection's position; not caching", exc_info=True)
+            self.forget()
+            self._seen = None
+
+
+class Watch:
+    """One thread that checks several caches every `interval` (their positions
+    come from one read of the projections' positions: see ReadSide.tracked)."""
+
+    def __init__(self, caches: Sequence[StatusCache], interval: float = 0.025) -> None:
+        self._caches = list(caches)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
     def start(self) -> None:
-        self.check()
-        self._thread = threading.Thread(target=self._run, name="status-cache", daemon=True)
+        for cache in self._caches:
+            cache.check_or_forget()
+        self._thread = threading.Thread(target=self._run, name="cache-watch", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -64,9 +80,5 @@ class StatusCache:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                self.check()
-            except Exception:  # the store is away: answer from the tables meanwhile
-                log.warning("cannot read the projection's position; not caching", exc_info=True)
-                self.forget()
-                self._seen = None
+            for cache in self._caches:
+                cache.check_or_forget()

@@ -538,9 +538,20 @@ def usage_check(
 ) -> dict[str, Any]:
     """The gate: may the user use `quantity` more of the metric now? Past a hard
     limit: not allowed; past a soft one: allowed, as overage."""
+    return usage_verdict(usage_state(c, catalog, metric, user_id, t), metric, quantity)
+
+
+def usage_state(
+    c: Cursor, catalog: Catalog, metric: Metric, user_id: str, t: int
+) -> dict[str, Any]:
+    """What the gate of a metric reads: the period holding t, its plan, and the total so far."""
     period = period_at(c, catalog, user_id, t)
-    allowance = metric.allowance(period["plan_id"])
-    used = total_of(c, user_id, metric.name, period["period_start"])
+    return {**period, "used": total_of(c, user_id, metric.name, period["period_start"])}
+
+
+def usage_verdict(state: dict[str, Any], metric: Metric, quantity: int) -> dict[str, Any]:
+    allowance = metric.allowance(state["plan_id"])
+    used = state["used"]
     after = used + quantity if metric.aggregation == "sum" else max(used, quantity)
     over = allowance.limit != "none" and after > allowance.included
     answer: dict[str, Any] = {

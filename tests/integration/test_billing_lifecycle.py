@@ -25,6 +25,7 @@ from ledger.application import Ledger
 from ledger.config import Settings
 from ledger.domain.user import User
 from ledger.opening import open_ledger
+from ledger.personal import PREFIX
 from ledger.plans import DEFAULT_PLANS_FILE, load_catalog
 from ledger.stripe.gateway import StripeGateway
 from projections.read_side import ReadSide
@@ -638,6 +639,9 @@ def test_stripe_unavailable_is_502_and_recorded(
     assert user_events(ledger) == ["Registered", "StripeCallFailed"]
     failed = stored_events(ledger, User.create_id(USER))[-1]
     assert (failed.action, failed.error_code) == ("change_plan", "stripe_unavailable")
+    # Stripe's message may quote personal data: held under the customer's key
+    plain = ledger.personal.plain(failed.message)
+    assert failed.message.startswith(PREFIX) and plain.startswith("Stripe cannot be reached")
 
 
 def test_update_customer_answers_stripes_values_unconfirmed_then_the_webhook_confirms(

@@ -229,3 +229,28 @@ def test_the_webhook_shortcut_serves_only_a_mounted_documented_route(
     documented = {(m.upper(), path) for path, ops in document["paths"].items() for m in ops}
     mounted = {(m, r.path) for r in app.routes for m in (getattr(r, "methods", None) or ())}
     assert served <= documented and served <= mounted
+
+
+def test_the_dictionary_of_exact_paths_finds_the_route_the_scan_would(app: Any) -> None:
+    """api.contract.Routes: for every method and parameterless path it looks up,
+    Starlette's own scan (first full match in order) picks the same route; the hot
+    reads are among them."""
+    from starlette.routing import Match
+
+    router = app.router
+    for (method, path), found in router.exact.items():
+        scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+        first = next(r for r in router.routes if r.matches(scope)[0] is Match.FULL)
+        assert first is found, (method, path)
+    assert {("GET", "/api/stripe/get-subscription"), ("GET", "/api/v1/billing/entitlements/check"),
+            ("POST", "/api/v1/billing/usage/batch")} <= set(router.exact)  # fmt: skip
+
+
+def test_exact_paths_still_answer_405_and_parameters_still_route() -> None:
+    from starlette.testclient import TestClient
+
+    with TestClient(create_app(make_settings("sqlite:///:memory:"))) as client:
+        wrong = client.put("/api/stripe/get-subscription")
+        assert wrong.status_code == 405
+        unauthorised = client.get("/api/v1/audit/users/user_1767225600_abcdefghij")
+        assert unauthorised.status_code == 401

@@ -73,3 +73,26 @@ def test_another_master_key_does_not_open_the_key_table() -> None:
     wrong = PersonalData(keys, "another-master-key-" + "z" * 32)  # type: ignore[arg-type]
     with pytest.raises(WrongMasterKey):
         wrong.reveal(sealed)  # type: ignore[arg-type]
+
+
+def test_many_values_are_revealed_with_one_read_of_the_key_table_erasures_seen_at_once() -> None:
+    keys = MemoryKeys()
+    writer = cipher(keys)
+    ada, bob, ada2 = (
+        writer.protect(s, v) for s, v in [("cus_1", "ada"), ("cus_2", "bob"), ("cus_1", "ada2")]
+    )
+    reader = cipher(keys)
+    reads: list[Collection[str]] = []
+    get = keys.get
+    keys.get = lambda subjects: (reads.append(subjects), get(subjects))[1]  # type: ignore[method-assign]
+    assert reader.plain_all([ada, None, "as it was", bob, ada2]) == [
+        "ada",
+        None,
+        "as it was",
+        "bob",
+        "ada2",
+    ]
+    assert len(reads) == 1
+    writer.erase(["cus_1"])  # by another process: the next call reads fresh
+    assert reader.plain_all([ada, bob]) == [None, "bob"] and len(reads) == 2
+    assert Plain().plain_all(["x", None]) == ["x", None]
