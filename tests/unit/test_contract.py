@@ -246,10 +246,10 @@ def test_the_dictionary_of_exact_paths_finds_the_route_the_scan_would(app: Any) 
             ("POST", "/api/v1/billing/usage/batch")} <= set(router.exact)  # fmt: skip
 
 
-def test_exact_paths_still_answer_405_and_parameters_still_route() -> None:
+def test_exact_paths_still_answer_405_and_parameters_still_route(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
-    with TestClient(create_app(make_settings("sqlite:///:memory:"))) as client:
+    with TestClient(create_app(make_settings(f"sqlite:///{tmp_path}/ledger.db"))) as client:
         wrong = client.put("/api/stripe/get-subscription")
         assert wrong.status_code == 405
         unauthorised = client.get("/api/v1/audit/users/user_1767225600_abcdefghij")
