@@ -154,6 +154,7 @@ def bench_freshness(database_url: str, store: str, opts: Any) -> dict[str, Any]:
             "LEDGER_PROJECTIONS": "inline",
             "LEDGER_RATE_LIMIT_PER_USER": "1000000/minute",
             "LEDGER_RATE_LIMIT_PER_ADDRESS": "100000000/minute",
+            "LEDGER_RATE_LIMIT_REGISTRATION": "100000/minute",
         },
         log_path=log_dir / f"freshness-{store}.log",
     )
@@ -171,6 +172,8 @@ def bench_freshness(database_url: str, store: str, opts: Any) -> dict[str, Any]:
                 json.dumps({"user_id": user}).encode(),
                 {"Content-Type": "application/json"},
             )
+            if status != 201:
+                raise RuntimeError(f"registering {user}: {status} {body[:200]!r}")
             auth = {"X-User-ID": user, "Authorization": f"Bearer {json.loads(body)['token']}"}
             event = so.event(
                 f"evt_fresh{n}",
