@@ -325,6 +325,11 @@ SECTIONS: dict[str, Section] = {
         bench_audit.table_encryption,
         "stage one's write with personal data encrypted vs as it comes (A/B, one run)",
     ),
+    "ingest-encryption": Section(
+        bench_audit.bench_ingest_encryption,
+        bench_audit.table_ingest_encryption,
+        "the whole ingest path with personal data encrypted vs as it comes (A/B servers)",
+    ),
     "peer": Section(
         bench_peer.bench_peer,
         bench_peer.table_peer,

@@ -272,3 +272,82 @@ def table_encryption(results: dict[str, dict[str, Any]]) -> str:
             )
         )
     return render_table(rows)
+
+
+INGEST_ROUNDS = 3  # pairs, alternating which goes first
+INGEST_PER_ROUND = 6000
+
+
+def bench_ingest_encryption(database_url: str, store: str, opts: Any) -> dict[str, Any]:
+    """The whole ingest path (HTTP, signature, parse, write; stage two off), the
+    server as `ledger serve` runs it (encrypted) and with personal data as it
+    comes (`scripts/dev/serve_plain.py`), alternating on one store with new
+    deliveries each time: deliveries/s and server CPU per delivery of each."""
+    import sys
+
+    from scripts.dev import loadgen
+
+    log_dir = opts.out_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    programs = {
+        "plain": [sys.executable, "-m", "scripts.dev.serve_plain"],
+        "encrypted": None,
+    }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in programs}
+    k = 0
+    for r in range(INGEST_ROUNDS):
+        for name in ("plain", "encrypted") if r % 2 == 0 else ("encrypted", "plain"):
+            k += 1
+            deliveries = loadgen.build_deliveries(INGEST_PER_ROUND + 500, prefix=f"enc{k}")
+            server = loadgen.start_server(
+                database_url,
+                env_extra={"LEDGER_PROCESSOR": "off", "LEDGER_PROJECTIONS": "off"},
+                log_path=log_dir / f"ingest-encryption-{store}.log",
+                program=programs[name],
+            )
+            try:
+                warm = loadgen.build_requests(deliveries[:500], server.port)
+                loadgen.run_load_sync(warm, server.port, concurrency=8)
+                requests = loadgen.build_requests(deliveries[500:], server.port)
+                cpu0 = server.cpu_seconds() or 0.0
+                run = loadgen.run_load_sync(requests, server.port, concurrency=opts.concurrency)
+                cpu = (server.cpu_seconds() or 0.0) - cpu0
+            finally:
+                server.stop()
+            summary = run.summary()
+            if summary["ok"] != INGEST_PER_ROUND:
+                raise RuntimeError(f"{name}: {summary}")
+            runs[name].append({"per_s": summary["rate_per_s"], "cpu_us": cpu / summary["ok"] * 1e6})
+            print(f"  round {r + 1} {name}: {runs[name][-1]}", flush=True)
+    median = {
+        name: {f: statistics.median(x[f] for x in rs) for f in ("per_s", "cpu_us")}
+        for name, rs in runs.items()
+    }
+    return {
+        "rounds": runs,
+        "median": median,
+        "cpu_cost_pct": round(
+            100 * (median["encrypted"]["cpu_us"] / median["plain"]["cpu_us"] - 1), 1
+        ),
+        "rate_cost_pct": round(
+            100 * (1 - median["encrypted"]["per_s"] / median["plain"]["per_s"]), 1
+        ),
+    }
+
+
+def table_ingest_encryption(results: dict[str, dict[str, Any]]) -> str:
+    rows = [("store", "plain /s", "encrypted /s", "cost %", "plain CPU µs", "encrypted", "cost %")]
+    for store, r in results.items():
+        m = r.get("median", {})
+        rows.append(
+            (
+                store,
+                figure(m.get("plain", {}).get("per_s")),
+                figure(m.get("encrypted", {}).get("per_s")),
+                figure(r.get("rate_cost_pct")),
+                figure(m.get("plain", {}).get("cpu_us")),
+                figure(m.get("encrypted", {}).get("cpu_us")),
+                figure(r.get("cpu_cost_pct")),
+            )
+        )
+    return render_table(rows)

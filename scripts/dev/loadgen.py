@@ -157,13 +157,14 @@ def start_server(
     log_path: Path | None = None,
     workers: int = 1,
     extra_args: Sequence[str] = (),
+    program: Sequence[str] | None = None,
 ) -> Server:
     """Launch `ledger serve --host 127.0.0.1 --port PORT --no-access-log` and wait
     until GET /healthz answers 200. Its output goes to `log_path` (a temp file
     when not given). LEDGER_PROCESSOR defaults to "off"; `env_extra` overrides."""
     port = port or free_port()
     command = [
-        *ledger_command(),
+        *(program or ledger_command()),
         "serve",
         "--host",
         HOST,
