@@ -60,6 +60,7 @@ class Fanout:
         self._queue_size = queue_size
         self._streams: dict[str, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.cursor = 0
 
     def subscribe(self, user_id: str) -> Subscription:
@@ -79,26 +80,36 @@ class Fanout:
         return sum(len(s) for s in self._streams.values())
 
     async def start(self) -> None:
+        self._stopping = asyncio.Event()  # of this loop
         self.cursor = await asyncio.to_thread(self._last_cursor)
         self._task = asyncio.create_task(self._run(), name="notifications-fanout")
 
     async def stop(self) -> None:
+        """Let the poll in hand finish (its read runs in a thread, which a
+        cancellation would leave running on a store about to be closed), then
+        end; cancel only if it does not end in time."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 10)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.poll()
-            except asyncio.CancelledError:
-                raise
             except Exception:  # the store is away: streams wait, and catch up after
                 log.warning("cannot read notifications; trying again", exc_info=True)
-                await asyncio.sleep(1)
-            await asyncio.sleep(self.interval)
+                await self._pause(1)
+            await self._pause(self.interval)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def poll(self) -> int:
         """Hand out what is new; returns how many notifications were read."""
