@@ -421,17 +421,11 @@ class ReadSide:
         return owners
 
     def positions(self) -> list[dict[str, Any]]:
-        head = self.catchup.head()
-        generations = self.store.generations()
+        head = self.catchup.head()  # first: a position read after it is never past it
+        tracked = self.tracked(fresh=True)
         return [
-            {
-                "name": p.name,
-                "generation": (g := generations[p.name]),
-                "position": (pos := self.catchup.position(p, g)),
-                "head": head,
-                "lag": head - pos,
-            }
-            for p in self.projections
+            {"name": name, "generation": g, "position": pos, "head": head, "lag": head - pos}
+            for name, (g, pos) in tracked.items()
         ]
 
     # --- what `ledger reconcile` compares with Stripe (ledger.reconcile.HeldState) ---

@@ -1,0 +1,56 @@
+"""The stream's fan-out on its own: it reads the feed only when the projections'
+positions moved, and its stop waits for a read in hand (which runs in a thread,
+on a store the shutdown closes next)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from projections.fanout import Fanout
+
+
+def test_the_feed_is_read_only_when_the_version_moved() -> None:
+    version = [(1, 10)]
+    reads: list[int] = []
+    rows = [{"cursor": 11, "user_id": "u", "kind": "renewed"}]
+
+    def after(cursor: int, limit: int) -> list[dict[str, Any]]:
+        reads.append(cursor)
+        return [r for r in rows if r["cursor"] > cursor]
+
+    async def run() -> list[Any]:
+        fanout = Fanout(after, lambda: 10, version=lambda: version[0])
+        fanout.cursor = 10  # as start() would set it
+        stream = fanout.subscribe("u")
+        assert await fanout.poll() == 1 and reads == [10]
+        assert await fanout.poll() == 0 and reads == [10]  # nothing moved: no read
+        version[0] = (1, 12)
+        rows.append({"cursor": 12, "user_id": "u", "kind": "ended"})
+        assert await fanout.poll() == 1 and reads == [10, 11]
+        return [await stream.next(1), await stream.next(1)]
+
+    got = asyncio.run(run())
+    assert [r["cursor"] for r in got] == [11, 12]
+
+
+def test_stop_waits_for_the_read_in_hand() -> None:
+    reading, finished = threading.Event(), threading.Event()
+
+    def slow_after(cursor: int, limit: int) -> list[dict[str, Any]]:
+        reading.set()
+        time.sleep(0.3)
+        finished.set()
+        return []
+
+    async def run() -> None:
+        fanout = Fanout(slow_after, lambda: 0, interval=0.01)
+        await fanout.start()
+        while not reading.is_set():
+            await asyncio.sleep(0.01)
+        await fanout.stop()
+        assert finished.is_set()  # the store may be closed now
+
+    asyncio.run(run())
