@@ -10,13 +10,13 @@ from eventsourcing.persistence import PersistenceError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api import answers, audit, audit_history, billing, billing_reads, extension, usage, webhooks
 from api.bootstrap import Parts
 from api.contract import Endpoint, Routes, openapi, reply, routes
+from api.cors import Cors
 from api.errors import exception_handlers
 from api.metrics import metrics
 from api.ratelimit import Limits, RateLimit
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(RequestId),  # first: every answer names its request, deliveries' too
             Middleware(WebhookShortcut),  # next: deliveries skip what does not apply to them
             Middleware(
-                CORSMiddleware,
+                Cors,
                 allow_origins=config.origins,
                 allow_methods=["GET", "POST", "PATCH", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "X-User-ID", "X-Request-ID"],

@@ -282,6 +282,11 @@ def test_cors_allows_only_the_configured_origins(client: TestClient) -> None:
     assert "access-control-allow-origin" not in denied.headers
     simple = client.get("/api/stripe/get-subscription", headers={"Origin": allowed})
     assert simple.headers["access-control-allow-origin"] == allowed
+    assert simple.headers["vary"] == "Origin"
+    # no Origin (a server's call): no CORS grant, and caches still told it may differ
+    plain = client.get("/api/stripe/get-subscription")
+    assert "access-control-allow-origin" not in plain.headers
+    assert plain.headers["vary"] == "Origin"
 
 
 def test_stripe_unreachable_answers_502_and_records_the_failure(database_url: str) -> None:

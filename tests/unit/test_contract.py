@@ -254,3 +254,34 @@ def test_exact_paths_still_answer_405_and_parameters_still_route(tmp_path: Path)
         assert wrong.status_code == 405
         unauthorised = client.get("/api/v1/audit/users/user_1767225600_abcdefghij")
         assert unauthorised.status_code == 401
+
+
+def test_a_kept_query_parses_as_starlette_does_and_refusals_are_not_kept() -> None:
+    from pydantic import BaseModel
+    from starlette.datastructures import QueryParams
+
+    from api.contract import Queries
+    from api.errors import BadRequest
+
+    queries = Queries(bodies.InvoiceQuery, size=2)
+    for raw in (b"limit=5&starting_after=in_1", b"limit=5&limit=7", b"starting_after=a%20b&x"):
+        try:
+            expected = bodies.InvoiceQuery.model_validate(dict(QueryParams(raw.decode())))
+        except ValueError:
+            expected = None
+        if expected is None:
+            with pytest.raises(BadRequest):
+                queries.parse(raw)
+        else:
+            assert queries.parse(raw) == expected
+            assert queries.parse(raw) is queries.parse(raw)  # kept
+    assert len(queries._kept) <= 2
+    with pytest.raises(BadRequest):
+        queries.parse(b"limit=0")
+    assert b"limit=0" not in queries._kept
+
+    class Mutable(BaseModel):
+        limit: int = 1
+
+    with pytest.raises(TypeError, match="frozen"):
+        Queries(Mutable)
