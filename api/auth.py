@@ -19,7 +19,7 @@ async def caller(request: Request) -> str:
     the first call of a user reads the log (in the thread pool). Only a valid token
     counts against the user's limit; a failed attempt counts against the sender's
     address, whose failed attempts past their own limit get 429."""
-    known = getattr(request.state, "user_id", None)
+    known = request.scope.get("state", {}).get("user_id")  # no AttributeError raised per request
     if known is not None:
         return known
     accounts: Accounts = request.state.accounts
