@@ -25,10 +25,15 @@ class _Memory(MemoryStorage):
     second. limits 5.x starts a new Timer thread from a hit whenever the previous
     one has run (every 10 ms under load): a thread start, and a wait for it, on the
     event loop's hot path (15% of the loop's time in a profile of 2,000 reads/s).
-    Counters also expire when read, so the sweep only frees memory. Overrides the
-    library's private hook: pyproject.toml bounds `limits` below 6."""
+    The library's own sweep then looks at every key in one go, holding the GIL for
+    milliseconds with 10,000 users' counters: a stall of every request once a
+    second, the p99 of a paced run. Here the sweep goes `CHUNK` keys at a time and
+    lets the event loop run in between. Counters also expire when read, so the
+    sweep only frees memory. Overrides the library's private hook: pyproject.toml
+    bounds `limits` below 6."""
 
     SWEEP_SECONDS = 1.0
+    CHUNK = 256
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,7 +45,23 @@ class _Memory(MemoryStorage):
     def _sweep(self) -> None:
         while True:
             time.sleep(self.SWEEP_SECONDS)
-            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+            self.expire()
+
+    def expire(self) -> int:
+        """Drop the counters that have expired (what the library's sweep does for
+        the fixed and sliding windows used here); returns how many."""
+        keys = list(self.expirations)
+        dropped = 0
+        for start in range(0, len(keys), self.CHUNK):
+            now = time.time()
+            for key in keys[start : start + self.CHUNK]:
+                if self.expirations.get(key, math.inf) <= now:
+                    self.storage.pop(key, None)
+                    self.expirations.pop(key, None)
+                    self.locks.pop(key, None)
+                    dropped += 1
+            time.sleep(0)  # the event loop's turn
+        return dropped
 
 
 def _parse(name: str, value: str) -> RateLimitItem:

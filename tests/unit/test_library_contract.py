@@ -191,3 +191,21 @@ def test_rate_limit_hits_start_no_threads_and_counters_still_expire() -> None:
     with pytest.raises(RateLimited):
         for _ in range(1001):
             limits.user("user_busy")
+
+
+def test_the_rate_limit_sweep_drops_expired_counters_a_chunk_at_a_time() -> None:
+    """The sweep frees what has expired and keeps the rest, whatever the chunk size
+    (it goes a chunk at a time so as not to stall the event loop)."""
+    import time
+
+    from api.ratelimit import _Memory
+
+    storage = _Memory()
+    storage.CHUNK = 7
+    for n in range(50):
+        storage.incr(f"old:{n}", expiry=0.01)
+        storage.incr(f"new:{n}", expiry=60)
+    time.sleep(0.02)
+    assert storage.expire() == 50
+    assert set(storage.storage) == set(storage.expirations) == {f"new:{n}" for n in range(50)}
+    assert storage.get("new:3") == 1 and storage.get("old:3") == 0
