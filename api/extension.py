@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from api import answers, bodies
 from api.contract import USER, Endpoint, reply
@@ -76,11 +76,11 @@ async def get_subscription(request: Request) -> Response:
     """The hot path: no thread-pool hop for a known user (see ReadSide.status_async)."""
     status = await _read(request).status_async(request.state.user_id)
     if "id" not in status:
-        return JSONResponse(answers.NoSubscription(active=False).model_dump())
-    return JSONResponse(
+        return reply(answers.NoSubscription(active=False))
+    return reply(
         answers.ActiveSubscription.model_validate(
             {f: status[f] for f in answers.ActiveSubscription.model_fields}
-        ).model_dump()
+        )
     )
 
 

@@ -1,6 +1,7 @@
 """The live feed of one API process: a task follows the notifications projection
-by cursor (one query per tick for the whole process, not one per open stream)
-and hands each new notification to the queues of its user's open streams."""
+by cursor (one query for the whole process, not one per open stream) and hands
+each new notification to the queues of its user's open streams. It reads when
+woken (`wake`, from any thread) and on its own tick."""
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ class Fanout:
         self._streams: dict[str, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._woken = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.cursor = 0
 
     def subscribe(self, user_id: str) -> Subscription:
@@ -79,8 +82,18 @@ class Fanout:
     def open_streams(self) -> int:
         return sum(len(s) for s in self._streams.values())
 
+    def wake(self) -> None:
+        """Read now, not at the next tick (any thread: this process's runner
+        calls it when it has applied events)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._woken.set)
+
     async def start(self) -> None:
         self._stopping = asyncio.Event()  # of this loop
+        self._woken = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self.cursor = await asyncio.to_thread(self._last_cursor)
         self._task = asyncio.create_task(self._run(), name="notifications-fanout")
 
@@ -90,6 +103,7 @@ class Fanout:
         end; cancel only if it does not end in time."""
         if self._task is not None:
             self._stopping.set()
+            self._woken.set()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 10)
             except TimeoutError:
@@ -97,6 +111,7 @@ class Fanout:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        self._loop = None
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -108,8 +123,10 @@ class Fanout:
             await self._pause(self.interval)
 
     async def _pause(self, seconds: float) -> None:
+        """Until `seconds` have passed, or it is woken (or stopped)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        self._woken.clear()
 
     async def poll(self) -> int:
         """Hand out what is new; returns how many notifications were read."""

@@ -92,11 +92,18 @@ class ReadSide:
         # The metric gate's memory: (period, plan, total) per user and metric, kept
         # while usage_totals has not moved (and while the period holds now).
         self.usage_kept = StatusCache(lambda: self.tracked().get("usage_totals", (0, 0)))
-        self.watch = Watch([self.cache, self.holdings, self.usage_kept])
-        # The open notification streams of this process, fed by one follower.
+        # The open notification streams of this process, fed by one follower. It
+        # reads when woken: by this process's runner as soon as it has applied
+        # events, by the watch within 25 ms of another process's; its own tick is a
+        # safety net.
         self.fanout = Fanout(
-            self._notifications_after, self.last_cursor, version=self.notifications_version
+            self._notifications_after,
+            self.last_cursor,
+            version=self.notifications_version,
+            interval=1.0,
         )
+        self._feed_seen: object = None
+        self.watch = Watch([self.cache, self.holdings, self.usage_kept], also=[self._feed_moved])
 
     def tracked(self, *, fresh: bool = False) -> dict[str, tuple[int, int]]:
         """Every projection's (generation, tracking position), read with two queries
@@ -120,6 +127,14 @@ class ReadSide:
         self._tracked = None
         for kept in (self.cache, self.holdings, self.usage_kept):
             kept.forget()
+        self.fanout.wake()
+
+    def _feed_moved(self) -> None:
+        """The watch's turn: wake the fan-out when what its feed reads has moved."""
+        version = self.notifications_version()
+        if version != self._feed_seen:
+            self._feed_seen = version
+            self.fanout.wake()
 
     def _position_of(self, name: str) -> tuple[int, int]:
         return self.tracked()[name]

@@ -59,10 +59,17 @@ class StatusCache:
 
 class Watch:
     """One thread that checks several caches every `interval` (their positions
-    come from one read of the projections' positions: see ReadSide.tracked)."""
+    come from one read of the projections' positions: see ReadSide.tracked), then
+    calls each of `also` (the stream's fan-out is woken from there)."""
 
-    def __init__(self, caches: Sequence[StatusCache], interval: float = 0.025) -> None:
+    def __init__(
+        self,
+        caches: Sequence[StatusCache],
+        interval: float = 0.025,
+        also: Sequence[Callable[[], None]] = (),
+    ) -> None:
         self._caches = list(caches)
+        self._also = list(also)
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,3 +89,8 @@ class Watch:
         while not self._stop.wait(self._interval):
             for cache in self._caches:
                 cache.check_or_forget()
+            for step in self._also:
+                try:
+                    step()
+                except Exception:  # the store is away: the step's next turn will tell
+                    log.warning("cache watch: %s failed", step, exc_info=True)

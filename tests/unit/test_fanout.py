@@ -54,3 +54,26 @@ def test_stop_waits_for_the_read_in_hand() -> None:
         assert finished.is_set()  # the store may be closed now
 
     asyncio.run(run())
+
+
+def test_a_wake_from_another_thread_reads_at_once_not_at_the_next_tick() -> None:
+    rows: list[dict[str, Any]] = []
+
+    def after(cursor: int, limit: int) -> list[dict[str, Any]]:
+        return [r for r in rows if r["cursor"] > cursor]
+
+    async def run() -> float:
+        fanout = Fanout(after, lambda: 0, interval=30)  # the tick alone would take 30 s
+        await fanout.start()
+        stream = fanout.subscribe("u")
+        await asyncio.sleep(0.05)  # the first poll is done; the fan-out sleeps
+        rows.append({"cursor": 1, "user_id": "u", "kind": "renewed"})
+        started = time.monotonic()
+        threading.Thread(target=fanout.wake).start()  # as the runner's thread does
+        row = await stream.next(5)
+        waited = time.monotonic() - started
+        await fanout.stop()
+        assert row is not None and row["cursor"] == 1
+        return waited
+
+    assert asyncio.run(run()) < 1
