@@ -167,13 +167,31 @@ def apply_in(
     position: int,
     generation: int,
 ) -> None:
-    """`apply_batch` inside the caller's transaction (several projections' batches
-    in one)."""
-    projection.view.record_position(c, projection.tracking_key(generation), position)
-    current = published_generation(c, projection.name)
-    if current is not None and generation < current:
-        raise GenerationChanged(projection.name)
-    projection.apply_all(events, Writer(c, projection.names(generation)))
+    """`apply_batch` inside the caller's transaction."""
+    apply_many_in(c, [(projection, events, generation)], position)
+
+
+def apply_many_in(
+    c: Cursor,
+    shares: Sequence[tuple[SqlProjection, Sequence[tuple[int, Any]], int]],
+    position: int,
+) -> None:
+    """Several projections' batches (projection, events, generation) in the
+    caller's one transaction: every tracking position first, then one read of the
+    published generations for all of them (one round trip, not one each), then
+    the events. Raises GenerationChanged when a rebuild has published a newer
+    generation of one of them."""
+    c.store.record_positions(c, {p.tracking_key(g): position for p, _, g in shares})
+    published = {
+        r["name"]: r["generation"]
+        for r in c.query("SELECT name, generation FROM projection_generations")
+    }
+    for projection, _, generation in shares:
+        current = published.get(projection.name)
+        if current is not None and generation < current:
+            raise GenerationChanged(projection.name)
+    for projection, events, generation in shares:
+        projection.apply_all(events, Writer(c, projection.names(generation)))
 
 
 def published_generation(c: Cursor, name: str) -> int | None:

@@ -20,7 +20,7 @@ from projections.base import (
     GenerationChanged,
     SqlProjection,
     apply_batch,
-    apply_in,
+    apply_many_in,
     published_generation,
 )
 from projections.store import ViewStore
@@ -121,8 +121,11 @@ class Catchup:
             mine = [(lane, events) for lane, events in shares if lane.projection.view is view]
             try:
                 with view.transaction() as c:
-                    for lane, events in mine:
-                        apply_in(c, lane.projection, events, last, lane.generation)
+                    apply_many_in(
+                        c,
+                        [(lane.projection, events, lane.generation) for lane, events in mine],
+                        last,
+                    )
             except Exception:  # apply each share alone: a failure holds back only its own
                 log.debug("a shared batch failed; applying projection by projection", exc_info=True)
                 for lane, events in mine:

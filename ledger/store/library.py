@@ -35,6 +35,40 @@ def insert_tracking(recorder: Any, cursor: Any, tracking: Tracking) -> None:
     recorder._insert_tracking(cursor, tracking)
 
 
+def insert_trackings(recorder: Any, cursor: Any, trackings: list[Tracking]) -> None:
+    """`insert_tracking` for several names at once. On PostgreSQL with the
+    library's single-row tracking, one statement (its own upsert, for every row,
+    in name order so that two writers lock alike) in place of one round trip
+    each; raises IntegrityError unless it moves every name's position forward."""
+    from eventsourcing.persistence import IntegrityError
+
+    if not trackings:
+        return
+    datastore = recorder.datastore
+    if getattr(recorder, "tracking_table_name", None) is None or not getattr(
+        datastore, "single_row_tracking", False
+    ):
+        for tracking in trackings:
+            recorder._insert_tracking(cursor, tracking)
+        return
+    ordered = sorted(trackings, key=lambda t: t.application_name)
+    table = tracking_table(recorder)
+    cursor.execute(
+        f"INSERT INTO {table} (application_name, notification_id) "  # noqa: S608 - our names
+        "SELECT * FROM unnest(%(names)s::text[], %(ids)s::bigint[]) "
+        "ON CONFLICT (application_name) DO UPDATE SET notification_id = EXCLUDED.notification_id "
+        f"WHERE {table}.notification_id < EXCLUDED.notification_id RETURNING application_name",
+        {
+            "names": [t.application_name for t in ordered],
+            "ids": [t.notification_id for t in ordered],
+        },
+    )
+    moved = {row["application_name"] for row in cursor.fetchall()}
+    missing = [t.application_name for t in ordered if t.application_name not in moved]
+    if missing:
+        raise IntegrityError(f"Failed to record tracking for {', '.join(missing)}")
+
+
 def datastore_of(recorder: Any) -> Any:
     """An SQLite or PostgreSQL recorder's datastore: its `transaction(commit=...)`
     and, on PostgreSQL, `get_connection()` and `schema`."""

@@ -342,15 +342,16 @@ def test_two_runners_apply_each_event_once(
     import projections.base as base
     from projections.store import ViewStore
 
-    # (projection, event position) per committed batch: what apply_in did inside a
-    # transaction counts once that transaction has committed
+    # (projection, event position) per committed batch: what apply_many_in did inside
+    # a transaction counts once that transaction has committed
     committed: list[tuple[str, int]] = []
     pending = threading.local()
-    apply_in, transaction = base.apply_in, ViewStore.transaction
+    apply_many_in, transaction = base.apply_many_in, ViewStore.transaction
 
-    def recording_apply(c, projection, events, position, generation):  # type: ignore[no-untyped-def]
-        apply_in(c, projection, events, position, generation)
-        pending.batch.extend((projection.name, i) for i, _ in events)
+    def recording_apply(c, shares, position):  # type: ignore[no-untyped-def]
+        apply_many_in(c, shares, position)
+        for projection, events, _ in shares:
+            pending.batch.extend((projection.name, i) for i, _ in events)
 
     @contextlib.contextmanager
     def recording_transaction(self, **kwargs):  # type: ignore[no-untyped-def]
@@ -359,8 +360,8 @@ def test_two_runners_apply_each_event_once(
             yield c
         committed.extend(pending.batch)
 
-    monkeypatch.setattr(base, "apply_in", recording_apply)
-    monkeypatch.setattr("projections.runner.apply_in", recording_apply)
+    monkeypatch.setattr(base, "apply_many_in", recording_apply)
+    monkeypatch.setattr("projections.runner.apply_many_in", recording_apply)
     monkeypatch.setattr(ViewStore, "transaction", recording_transaction)
     feed_only = Feed(ledger, None)  # type: ignore[arg-type]
     for i in range(30):
@@ -591,3 +592,25 @@ def test_a_start_does_not_wait_for_a_projections_writer(read: ReadSide) -> None:
         started.start()
         started.join(timeout=10)  # blocked, it would wait for as long as the batch is open
         assert not started.is_alive(), "ensure waited for the open batch"
+
+
+def test_several_positions_are_recorded_at_once_and_only_forward(database_url: str) -> None:
+    """The one-pass runner records every projection's position in one statement
+    (PostgreSQL): each moves forward, and when any would not, none is recorded."""
+    from eventsourcing.persistence import IntegrityError
+
+    from projections.store import ViewStore
+
+    store = ViewStore(database_url)
+    try:
+        with store.transaction() as c:
+            store.record_positions(c, {"a_g1": 5, "b_g1": 7})
+        assert store.positions(["a_g1", "b_g1"]) == {"a_g1": 5, "b_g1": 7}
+        with pytest.raises(IntegrityError, match="b_g1"), store.transaction() as c:
+            store.record_positions(c, {"a_g1": 9, "b_g1": 7})  # b would not move forward
+        assert store.positions(["a_g1", "b_g1"]) == {"a_g1": 5, "b_g1": 7}  # neither did
+        with store.transaction() as c:
+            store.record_positions(c, {"b_g1": 8, "a_g1": 9})
+        assert store.positions(["a_g1", "b_g1"]) == {"a_g1": 9, "b_g1": 8}
+    finally:
+        store.close()
