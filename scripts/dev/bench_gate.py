@@ -19,7 +19,7 @@ from typing import Any
 
 from scripts.dev import loadgen
 from scripts.dev.bench_reads import prepare, token_of
-from scripts.dev.common import figure, open_store, render_table
+from scripts.dev.common import closed_and_paced, figure, open_store, render_table
 from scripts.dev.synthetic import MONTH, PRICES, T0, user_id
 
 USERS = 10_000
@@ -78,25 +78,18 @@ def bench_gate(database_url: str, store: str, opts: Any) -> dict[str, Any]:
         warm = loadgen.run_load_sync(check_requests(server.port, 0, USERS, every=True), server.port)
         if set(warm.statuses()) - {200, 402}:
             raise RuntimeError(f"warm-up: {warm.summary()}")
-        print(f"  closed loop: {REQUESTS} checks, {opts.concurrency} connections ...", flush=True)
-        cpu0 = server.cpu_seconds() or 0.0
-        run = loadgen.run_load_sync(
-            check_requests(server.port, REQUESTS, USERS),
-            server.port,
-            concurrency=opts.concurrency,
-            time_limit=opts.time_limit,
+        result.update(
+            closed_and_paced(
+                server,
+                lambda count, seed: check_requests(server.port, count, USERS, seed),
+                ok=_answered,
+                concurrency=opts.concurrency,
+                time_limit=opts.time_limit,
+                count=REQUESTS,
+                rate=PACED_RATE,
+                seconds=PACED_SECONDS,
+            )
         )
-        result["closed"] = _answered(run.summary())
-        result["closed"]["server_cpu_s"] = round((server.cpu_seconds() or 0.0) - cpu0, 2)
-        print(f"  paced: {PACED_RATE:g}/s for {PACED_SECONDS:g} s ...", flush=True)
-        run = loadgen.run_load_sync(
-            check_requests(server.port, int(PACED_RATE * PACED_SECONDS), USERS, seed=3),
-            server.port,
-            concurrency=opts.concurrency,
-            rate=PACED_RATE,
-            time_limit=PACED_SECONDS * 1.5 + 5,
-        )
-        result["paced"] = _answered(run.summary())
         result["server_peak_rss_mib"] = round((server.peak_rss_kib() or 0) / 1024, 1)
     finally:
         server.stop()

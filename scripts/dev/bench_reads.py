@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from scripts.dev import loadgen
-from scripts.dev.common import figure, open_store, render_table
+from scripts.dev.common import closed_and_paced, figure, open_store, render_table
 from scripts.dev.synthetic import fill, user_id
 
 USERS = 10_000
@@ -99,26 +99,18 @@ def bench_reads(database_url: str, store: str, opts: Any) -> dict[str, Any]:
                 f"warm-up did not read the subscriptions: {warm.summary()} "
                 f"{warm.records[0].body[:200]!r}"
             )
-        print(f"  closed loop: {REQUESTS} requests, {opts.concurrency} connections ...", flush=True)
-        cpu0 = server.cpu_seconds() or 0.0
-        run = loadgen.run_load_sync(
-            requests(server.port, REQUESTS, USERS),
-            server.port,
-            concurrency=opts.concurrency,
-            time_limit=opts.time_limit,
+        result.update(
+            closed_and_paced(
+                server,
+                lambda count, seed: requests(server.port, count, USERS, seed),
+                ok=lambda summary: summary,  # every answer is a 200
+                concurrency=opts.concurrency,
+                time_limit=opts.time_limit,
+                count=REQUESTS,
+                rate=PACED_RATE,
+                seconds=PACED_SECONDS,
+            )
         )
-        result["closed"] = run.summary()
-        result["closed"]["server_cpu_s"] = round((server.cpu_seconds() or 0.0) - cpu0, 2)
-        print(f"  paced: {PACED_RATE:g}/s for {PACED_SECONDS:g} s ...", flush=True)
-        count = int(PACED_RATE * PACED_SECONDS)
-        run = loadgen.run_load_sync(
-            requests(server.port, count, USERS, seed=3),
-            server.port,
-            concurrency=opts.concurrency,
-            rate=PACED_RATE,
-            time_limit=PACED_SECONDS * 1.5 + 5,
-        )
-        result["paced"] = run.summary()
         result["server_peak_rss_mib"] = round((server.peak_rss_kib() or 0) / 1024, 1)
     finally:
         server.stop()

@@ -1,8 +1,10 @@
 """What the benchmark sections share: the ledger opened on the store under test,
-and their tables' cells and layout."""
+the closed-loop and paced runs of the read sections, and their tables' cells and
+layout."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from scripts.dev import loadgen
@@ -46,3 +48,55 @@ def render_table(rows: list[tuple[str, ...]]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+ROUNDS = 3  # runs of the same requests on this machine differ by up to 2x
+
+
+def closed_and_paced(
+    server: loadgen.Server,
+    make: Callable[[int, int], list[bytes]],
+    *,
+    ok: Callable[[dict[str, Any]], dict[str, Any]],
+    concurrency: int,
+    time_limit: float,
+    count: int,
+    rate: float,
+    seconds: float,
+    rounds: int = ROUNDS,
+) -> dict[str, Any]:
+    """On one warm server, `rounds` alternating pairs: a closed loop of `count`
+    requests (server CPU measured), then `rate`/s paced for `seconds`. `make(count,
+    seed)` builds the requests; `ok` adds `rate_per_s` of the answers that count.
+    Every run is kept; the figure of each kind is its median run (by rate for the
+    closed loop, by p99 paced)."""
+    closed, paced = [], []
+    for n in range(rounds):
+        print(f"  round {n + 1}: closed loop, {count} requests, {concurrency} connections; "
+              f"paced {rate:g}/s for {seconds:g} s ...", flush=True)  # fmt: skip
+        cpu0 = server.cpu_seconds() or 0.0
+        run = loadgen.run_load_sync(
+            make(count, 7 + n), server.port, concurrency=concurrency, time_limit=time_limit
+        )
+        summary = ok(run.summary())
+        summary["server_cpu_s"] = round((server.cpu_seconds() or 0.0) - cpu0, 2)
+        closed.append(summary)
+        run = loadgen.run_load_sync(
+            make(int(rate * seconds), 100 + n), server.port, concurrency=concurrency,
+            rate=rate, time_limit=seconds * 1.5 + 5,
+        )  # fmt: skip
+        paced.append(ok(run.summary()))
+        print(f"    {closed[-1]['rate_per_s']:,.0f}/s (p99 {closed[-1]['p99_ms']} ms); "
+              f"paced p99 {paced[-1]['p99_ms']} ms", flush=True)  # fmt: skip
+    return {
+        "closed": median_run(closed, "rate_per_s"),
+        "paced": median_run(paced, "p99_ms"),
+        "closed_runs": closed,
+        "paced_runs": paced,
+    }
+
+
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose `key` is the median (the lower middle of an even count)."""
+    ordered = sorted(runs, key=lambda r: r.get(key) or 0)
+    return ordered[(len(ordered) - 1) // 2]
