@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from starlette.requests import Request
 
 from api.errors import BadRequest, PayloadTooLarge
@@ -240,6 +241,17 @@ class EntitlementCheckQuery(_Body):
         description="with `metric`: how much more is about to be used (for a `max` metric: "
         "the reading to come)",
     )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EntitlementCheckQuery:
+        """A refusal's message starts with the field it is about (see parse_params)."""
+        if self.feature is None and self.metric is None:
+            raise PydanticCustomError("one_of", "feature: give a feature or a metric")
+        if self.feature is not None and self.metric is not None:
+            raise PydanticCustomError("one_of", "metric: give a feature or a metric, not both")
+        if self.feature is not None and "quantity" in self.model_fields_set:
+            raise PydanticCustomError("one_of", "quantity: only with a metric")
+        return self
 
 
 class InvoiceQuery(_Body):

@@ -186,8 +186,10 @@ def parse_params(values: dict[str, str], model: type[BaseModel], where: str) -> 
         return model.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        at = ".".join(str(p) for p in first["loc"]) or where
-        raise BadRequest(f"{where} {at}: {first['msg']}") from None
+        at = ".".join(str(p) for p in first["loc"])  # none: the model's own rule
+        raise BadRequest(
+            f"{where} {at}: {first['msg']}" if at else f"{where} {first['msg']}"
+        ) from None
 
 
 def no_store(response: Response) -> None:

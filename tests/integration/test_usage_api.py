@@ -272,7 +272,11 @@ def test_totals_follow_the_subscription_period_and_the_gate_its_limits(
         == 400
     )
     # one route, the feature gate's too: exactly one of feature and metric
-    for query, field in (("", "feature"), ("?metric=ai_requests&feature=sso", "metric")):
+    for query, field in (
+        ("", "feature"),
+        ("?metric=ai_requests&feature=sso", "metric"),
+        ("?feature=sso&quantity=2", "quantity"),
+    ):
         both = client.get(f"/api/v1/billing/entitlements/check{query}", headers=headers)
         assert both.status_code == 400 and both.json()["error"].startswith(f"query {field}:")
     premium = client.get("/api/v1/billing/entitlements/check?feature=premium_features",
