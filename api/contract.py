@@ -133,7 +133,7 @@ class Endpoint:
 
         async def endpoint(request: Request) -> Response:
             if security == USER:
-                request.state.user_id = await auth.caller(request)
+                await auth.caller(request)  # sets request.state.user_id
             elif security == ADMIN:
                 auth.require_admin(request)
             if path_params is not None:

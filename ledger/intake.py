@@ -53,7 +53,7 @@ class Committer:
     ids, recorded in groups. `submit_together` keeps its items together, in one
     transaction (all or none), and answers one future (a thread's or the event
     loop's) for all of them: a batch of 1,000 usage records costs one future, not
-    1,000. `submit` and `submit_all` answer a future per item; `commit` awaits."""
+    1,000. `submit` answers a future for one item; `commit` awaits."""
 
     def submit_together(
         self, items: Sequence[NewAggregate]
@@ -64,20 +64,11 @@ class Committer:
         raise NotImplementedError
 
     def submit(self, item: NewAggregate) -> Future[bool] | asyncio.Future[bool]:
-        return self.submit_all([item])[0]
-
-    def submit_all(
-        self, items: Sequence[NewAggregate]
-    ) -> Sequence[Future[bool] | asyncio.Future[bool]]:
-        if not items:
-            return []
-        together = self.submit_together(items)
-        each: list[Any] = [
-            Future() if isinstance(together, Future) else together.get_loop().create_future()
-            for _ in items
-        ]
-        together.add_done_callback(lambda done: _fan_out(done, each))  # type: ignore[arg-type]
-        return each
+        """One item, in a group of whatever else waits, with a future of its own."""
+        together = self.submit_together([item])
+        one: Any = Future() if isinstance(together, Future) else together.get_loop().create_future()
+        together.add_done_callback(lambda done: _fan_out(done, [one]))  # type: ignore[arg-type]
+        return one
 
     async def commit(self, items: Sequence[NewAggregate], timeout_seconds: float) -> list[bool]:
         """Record `items` in one transaction; returns once it is committed, per
@@ -136,7 +127,7 @@ class Intake:
 
 
 def _fan_out(together: Future[Outcomes] | asyncio.Future[Outcomes], each: list[Any]) -> None:
-    """An entry's outcomes, item by item, to `submit_all`'s futures."""
+    """An entry's outcomes, item by item, to futures of their own."""
     if together.cancelled():
         for future in each:
             future.cancel()

@@ -14,7 +14,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.domain.catalog import Catalog
 from ledger.store.library import handler_types
-from projections.store import Cursor, ViewStore
+from projections.store import Cursor, ViewStore, published_generations
 
 
 class Writer:
@@ -27,28 +27,25 @@ class Writer:
         self.position = 0
         self._bound: dict[str, str] = {}
 
-    def execute(self, statement: str, **params: Any) -> None:
+    def _bind(self, statement: str) -> str:
+        """The statement with its {table} names of this generation (bound once)."""
         bound = self._bound.get(statement)
         if bound is None:
             bound = self._bound[statement] = statement.format_map(self.names)
-        self.cursor.execute(bound, params)
+        return bound
+
+    def execute(self, statement: str, **params: Any) -> None:
+        self.cursor.execute(self._bind(statement), params)
 
     def execute_many(self, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """One statement for many rows of parameters (on PostgreSQL, sent at once)."""
-        if not rows:
-            return
-        bound = self._bound.get(statement)
-        if bound is None:
-            bound = self._bound[statement] = statement.format_map(self.names)
-        self.cursor.execute_many(bound, rows)
+        if rows:
+            self.cursor.execute_many(self._bind(statement), rows)
 
     def query(self, statement: str, **params: Any) -> list[dict[str, Any]]:
         """Read the projection's own tables (never another projection's), as of the
         events applied so far in this transaction."""
-        bound = self._bound.get(statement)
-        if bound is None:
-            bound = self._bound[statement] = statement.format_map(self.names)
-        return self.cursor.query(bound, params)
+        return self.cursor.query(self._bind(statement), params)
 
     def update(self, table: str, key: str, row: object, assignments: str, **params: Any) -> None:
         """Change the row of `table` whose `key` is `row`, and stamp it with the
@@ -182,10 +179,7 @@ def apply_many_in(
     the events. Raises GenerationChanged when a rebuild has published a newer
     generation of one of them."""
     c.store.record_positions(c, {p.tracking_key(g): position for p, _, g in shares})
-    published = {
-        r["name"]: r["generation"]
-        for r in c.query("SELECT name, generation FROM projection_generations")
-    }
+    published = published_generations(c)
     for projection, _, generation in shares:
         current = published.get(projection.name)
         if current is not None and generation < current:
@@ -196,7 +190,4 @@ def apply_many_in(
 
 def published_generation(c: Cursor, name: str) -> int | None:
     """The generation the projection's views show (None before its first)."""
-    rows = c.query(
-        "SELECT generation FROM projection_generations WHERE name = :name", {"name": name}
-    )
-    return rows[0]["generation"] if rows else None
+    return published_generations(c).get(name)

@@ -24,7 +24,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from psycopg.conninfo import make_conninfo
 
-from ledger.store.library import datastore_of, insert_tracking, insert_trackings, tracking_table
+from ledger.store.library import datastore_of, insert_trackings, tracking_table
 from ledger.store.url import Store
 
 _PLACEHOLDER = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
@@ -142,12 +142,12 @@ class ViewStore:
             raise OperationalError(str(exc)) from exc
 
     def record_position(self, cursor: Cursor, key: str, position: int) -> None:
-        """Raises IntegrityError unless it moves the position forward: two runners
-        of one projection can never both apply the same events."""
-        insert_tracking(self.tracking, cursor.raw, Tracking(key, position))
+        self.record_positions(cursor, {key: position})
 
     def record_positions(self, cursor: Cursor, positions: Mapping[str, int]) -> None:
-        """`record_position` for several keys, in one statement on PostgreSQL."""
+        """Several keys' positions, in one statement on PostgreSQL. Raises
+        IntegrityError unless it moves every position forward: two runners of one
+        projection can never both apply the same events."""
         trackings = [Tracking(key, position) for key, position in positions.items()]
         insert_trackings(self.tracking, cursor.raw, trackings)
 
@@ -166,26 +166,20 @@ class ViewStore:
         """Several tracking positions in one query (a key never written is absent)."""
         if not keys:
             return {}
-        if self.is_postgres:  # one array parameter: the same statement, planned alike
-            names: dict[str, Any] = {"keys": list(keys)}
-            where = "application_name = ANY(:keys)"
-        else:
-            names = {f"k{i}": key for i, key in enumerate(keys)}
-            where = f"application_name IN ({', '.join(f':{name}' for name in names)})"
+        names = {f"k{i}": key for i, key in enumerate(keys)}
+        listed = ", ".join(f":{name}" for name in names)
         with self.reading() as c:
             rows = c.query(
                 "SELECT application_name AS key, MAX(notification_id) AS position "
-                f"FROM {tracking_table(self.tracking)} WHERE {where} GROUP BY application_name",
+                f"FROM {tracking_table(self.tracking)} WHERE application_name IN ({listed}) "
+                "GROUP BY application_name",
                 names,
             )
         return {r["key"]: r["position"] for r in rows}
 
     def generations(self) -> dict[str, int]:
         with self.reading() as c:
-            return {
-                r["name"]: r["generation"]
-                for r in c.query("SELECT name, generation FROM projection_generations")
-            }
+            return published_generations(c)
 
 
 class Cursor:
@@ -204,3 +198,11 @@ class Cursor:
     ) -> list[dict[str, Any]]:
         self.raw.execute(self.store.sql(statement), params or {})
         return [dict(row) for row in self.raw.fetchall()]
+
+
+def published_generations(c: Cursor) -> dict[str, int]:
+    """Every projection's published generation, in one read."""
+    return {
+        r["name"]: r["generation"]
+        for r in c.query("SELECT name, generation FROM projection_generations")
+    }

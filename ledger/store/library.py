@@ -49,7 +49,7 @@ def insert_trackings(recorder: Any, cursor: Any, trackings: list[Tracking]) -> N
         datastore, "single_row_tracking", False
     ):
         for tracking in trackings:
-            recorder._insert_tracking(cursor, tracking)
+            insert_tracking(recorder, cursor, tracking)
         return
     ordered = sorted(trackings, key=lambda t: t.application_name)
     table = tracking_table(recorder)

@@ -118,7 +118,7 @@ def test_a_delivery_is_stored_encrypted_whichever_path_records_it(ledger: Ledger
 
         ledger.record = slow_record  # type: ignore[method-assign]
         first = committer.submit(delivery("evt_0"))
-        group = [*committer.submit_all([usage[2]]), committer.submit(delivery("evt_1"))]
+        group = [committer.submit(usage[2]), committer.submit(delivery("evt_1"))]
         gate.set()
         assert [first.result(10), *(f.result(10) for f in group)] == [True, True, True]
     finally:

@@ -614,3 +614,51 @@ def test_several_positions_are_recorded_at_once_and_only_forward(database_url: s
         assert store.positions(["a_g1", "b_g1"]) == {"a_g1": 9, "b_g1": 8}
     finally:
         store.close()
+
+
+def test_the_streams_fan_out_is_woken_by_another_process_runner_and_by_its_own(
+    ledger: Ledger, settings: Settings
+) -> None:
+    """What the README promises of streams: the fan-out reads when the position
+    watcher sees another process's runner move the feed, and at once when its own
+    runner applied events. Its own tick is set to a minute here, so only a wake can
+    deliver within the test's two seconds."""
+    import asyncio
+    import time
+
+    here = ReadSide(ledger, load_catalog(), settings.database_url)
+    there = ReadSide(ledger, load_catalog(), settings.database_url)  # another process's
+    deliver = Feed(ledger, there)
+
+    async def run() -> list[float]:
+        here.fanout.interval = 60
+        await here.open_async()
+        waited = []
+        try:
+            stream = here.fanout.subscribe(USER)
+            await asyncio.sleep(0.1)  # the fan-out's first read is done; it sleeps
+            for n, runner in enumerate((there, here)):
+                deliver(
+                    "customer.subscription.created",
+                    so.subscription(f"sub_wake{n}", "cus_1", user_id=USER),
+                    T + n,
+                    catch_up=False,
+                )
+                ledger.process_new()
+                started = time.monotonic()
+                await asyncio.to_thread(runner.catchup.run_once)
+                row = await stream.next(5)
+                waited.append(time.monotonic() - started)
+                assert row is not None and row["stripe_subscription_id"] == f"sub_wake{n}"
+                while await stream.next(0.3) is not None:  # the rest of that delivery's
+                    pass
+        finally:
+            await here.close_async()
+        return waited
+
+    try:
+        waited = asyncio.run(run())
+    finally:
+        here.close()
+        there.close()
+    assert all(w < 2 for w in waited), waited

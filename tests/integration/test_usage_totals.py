@@ -108,8 +108,7 @@ def test_totals_are_the_aggregation_over_distinct_keys_per_period(
                     [read_delivery(b) for b in subscription_deliveries(prefix, subscribed)]
                 )
                 ledger.process_new()
-            for future in committer.submit_all(batch):
-                future.result(10)
+            assert all(isinstance(o, bool) for o in committer.submit_together(batch).result(10))
             if data.draw(st.booleans()):
                 read.catchup.run_once()
         if subscribe_after == len(batches):
@@ -148,8 +147,7 @@ def test_usage_alerts_join_the_notifications_feed_in_order_and_only_when_settled
     committer = GroupCommitter(ledger)
     try:  # the calendar month before the subscription, on the free plan (50 included)
         usage = Usage(user, "ai_requests", 50, "all-at-once", T0 - MONTH)
-        for future in committer.submit_all([usage]):
-            future.result(10)
+        assert committer.submit_together([usage]).result(10) == [True]
     finally:
         committer.close()
     by_name = {p.name: p for p in read.projections}
