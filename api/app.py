@@ -22,6 +22,7 @@ from api.metrics import metrics
 from api.ratelimit import Limits, RateLimit
 from api.request_id import HEADER, RequestId
 from api.webhooks import WebhookShortcut
+from ledger import collector
 from ledger.config import Settings
 from ledger.intake import StoreUnavailable
 
@@ -63,6 +64,7 @@ OPERATIONS = [
 def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+        collector.tune()  # in every worker: each is a process of its own
         parts = Parts(settings, pool_size=8)
         try:
             parts.start()

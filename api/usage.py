@@ -12,7 +12,7 @@ from api.contract import USER, Endpoint, reply, reply_built
 from api.errors import BadRequest
 from ledger import usage
 from ledger.intake import StoreUnavailable
-from ledger.usage import Metering, UsageRequest
+from ledger.usage import Metering
 from projections.read_side import ReadSide
 
 
@@ -24,15 +24,11 @@ def _read(request: Request) -> ReadSide:
     return request.state.read
 
 
-def _request(body: bodies.UsageRecordBody) -> UsageRequest:
-    return UsageRequest(body.metric, body.quantity, body.idempotency_key, body.occurred_at)
-
-
 async def record(request: Request) -> Response:
     """Record usage once per idempotency key: 201, or 200 with the first record for a
     key recorded before. Never refused for being over a limit (the gate is)."""
     body: bodies.UsageRecordBody = request.state.body
-    answer = await _metering(request).record(request.state.user_id, _request(body))
+    answer = await _metering(request).record(request.state.user_id, body)
     recorded = answers.UsageRecorded.model_validate(answer)
     return reply(recorded, 200 if recorded.duplicate else 201)
 
@@ -40,9 +36,7 @@ async def record(request: Request) -> Response:
 async def record_batch(request: Request) -> Response:
     """Record 1 to 1,000 records (at most 256 KiB), all or none, in one transaction."""
     body: bodies.UsageBatch = request.state.body
-    records = await _metering(request).record_batch(
-        request.state.user_id, [_request(r) for r in body.records]
-    )
+    records = await _metering(request).record_batch(request.state.user_id, body.records)
     duplicates = sum(1 for r in records if r["duplicate"])
     # answers.UsageBatchRecorded, as built (test_usage_api holds it to the model)
     return reply_built(

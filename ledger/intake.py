@@ -357,7 +357,7 @@ class AsyncGroupCommitter(Committer):
             if missing:  # new customers: their keys are read or made off the event loop
                 await asyncio.to_thread(self._ledger.personal.prepare, missing)
             stored = self._ledger.stored_events(items)
-            inserted = await asyncio.wait_for(writer.insert_new(stored), self._timeout)
+            skipped = await asyncio.wait_for(writer.insert_new(stored), self._timeout)
         except Exception as exc:  # whatever it is, the writer carries on
             if not isinstance(exc, (PersistenceError, TimeoutError, OSError)) and not (
                 type(exc).__module__.startswith("psycopg")
@@ -372,11 +372,11 @@ class AsyncGroupCommitter(Committer):
             if not future.done():
                 future.set_result(
                     [
-                        firsts[item.aggregate_id] is item and item.aggregate_id in inserted
+                        firsts[item.aggregate_id] is item and item.aggregate_id not in skipped
                         for item in items
                     ]
                 )
-        if inserted:
+        if len(skipped) < len(firsts):
             self._on_recorded()
 
     async def aclose(self) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Protocol
 
 from ledger.application import Ledger
 from ledger.domain.catalog import Catalog
@@ -23,14 +23,18 @@ class InvalidUsage(ValueError):
     """A record that cannot be accepted; the message names the field."""
 
 
-class UsageRequest(NamedTuple):
-    """A record as asked for (already of the right types). A tuple: a batch makes
-    1,000 of them, and a frozen dataclass costs twice as much to make."""
+class UsageRequest(Protocol):
+    """A record as asked for, already of the right types: the API's parsed body
+    is one as it is (a batch is 1,000 of them, not copied again)."""
 
-    metric: str
-    quantity: int
-    idempotency_key: str
-    occurred_at: datetime | None = None
+    @property
+    def metric(self) -> str: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime | None: ...
 
 
 class Metering:
@@ -51,26 +55,26 @@ class Metering:
         self._metrics = {m.name: m for m in catalog.metrics}  # the catalog is frozen
 
     def check(
-        self, user_id: str, request: UsageRequest, where: str = "", now: int | None = None
+        self, user_id: str, request: UsageRequest, index: int | None = None, now: int | None = None
     ) -> Usage:
-        """The record to append, or InvalidUsage naming the field. `now`: the time
-        of the check (one for a whole batch)."""
+        """The record to append, or InvalidUsage naming the field (`records.<index>.`
+        before it for a batch's). `now`: the time of the check (one for a batch)."""
         if now is None:
             now = int(self._clock())
         metric = self._metrics.get(request.metric)
         if metric is None:
             known = ", ".join(m.name for m in self._catalog.metrics)
-            raise InvalidUsage(f"{where}metric: unknown metric {request.metric!r} (known: {known})")
+            raise _invalid(index, f"metric: unknown metric {request.metric!r} (known: {known})")
         if not 0 <= request.quantity <= metric.max_quantity:
-            raise InvalidUsage(
-                f"{where}quantity: must be a whole number from 0 to {metric.max_quantity}"
+            raise _invalid(
+                index, f"quantity: must be a whole number from 0 to {metric.max_quantity}"
             )
         occurred = now if request.occurred_at is None else int(request.occurred_at.timestamp())
         lateness = self._catalog.usage_allowed_lateness
         if occurred < now - lateness:
-            raise InvalidUsage(f"{where}occurred_at: more than {lateness} seconds in the past")
+            raise _invalid(index, f"occurred_at: more than {lateness} seconds in the past")
         if occurred > now + FUTURE_SLACK:
-            raise InvalidUsage(f"{where}occurred_at: more than {FUTURE_SLACK} seconds ahead")
+            raise _invalid(index, f"occurred_at: more than {FUTURE_SLACK} seconds ahead")
         return Usage(user_id, metric.name, request.quantity, request.idempotency_key, occurred)
 
     async def record(self, user_id: str, request: UsageRequest) -> dict[str, object]:
@@ -87,9 +91,9 @@ class Metering:
             raise InvalidUsage(f"records: at most {MAX_BATCH} in a batch")
         now = int(self._clock())
         if len(requests) == 1:
-            usages = [self.check(user_id, requests[0], "", now)]
+            usages = [self.check(user_id, requests[0], None, now)]
         else:
-            usages = [self.check(user_id, r, f"records.{i}.", now) for i, r in enumerate(requests)]
+            usages = [self.check(user_id, r, i, now) for i, r in enumerate(requests)]
         fresh = await self._committer.commit(usages, self._write_timeout)
         repeated = [u for u, new in zip(usages, fresh, strict=True) if not new]
         firsts = await asyncio.to_thread(self._first_records, repeated) if repeated else {}
@@ -114,6 +118,10 @@ class Metering:
                 event.occurred_at,
             )
         return firsts
+
+
+def _invalid(index: int | None, message: str) -> InvalidUsage:
+    return InvalidUsage(message if index is None else f"records.{index}.{message}")
 
 
 def _answer(usage: Usage, times: dict[int, str], *, duplicate: bool) -> dict[str, object]:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from api.bootstrap import Parts
+from ledger import collector
 from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
 from ledger.domain.receipt import Receipt
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reconcile_commands.add_parsers(sub)
 
     args = parser.parse_args(argv)
+    collector.tune()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
         return _serve(args)

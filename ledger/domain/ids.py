@@ -12,6 +12,7 @@ _VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
 _VERSION_5 = (5 << 76) | (0x8000 << 48)
 _new = object.__new__
 _set = object.__setattr__
+_UNKNOWN = SafeUUID.unknown
 
 
 def name_uuid(name: str) -> UUID:
@@ -21,8 +22,8 @@ def name_uuid(name: str) -> UUID:
     digest = _PREFIX.copy()
     digest.update(name.encode())
     uuid = _new(UUID)
-    _set(uuid, "int", (int.from_bytes(digest.digest()[:16]) & _VERSION_MASK) | _VERSION_5)
-    _set(uuid, "is_safe", SafeUUID.unknown)
+    _set(uuid, "int", ((int.from_bytes(digest.digest()) >> 32) & _VERSION_MASK) | _VERSION_5)
+    _set(uuid, "is_safe", _UNKNOWN)
     return uuid
 
 

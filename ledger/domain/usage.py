@@ -3,7 +3,7 @@ recorded once per the user's idempotency key."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -42,21 +42,34 @@ class UsageRecord(Aggregate):
         TOPIC = "ledger.usage:UsageRecord.Created"
 
 
-@dataclass(frozen=True)
-class Usage:
-    """A checked usage record, ready to be recorded (through the group commit)."""
-
+class _Fields(NamedTuple):
     user_id: str
     metric: str
     quantity: int
     idempotency_key: str
     occurred_at: int
-    # made with the record (every record's is needed): cheaper than a cached_property
-    aggregate_id: UUID = field(init=False, repr=False, compare=False)
+    aggregate_id: UUID  # made with the record: every record's is needed
 
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "aggregate_id", UsageRecord.create_id(self.user_id, self.idempotency_key)
+
+class Usage(_Fields):
+    """A checked usage record, ready to be recorded (through the group commit). A
+    tuple: a batch makes 1,000, and a frozen dataclass cost a third more to make."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls, user_id: str, metric: str, quantity: int, idempotency_key: str, occurred_at: int
+    ) -> Usage:
+        return tuple.__new__(
+            cls,
+            (
+                user_id,
+                metric,
+                quantity,
+                idempotency_key,
+                occurred_at,
+                UsageRecord.create_id(user_id, idempotency_key),
+            ),
         )
 
     def new_events(self) -> list[UsageRecord.Recorded]:

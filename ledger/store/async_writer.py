@@ -29,10 +29,15 @@ class AsyncEventWriter:
         self._conninfo = conninfo
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._prelude = lock_and_notify_statements(recorder)
+        # Answers the ids of which no row went in (mostly none), not the 1,000 that
+        # did: reading those back was a tenth of a usage batch's time.
         self._insert = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::uuid[], %b::int[], %b::text[], %b::bytea[]) "
-            "ON CONFLICT DO NOTHING RETURNING originator_id"
+            "WITH new AS (INSERT INTO {schema}.{table} "
+            "(originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%(ids)b::uuid[], %(versions)b::int[], %(topics)b::text[], "
+            "%(states)b::bytea[]) ON CONFLICT DO NOTHING RETURNING originator_id) "
+            "SELECT id FROM unnest(%(ids)b::uuid[]) AS given(id) "
+            "EXCEPT SELECT originator_id FROM new"
         ).format(
             schema=Identifier(datastore_of(recorder).schema),
             table=Identifier(events_table_name(recorder)),
@@ -40,8 +45,9 @@ class AsyncEventWriter:
 
     async def insert_new(self, events: Sequence[StoredEvent]) -> set[UUID]:
         """Insert in one transaction what is not in the log yet; returns the
-        originator ids of the rows inserted. Raises psycopg.Error (and then the
-        connection is dropped, to be opened again by the next call)."""
+        originator ids of which no row was inserted (already in the log). Raises
+        psycopg.Error (and then the connection is dropped, to be opened again by
+        the next call)."""
         try:
             conn = await self._connection()
             async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
@@ -49,12 +55,12 @@ class AsyncEventWriter:
                     await cur.execute(statement)
                 await cur.execute(
                     self._insert,
-                    (
-                        [e.originator_id for e in events],
-                        [e.originator_version for e in events],
-                        [e.topic for e in events],
-                        [e.state for e in events],
-                    ),
+                    {
+                        "ids": [e.originator_id for e in events],
+                        "versions": [e.originator_version for e in events],
+                        "topics": [e.topic for e in events],
+                        "states": [e.state for e in events],
+                    },
                 )
                 rows = await cur.fetchall()
             return {row[0] for row in rows}
