@@ -67,6 +67,10 @@ class SqlProjection(Projection[ViewStore]):
     name: str = ""
     tables: ClassVar[dict[str, str]] = {}  # table -> column definitions
     indexes: ClassVar[dict[str, str]] = {}  # index name -> "table (columns)"
+    # The time it takes to apply one event, relative to the others' (measured on a
+    # rebuild of each alone, BENCHMARKS.md): how a rebuild shares them out between
+    # processes. A hint: a wrong one only makes a process wait for another.
+    rebuild_cost: ClassVar[float] = 1.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -23,6 +23,7 @@ class EntitlementsProjection(SqlProjection):
     subscription_status's to say: one rule, the one get-subscription answers by."""
 
     name = "entitlements"
+    rebuild_cost = 1.5
     tables = {
         "entitlements": (
             "subscription_id TEXT PRIMARY KEY, plan_id TEXT NOT NULL, tier TEXT NOT NULL, "

@@ -49,6 +49,7 @@ KINDS = (
 
 class NotificationsProjection(SqlProjection):
     name = "notifications"
+    rebuild_cost = 1.5
     tables = {
         "notifications": (
             "cursor BIGINT NOT NULL, user_id TEXT, subscription_id TEXT NOT NULL, "

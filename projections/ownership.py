@@ -19,6 +19,7 @@ from projections.store import Cursor
 
 class OwnershipProjection(SqlProjection):
     name = "ownership"
+    rebuild_cost = 1.3
     tables = {
         "owners": (
             "aggregate_id TEXT NOT NULL, user_id TEXT NOT NULL, kind TEXT NOT NULL, "

@@ -15,6 +15,7 @@ from projections.store import Cursor
 
 class PendingChangesProjection(SqlProjection):
     name = "pending_changes"
+    rebuild_cost = 3.0
     tables = {
         "pending_changes": (
             "subscription_id TEXT PRIMARY KEY, stripe_subscription_id TEXT NOT NULL, "

@@ -160,6 +160,26 @@ def rebuild(
     ]
 
 
+def share(
+    projections: Sequence[SqlProjection], topic_counts: Mapping[str, int], jobs: int
+) -> list[list[SqlProjection]]:
+    """The projections in at most `jobs` groups of about as much work each (the
+    log's events of their topics, times their `rebuild_cost`), for a rebuild of
+    each group in a process of its own: the heaviest first, each to the lightest
+    group so far. Groups keep the projections' order; none is empty."""
+    weight = {
+        p.name: p.rebuild_cost * sum(topic_counts.get(t, 0) for t in p.topics) for p in projections
+    }
+    loads = [0.0] * max(1, min(jobs, len(projections)))
+    assigned: dict[str, int] = {}
+    for p in sorted(projections, key=lambda p: -weight[p.name]):
+        lightest = loads.index(min(loads))
+        assigned[p.name] = lightest
+        loads[lightest] += weight[p.name] + 1  # an empty projection still costs a little
+    groups = [[p for p in projections if assigned[p.name] == g] for g in range(len(loads))]
+    return [g for g in groups if g]
+
+
 def _next_generation(catchup: Catchup, projection: SqlProjection) -> int:
     """Past the live one and past leftovers of an interrupted rebuild (each has a
     tracking key of its own)."""

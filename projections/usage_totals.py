@@ -66,6 +66,7 @@ class UsageTotalsProjection(SqlProjection):
     records it holds (or changes), that user's records are placed again."""
 
     name = "usage_totals"
+    rebuild_cost = 2.0
     tables = {
         "usage_totals": (
             "user_id TEXT NOT NULL, metric TEXT NOT NULL, period_start BIGINT NOT NULL, "

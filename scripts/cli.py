@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("names", nargs="*", metavar="NAME")
     rebuild = psub.add_parser("rebuild", help="rebuild from position 0, then swap in")
     rebuild.add_argument("names", nargs="*", metavar="NAME")
+    rebuild.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="rebuild in up to N processes, sharing the projections out by the events each "
+        "applies (default: the number of CPUs)",
+    )
     psub.add_parser("status", help="each projection's position, the log's head, the lag")
 
     replay = sub.add_parser("replay", help="a user's billing as the ledger knew it at a time")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import multiprocessing
+import queue
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from rich.console import Console
@@ -20,10 +24,12 @@ from rich.progress import (
 from rich.table import Table
 
 from api.bootstrap import Parts
+from ledger.config import load_settings
 from ledger.plans import PlansFileError
 from projections.as_of import parse_instant, replay_user
+from projections.base import SqlProjection
 from projections.read_side import ReadSide
-from projections.rebuild import rebuild_all
+from projections.rebuild import rebuild_all, share
 
 
 def run(args: argparse.Namespace, parts: Parts) -> int:
@@ -38,19 +44,25 @@ def run(args: argparse.Namespace, parts: Parts) -> int:
             parts.outbox.start()
         read.follower.run_in_foreground()
     elif args.projections_command == "rebuild":
-        _rebuild(read)
+        return _rebuild(read, args.jobs)
     else:
         _status(read)
     return 0
 
 
-def _rebuild(read: ReadSide) -> None:
-    """All the named projections in one pass over the log, with a progress bar:
-    log position reached, log events read, events/s, time left."""
+def _rebuild(read: ReadSide, jobs: int) -> int:
+    """The named projections (all by default) in one pass over the log each, in up
+    to `jobs` processes that share them out by the events they will apply, with
+    one progress bar: the log position every process has reached, log events
+    read, events/s, time left."""
     console = Console(stderr=True)
     head = read.catchup.head()
+    groups = [list(read.projections)]
+    if jobs > 1 and len(read.projections) > 1:
+        groups = share(read.projections, read.catchup.ledger.recorder.topic_counts(), jobs)
     names = ", ".join(p.name for p in read.projections)
     started, events = time.monotonic(), 0
+    reached = [0] * len(groups)
     with Progress(
         TextColumn(f"[bold]{names}"),
         BarColumn(),
@@ -62,21 +74,95 @@ def _rebuild(read: ReadSide) -> None:
     ) as bar:
         task = bar.add_task(names, total=head, events=0, rate=0.0)
 
-        def advance(n: int, position: int) -> None:
+        def advance(group: int, n: int, position: int) -> None:
             nonlocal events
             events += n
+            reached[group] = position
             rate = events / max(time.monotonic() - started, 1e-6)
-            bar.update(task, completed=min(position, head), events=events, rate=rate)
+            bar.update(task, completed=min(min(reached), head), events=events, rate=rate)
 
-        applied = rebuild_all(read.catchup, read.projections, progress=advance)
+        if len(groups) == 1:
+            applied = rebuild_all(
+                read.catchup, read.projections, progress=lambda n, at: advance(0, n, at)
+            )
+        else:
+            applied, failures = _in_processes(groups, advance)
+            if failures:
+                for failure in failures:
+                    console.print(f"[red]rebuild failed[/red]: {failure}")
+                console.print("the projections of the other processes were swapped in")
+                return 1
         bar.update(task, completed=head)
     elapsed = time.monotonic() - started
     for projection in read.projections:
         console.print(f"{projection.name}: {applied[projection.name]:,} events, swapped in")
+    shared = f"; {len(groups)} processes read {events:,}" if len(groups) > 1 else ""
     console.print(
-        f"rebuilt: {events:,} log events in {elapsed:.1f} s "
-        f"({events / max(elapsed, 1e-6):,.0f} events/s)"
+        f"rebuilt: {head:,} log events in {elapsed:.1f} s "
+        f"({head / max(elapsed, 1e-6):,.0f} events/s{shared})"
     )
+    return 0
+
+
+def _in_processes(
+    groups: Sequence[Sequence[SqlProjection]], advance: Callable[[int, int, int], None]
+) -> tuple[dict[str, int], list[str]]:
+    """Each group rebuilt by a process of its own (started afresh: `spawn`), which
+    reports its progress and its end on a queue. Returns the events applied per
+    projection, and what failed."""
+    context = multiprocessing.get_context("spawn")
+    reports = context.Queue()
+    workers = [
+        context.Process(target=_rebuild_group, args=(i, [p.name for p in g], reports))
+        for i, g in enumerate(groups)
+    ]
+    for worker in workers:
+        worker.start()
+    applied: dict[str, int] = {}
+    failures: list[str] = []
+    waiting = set(range(len(workers)))
+    while waiting:
+        try:
+            kind, group, *rest = reports.get(timeout=1.0)
+        except queue.Empty:
+            for i in list(waiting):  # died without a word (killed, out of memory)
+                if workers[i].exitcode not in (None, 0):
+                    held = ", ".join(p.name for p in groups[i])
+                    failures.append(f"{held}: the process exited with {workers[i].exitcode}")
+                    waiting.discard(i)
+            continue
+        if kind == "progress":
+            advance(group, *rest)
+        else:
+            waiting.discard(group)
+            if kind == "done":
+                applied.update(rest[0])
+            else:
+                failures.append(rest[0])
+    for worker in workers:
+        worker.join()
+    return applied, failures
+
+
+def _rebuild_group(group: int, names: list[str], reports: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """A rebuilding process: the store and plans from the environment, as the
+    command's own; its log lines (what it folded, how long) go to stderr too."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        parts = Parts(load_settings(announce=False), projections=names)
+        try:
+            read = parts.read
+            applied = rebuild_all(
+                read.catchup,
+                read.projections,
+                progress=lambda n, at: reports.put(("progress", group, n, at)),
+            )
+        finally:
+            parts.close()
+    except BaseException as exc:
+        reports.put(("failed", group, f"{', '.join(names)}: {type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None
+    reports.put(("done", group, applied))
 
 
 def _status(read: ReadSide) -> None:

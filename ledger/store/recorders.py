@@ -4,6 +4,9 @@
 asks it once per batch for the aggregates its receipts name, instead of one
 lookup each for the many that are new.
 
+`topic_counts()`: how many events of each topic the log holds, for sharing a
+rebuild's work out between processes.
+
 `notifications_of(ids, after, limit)`: the events of some aggregates with their
 log positions, in log order, through the (originator id, version) key: what the
 audit's "one user" reads ask, at a cost that grows with the user, not the log.
@@ -65,6 +68,9 @@ class BinaryProcessRecorder(PostgresProcessRecorder):
             "SELECT * FROM theirs WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         ).format(**names)
 
+        self._counts_statement = SQL(
+            "SELECT topic, count(*) FROM {schema}.{table} GROUP BY topic"
+        ).format(**names)
         self._read_statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM {schema}.{table} WHERE notification_id BETWEEN %s AND %s "
@@ -87,6 +93,12 @@ class BinaryProcessRecorder(PostgresProcessRecorder):
                 Notification(id=i, originator_id=o, originator_version=v, topic=t, state=bytes(s))
                 for i, o, v, t, s in curs.fetchall()
             ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def topic_counts(self) -> dict[str, int]:
+        with datastore_of(self).get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
+            c.execute(self._counts_statement)
+            return dict(c.fetchall())
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def existing(self, ids: Collection[UUID]) -> set[UUID]:
@@ -115,6 +127,12 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder):
         self, start: int, limit: int, stop: int, topics: Collection[str]
     ) -> list[Notification]:
         return self.select_notifications(start=start, limit=limit, stop=stop, topics=list(topics))
+
+    def topic_counts(self) -> dict[str, int]:
+        statement = f"SELECT topic, count(*) FROM {events_table_name(self)} GROUP BY topic"  # noqa: S608
+        with datastore_of(self).transaction(commit=False) as c:
+            c.execute(statement)
+            return {row[0]: row[1] for row in c.fetchall()}
 
     def existing(self, ids: Collection[UUID]) -> set[UUID]:
         if not ids:

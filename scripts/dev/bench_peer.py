@@ -147,6 +147,7 @@ def _start_engine(folder: Path, url: str, opts: Any) -> loadgen.Server:
     )
     port = loadgen.free_port()
     env["PORT"] = str(port)
+    (opts.out_dir / "logs").mkdir(parents=True, exist_ok=True)
     log = (opts.out_dir / "logs" / "peer-engine.log").open("wb")
     process = subprocess.Popen(
         ["node", "server.mjs"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -32,7 +32,8 @@ SIZES = (100_000, 1_000_000)
 SAMPLES = 200
 BURST = 10_000
 LINE = re.compile(r"^(\w+): ([\d,]+) events, swapped in")
-TOTAL = re.compile(r"^rebuilt: ([\d,]+) log events in ([\d.]+) s \(([\d,]+) events/s\)")
+TOTAL = re.compile(r"^rebuilt: ([\d,]+) log events in ([\d.]+) s \(([\d,]+) events/s")
+PROCESSES = re.compile(r"(\d+) processes read")
 
 
 def bench_rebuild(database_url: str, store: str, opts: Any) -> dict[str, Any]:
@@ -84,14 +85,16 @@ def _rebuild_process(database_url: str) -> dict[str, Any]:
         elif m := TOTAL.match(line.strip()):
             read = int(m[1].replace(",", ""))
     applied = sum(p["events"] for p in per.values())
+    processes = PROCESSES.search(err)
     return {
         "projections": per,
         "events_applied": applied,
         "log_events_read": read,
+        "processes": int(processes[1]) if processes else 1,
         "wall_s": round(wall, 1),  # the whole process: start-up, one pass, writes, swap
         "log_events_per_s": round(read / wall),
         "applied_per_s": round(applied / wall),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # of the largest process
     }
 
 
@@ -104,7 +107,15 @@ def table_rebuild(results: dict[str, dict[str, Any]]) -> str:
         "webhook_health",
     )
     rows = [
-        ("store", "log events", *(f"{n} ev" for n in names), "wall s", "log ev/s", "peak RSS MiB")
+        (
+            "store",
+            "log events",
+            *(f"{n} ev" for n in names),
+            "processes",
+            "wall s",
+            "log ev/s",
+            "peak RSS MiB",
+        )
     ]
     for store, r in results.items():
         for size in SIZES:
@@ -115,6 +126,7 @@ def table_rebuild(results: dict[str, dict[str, Any]]) -> str:
                     store,
                     figure(x.get("log_events")),
                     *(figure(per.get(n, {}).get("events")) for n in names),
+                    figure(x.get("processes")),
                     figure(x.get("wall_s")),
                     figure(x.get("log_events_per_s")),
                     figure(x.get("peak_rss_mib")),

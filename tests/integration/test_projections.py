@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,12 +17,14 @@ from hypothesis import strategies as st
 
 from ledger.application import Ledger
 from ledger.config import Settings
+from ledger.domain.usage import Usage
 from ledger.domain.user import User
 from ledger.plans import load_catalog
 from ledger.stripe.payloads import read_delivery
 from projections.as_of import replay_user
 from projections.read_side import ReadSide
-from projections.rebuild import rebuild, rebuild_all
+from projections.rebuild import rebuild, rebuild_all, share
+from scripts.cli import main
 from tests import stripe_objects as so
 from tests.streams import T0, webhook_streams
 from tests.usage_streams import usage_records
@@ -440,6 +443,57 @@ def test_a_rebuilt_projection_equals_the_live_one(
     assert snapshot(read) == live
     rebuild_all(read.catchup, read.projections, batch_size=3)  # all of them in one pass
     assert snapshot(read) == live
+
+
+def test_a_rebuild_shared_out_between_processes_equals_the_live_one(
+    cli_env: pytest.MonkeyPatch,
+    feed: Feed,
+    read: ReadSide,
+    ledger: Ledger,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`ledger projections rebuild --jobs 2`: two processes, each with its share of
+    the projections, and every projection's rows as the live ones, in a new
+    generation."""
+    for i in range(6):
+        feed(
+            "customer.subscription.created",
+            so.subscription(f"sub_{i}", "cus_1", user_id=USER),
+            T + i,
+        )
+        feed("invoice.paid", so.invoice(f"in_{i}", "cus_1", f"sub_{i}", status="paid"), T + i)
+    ledger.record([Usage(USER, "ai_requests", 1, f"k{i}", T + i) for i in range(5)])
+    read.catchup.run_once()
+    live = snapshot(read)
+    generations = {row["name"]: row["generation"] for row in read.positions()}
+
+    assert main(["projections", "rebuild", "--jobs", "2"]) == 0
+
+    err = capsys.readouterr().err
+    assert "2 processes read" in err and err.count("swapped in") == len(read.projections)
+    assert snapshot(read) == live
+    after = {row["name"]: row["generation"] for row in read.positions()}
+    assert all(after[name] == generations[name] + 1 for name in generations)
+
+
+def test_the_projections_are_shared_out_by_the_events_they_apply() -> None:
+    def projection(name: str, *topics: str, cost: float = 1.0) -> Any:
+        return SimpleNamespace(name=name, topics=topics, rebuild_cost=cost)
+
+    heavy, a, b, c = (
+        projection("heavy", "t1", "t2"),
+        projection("a", "t2"),
+        projection("b", "t3"),
+        projection("c", "t4"),
+    )
+    counts = {"t1": 900, "t2": 100, "t3": 300, "t4": 200}
+    # heavy 1,000 alone; a 100 + b 300 + c 200 together, in their order
+    assert share([a, heavy, b, c], counts, 2) == [[heavy], [a, b, c]]
+    assert share([a, heavy, b, c], counts, 1) == [[a, heavy, b, c]]
+    assert share([a], counts, 4) == [[a]]  # never an empty group
+    assert sorted(len(g) for g in share([a, b, c, heavy], {}, 3)) == [1, 1, 2]
+    costly = projection("costly", "t3", cost=4.0)  # 1,200: heavier than heavy
+    assert share([heavy, b, costly], counts, 2) == [[costly], [heavy, b]]
 
 
 def test_readers_never_see_a_half_built_projection(feed: Feed, read: ReadSide) -> None:
