@@ -80,7 +80,7 @@ class Metering:
     async def record(self, user_id: str, request: UsageRequest) -> dict[str, object]:
         """Record one; returns the record (the first one, for a repeated key) and
         whether it was a duplicate."""
-        return (await self.record_batch(user_id, [request]))[0]
+        return (await self._record([self.check(user_id, request)]))[0]
 
     async def record_batch(
         self, user_id: str, requests: Sequence[UsageRequest]
@@ -90,10 +90,9 @@ class Metering:
         if len(requests) > MAX_BATCH:
             raise InvalidUsage(f"records: at most {MAX_BATCH} in a batch")
         now = int(self._clock())
-        if len(requests) == 1:
-            usages = [self.check(user_id, requests[0], None, now)]
-        else:
-            usages = [self.check(user_id, r, i, now) for i, r in enumerate(requests)]
+        return await self._record([self.check(user_id, r, i, now) for i, r in enumerate(requests)])
+
+    async def _record(self, usages: list[Usage]) -> list[dict[str, object]]:
         fresh = await self._committer.commit(usages, self._write_timeout)
         repeated = [u for u, new in zip(usages, fresh, strict=True) if not new]
         firsts = await asyncio.to_thread(self._first_records, repeated) if repeated else {}

@@ -153,6 +153,9 @@ def test_bad_records_are_refused_naming_the_field_and_nothing_is_recorded(
     )
     assert batch.status_code == 400
     assert batch.json()["error"].startswith(f"records.1.{field}")
+    alone = client.post("/api/v1/billing/usage/batch", json={"records": [body]}, headers=headers)
+    assert alone.status_code == 400  # a batch of one still names its record
+    assert alone.json()["error"].startswith(f"records.0.{field}")
     assert records_in_log(live_settings) == []
 
 
