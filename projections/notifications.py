@@ -142,7 +142,7 @@ class NotificationsProjection(SqlProjection):
     @apply.register
     def _(self, e: Subscription.Started, w: Writer) -> None:
         plan_id, features, grace_days = self._features(e.price)
-        sid = str(e.originator_id)
+        sid, held = str(e.originator_id), json.dumps(features)
         w.execute(
             "INSERT INTO {notification_subscriptions} (subscription_id, "
             "stripe_subscription_id, user_id, current_period_start, status, plan_id, features, "
@@ -154,16 +154,15 @@ class NotificationsProjection(SqlProjection):
             start=e.current_period_start,
             status=e.status,
             plan_id=plan_id,
-            features=json.dumps(features),
+            features=held,
             grace_days=grace_days,
             since=e.stripe_created if e.status == Status.PAST_DUE else None,
         )
         if is_live(e.status):
             self._notify(w, sid, "activated", e.stripe_created, status=e.status)
         grants = is_live(e.status) or (e.status == Status.PAST_DUE and grace_days > 0)
-        row = self._row(w, sid)
-        assert row is not None
-        self._set_granting(w, row, grants, e.stripe_created)
+        row = {"subscription_id": sid, "granting": 0, "features": held}
+        self._set_granting(w, row, grants, e.stripe_created)  # the row just written
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:

@@ -35,6 +35,9 @@ PERIOD_AT = (
 )
 
 
+# The user of the subscription :id, inside a statement (NULL when it has none).
+_USER = "(SELECT user_id FROM {usage_subscriptions} WHERE subscription_id = :id)"
+
 _ALERT = (
     "INSERT INTO {usage_alerts} (user_id, metric, period_start, kind, total, included, "
     "occurred_at, cursor) VALUES (:user_id, :metric, :start, :kind, :total, :included, :t, "
@@ -250,22 +253,17 @@ class UsageTotalsProjection(SqlProjection):
         plan_id: str,
         user_id: str,
         start: int,
-        t: int,
+        total: int,
         slots: Iterator[int],
         known: Collection[tuple[str, int, str]] = (),
     ) -> None:
         """usage_warning at 80% of the included amount, usage_limit_reached at 100%:
-        once per metric and period (the first event to cross it). `known`: the
-        (metric, period start, kind) already told, which need no place of `slots`."""
+        once per metric and period (the first event to cross it), at the period's
+        start. `known`: the (metric, period start, kind) already told, which need no
+        place of `slots`."""
         allowance = metric.allowance(plan_id)
         if allowance.limit == "none":
             return
-        rows = w.query(
-            "SELECT total FROM {usage_totals} WHERE user_id = :user_id AND metric = :metric "
-            "AND period_start = :start",
-            user_id=user_id, metric=metric.name, start=start,
-        )  # fmt: skip
-        total = rows[0]["total"] if rows else 0
         for kind, percent in ALERTS:
             if (metric.name, start, kind) in known:
                 continue
@@ -273,7 +271,7 @@ class UsageTotalsProjection(SqlProjection):
                 w.execute(
                     _ALERT,
                     user_id=user_id, metric=metric.name, start=start, kind=kind, total=total,
-                    included=allowance.included, t=t,
+                    included=allowance.included, t=start,
                     cursor=w.position * SLOTS + next(slots),
                 )  # fmt: skip
 
@@ -353,13 +351,11 @@ class UsageTotalsProjection(SqlProjection):
         self._replace(w, str(e.originator_id))
 
     def _replace(self, w: Writer, sub: str) -> None:
-        """Place the records of the subscription's user again, and total them again."""
-        rows = w.query(
-            "SELECT user_id FROM {usage_subscriptions} WHERE subscription_id = :id", id=sub
-        )
-        user_id = rows[0]["user_id"] if rows else None
-        if user_id is None:
-            return
+        """Place the records of the subscription's user again, total them again, and
+        tell the alerts the new totals cross. Each statement finds the user itself
+        (`_USER`: none when the subscription has none, and then nothing changes), so
+        that on PostgreSQL they go in one round trip with the query of the new
+        totals; a user without usage (the common case) needs no other."""
         for bound in ("start", "end"):
             w.execute(
                 f"UPDATE {{usage_records}} SET period_{bound} = COALESCE((SELECT p.period_{bound} "
@@ -367,16 +363,27 @@ class UsageTotalsProjection(SqlProjection):
                 "AND p.period_start <= {usage_records}.occurred_at "
                 "AND {usage_records}.occurred_at < p.period_end "
                 f"ORDER BY p.period_start DESC, p.subscription_id LIMIT 1), month_{bound}) "
-                "WHERE user_id = :user_id",
-                user_id=user_id,
+                f"WHERE user_id = {_USER}",
+                id=sub,
             )
-        w.execute("DELETE FROM {usage_totals} WHERE user_id = :user_id", user_id=user_id)
+        w.execute(f"DELETE FROM {{usage_totals}} WHERE user_id = {_USER}", id=sub)
         w.execute(
             "INSERT INTO {usage_totals} (user_id, metric, period_start, period_end, total) "
             f"SELECT user_id, metric, period_start, MAX(period_end), {self._aggregate} "
-            "FROM {usage_records} WHERE user_id = :user_id GROUP BY user_id, metric, period_start",
-            user_id=user_id,
+            f"FROM {{usage_records}} WHERE user_id = {_USER} "
+            "GROUP BY user_id, metric, period_start",
+            id=sub,
         )
+        totals = w.query(
+            "SELECT t.user_id, t.metric, t.period_start, t.total, p.plan_id "
+            "FROM {usage_totals} t LEFT JOIN {usage_periods} p ON p.user_id = t.user_id "
+            "AND p.period_start = t.period_start AND p.period_end = t.period_end "
+            f"WHERE t.user_id = {_USER} ORDER BY t.metric, t.period_start, p.plan_id",
+            id=sub,
+        )
+        if not totals:
+            return
+        user_id = totals[0]["user_id"]
         known = {
             (row["metric"], row["period_start"], row["kind"])
             for row in w.query(
@@ -385,18 +392,12 @@ class UsageTotalsProjection(SqlProjection):
             )
         }
         slots = _slots()
-        for row in w.query(
-            "SELECT t.metric, t.period_start, t.period_end, p.plan_id FROM {usage_totals} t "
-            "LEFT JOIN {usage_periods} p ON p.user_id = t.user_id "
-            "AND p.period_start = t.period_start AND p.period_end = t.period_end "
-            "WHERE t.user_id = :user_id",
-            user_id=user_id,
-        ):
+        for row in totals:
             metric = self.catalog.metric(row["metric"])
             if metric is not None:
                 plan_id = row["plan_id"] or self.catalog.free_plan.id
                 start = row["period_start"]
-                self._alert(w, metric, plan_id, user_id, start, start, slots, known)
+                self._alert(w, metric, plan_id, user_id, start, row["total"], slots, known)
 
 
 # --- readers -------------------------------------------------------------------------
