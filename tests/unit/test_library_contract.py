@@ -6,6 +6,7 @@ source, plus one run on an in-memory SQLite store."""
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import textwrap
 import tomllib
@@ -37,6 +38,7 @@ from packaging.requirements import Requirement
 
 from ledger.application import Ledger
 from ledger.store.library import (
+    collect,
     datastore_of,
     handler_types,
     insert_tracking,
@@ -95,6 +97,23 @@ def test_record_and_notify_is_what_the_library_does_after_a_policy() -> None:
     inspect.signature(Ledger._record).bind(None, processing)
     inspect.signature(Ledger._notify).bind(None, [])
     assert "processing_lock" in self_attributes(EventSourcedProjection.__init__, ast.Store)
+
+
+def test_collect_does_what_collect_events_does_for_aggregates() -> None:
+    """`collect` fills a processing event as the library's `collect_events` does."""
+    from ledger.domain.clock import Tick
+
+    made = [Tick.of_period(3600 * n, 3600) for n in (1, 2)]
+    theirs = ProcessingEvent[Any](tracking=Tracking("Ledger", 1))
+    theirs.collect_events(*[copy.deepcopy(a) for a in made])
+    ours = ProcessingEvent[Any](tracking=Tracking("Ledger", 1))
+    collect(ours, made)
+    assert [(e.originator_id, type(e)) for e in ours.events] == [
+        (e.originator_id, type(e)) for e in theirs.events
+    ]
+    assert len(ours.events) == 2
+    assert list(ours.aggregates) == list(theirs.aggregates) == [a.id for a in made]
+    assert vars(ours).keys() == vars(theirs).keys()
 
 
 @pytest.mark.parametrize("recorder", [SQLiteTrackingRecorder, PostgresTrackingRecorder])
