@@ -235,6 +235,7 @@ class Ledger(Follower[UUID]):
         cache = AggregateCache(self.repository, self._recent, self.personal)
         try:
             receipts = [self.mapper.to_domain_event(n).mutate(None) for n in notifications]
+            self.personal.recall([r.payload for r in receipts])
             events = [read_event(self.personal.reveal(r.payload)) for r in receipts]
             named = {i for event in events for i in aggregates_named(event)}
             cache.prefetch(named, self.recorder.existing)  # type: ignore[attr-defined]

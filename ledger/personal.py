@@ -30,6 +30,10 @@ def _subject_of(value: str) -> str:
     return value[len(PREFIX) :].rpartition(":")[0]
 
 
+def _subjects_of(values: Sequence[str | None]) -> set[str]:
+    return {_subject_of(v) for v in values if isinstance(v, str) and v.startswith(PREFIX)}
+
+
 class WrongMasterKey(RuntimeError):
     """LEDGER_MASTER_KEY is not the key the key table was written with."""
 
@@ -151,14 +155,26 @@ class PersonalData:
     def plain_all(self, values: Sequence[str | None]) -> list[str | None]:
         """`plain` of many values, their subjects' keys read fresh in one query
         (not one per value)."""
-        subjects = {_subject_of(v) for v in values if isinstance(v, str) and v.startswith(PREFIX)}
+        subjects = _subjects_of(values)
         if not subjects:
             return list(values)
         for subject in subjects:
             self._cache.pop(subject, None)
+        self._remember(subjects)
+        return [self._from_memory(v) for v in values]
+
+    def recall(self, values: Sequence[str | None]) -> None:
+        """The keys of these values' subjects into memory, those not there yet in
+        one query: stage two reveals a batch of receipts at once (a query per new
+        subject was a tenth of its time). A subject without a key stays unknown:
+        `reveal` then says Erased."""
+        self._remember(_subjects_of(values) - self._cache.keys())
+
+    def _remember(self, subjects: Collection[str]) -> None:
+        if not subjects:
+            return
         for subject, key in self._keys.get(sorted(subjects)).items():
             self._cache[subject] = AESGCM(self._unwrap(subject, key))
-        return [self._from_memory(v) for v in values]
 
     def _from_memory(self, value: str | None) -> str | None:
         if not isinstance(value, str) or not value.startswith(PREFIX):
@@ -193,6 +209,9 @@ class Plain(PersonalData):
 
     def plain_all(self, values: Sequence[str | None]) -> list[str | None]:
         return [self.plain(v) for v in values]
+
+    def recall(self, values: Sequence[str | None]) -> None:
+        pass
 
     def protect(self, subject: str | None, value: str | None) -> str | None:
         return value

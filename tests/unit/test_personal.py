@@ -96,3 +96,25 @@ def test_many_values_are_revealed_with_one_read_of_the_key_table_erasures_seen_a
     writer.erase(["cus_1"])  # by another process: the next call reads fresh
     assert reader.plain_all([ada, bob]) == [None, "bob"] and len(reads) == 2
     assert Plain().plain_all(["x", None]) == ["x", None]
+
+
+def test_a_batch_recalls_the_keys_it_lacks_in_one_read_and_an_erased_one_stays_erased() -> None:
+    keys = MemoryKeys()
+    writer = cipher(keys)
+    ada, bob, cid = (
+        writer.protect(s, v) for s, v in [("cus_1", "ada"), ("cus_2", "bob"), ("cus_3", "cid")]
+    )
+    writer.erase(["cus_3"])
+    reader = cipher(keys)
+    reads: list[list[str]] = []
+    get = keys.get
+    keys.get = lambda subjects: (reads.append(sorted(subjects)), get(subjects))[1]  # type: ignore[method-assign]
+    reader.recall([ada, "as it was", None, bob, cid])
+    assert reads == [["cus_1", "cus_2", "cus_3"]]
+    assert [reader.reveal(v) for v in (ada, bob, "as it was")] == ["ada", "bob", "as it was"]  # type: ignore[arg-type]
+    assert len(reads) == 1  # revealed from memory
+    reader.recall([ada, bob])
+    assert len(reads) == 1  # nothing lacking: no read
+    with pytest.raises(Erased):
+        reader.reveal(cid)  # type: ignore[arg-type]
+    Plain().recall([ada])  # nothing to recall without a master key
