@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Stage two and the projections in processes of their own beside the API (set
+# either variable to inline for threads in the API's process).
 run: $(STAMP)
-	$(BIN)/ledger serve
+	LEDGER_PROCESSOR=$${LEDGER_PROCESSOR:-process} LEDGER_PROJECTIONS=$${LEDGER_PROJECTIONS:-process} $(BIN)/ledger serve
 
 process: $(STAMP)
 	$(BIN)/ledger process

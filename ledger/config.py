@@ -50,11 +50,12 @@ class Settings(BaseSettings):
     # A delivery not committed within this answers 503 (Stripe retries; nothing is lost:
     # if the write still lands, the retry is answered as a duplicate).
     webhook_write_timeout_seconds: float = Field(10.0, gt=0, alias="LEDGER_WEBHOOK_WRITE_TIMEOUT")
-    # "inline": the API process runs stage two itself; "off": `ledger process` does it.
-    processor: str = Field("inline", pattern="^(inline|off)$", alias="LEDGER_PROCESSOR")
-    # "inline": the API process keeps the projections up to date; "off": `ledger
-    # projections run` does it.
-    projections: str = Field("inline", pattern="^(inline|off)$", alias="LEDGER_PROJECTIONS")
+    # "inline": the API process runs stage two in a thread; "process": `ledger serve`
+    # starts `ledger process` beside it (scripts/background.py); "off": you run
+    # `ledger process` yourself.
+    processor: str = Field("inline", pattern="^(inline|process|off)$", alias="LEDGER_PROCESSOR")
+    # The same for the projections (`ledger projections run`).
+    projections: str = Field("inline", pattern="^(inline|process|off)$", alias="LEDGER_PROJECTIONS")
     processor_interval_seconds: float = Field(0.5, gt=0, alias="LEDGER_PROCESSOR_INTERVAL")
     aggregate_cache_size: int = Field(10_000, ge=0, alias="LEDGER_AGGREGATE_CACHE_SIZE")
     retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")

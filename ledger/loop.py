@@ -1,16 +1,27 @@
 """A background step run when woken and on a timer, that survives its errors:
-stage two (`Processor`) and the projections' follower both run on one."""
+stage two (`Processor`) and the projections' follower both run on one.
+
+In a process of its own (`ledger process`, `ledger projections run`) nobody in the
+process wakes it: it reads the log's head every `HEAD_POLL` seconds and runs as
+soon as the head has moved (a cheap read; the timer still runs it in any case).
+Started by `ledger serve` (LEDGER_PROCESSOR=process), it stops when that parent
+is gone, so that no orphan keeps working on the store."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 from eventsourcing.persistence import PersistenceError
 
 log = logging.getLogger("ledger.loop")
+
+HEAD_POLL = 0.01  # seconds between two reads of the log's head, in a process of its own
+PARENT = "LEDGER_PARENT_PID"  # set by `ledger serve` for the processes it starts
 
 
 class WakeableLoop:
@@ -25,11 +36,23 @@ class WakeableLoop:
     def wake(self) -> None:
         self._wake.set()
 
-    def run_forever(self) -> None:
+    def run_forever(self, head: Callable[[], int] | None = None) -> None:
+        """Run the step when woken, when the timer runs out and, given `head` (the
+        log's head), when it has moved since the last look (every HEAD_POLL s)."""
+        seen, due = None, 0.0
+        parent = int(os.environ.get(PARENT, "0")) if head is not None else 0
         while not self._stop.is_set():
-            self._wake.wait(self.interval)
+            woken = self._wake.wait(self.interval if head is None else HEAD_POLL)
             self._wake.clear()
             try:
+                if head is not None and not woken:
+                    if parent and os.getppid() != parent:
+                        log.warning("%s: the process that started it is gone; stopping", self.name)
+                        return
+                    now, moved = time.monotonic(), head()
+                    if moved == seen and now < due:
+                        continue
+                    seen, due = moved, now + self.interval
                 self._step()
             except PersistenceError as exc:
                 log.warning(
@@ -40,13 +63,14 @@ class WakeableLoop:
                 log.exception("%s: unexpected error; trying again", self.name)
                 self._stop.wait(min(5.0, self.interval * 4))
 
-    def run_in_foreground(self) -> None:
+    def run_in_foreground(self, head: Callable[[], int] | None = None) -> None:
         """A command's main loop: SIGTERM or Ctrl-C lets the step in hand finish
-        (its transaction commits or rolls back whole), then returns."""
+        (its transaction commits or rolls back whole), then returns. `head`: see
+        `run_forever`."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.request_stop())
         log.info("%s: running; SIGTERM or Ctrl-C stops it", self.name)
-        self.run_forever()
+        self.run_forever(head)
         log.info("%s: stopped", self.name)
 
     def request_stop(self) -> None:

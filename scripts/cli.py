@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from api.bootstrap import Parts
 from ledger import collector
@@ -15,6 +17,7 @@ from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
 from ledger.domain.receipt import Receipt
 from scripts import audit_commands, projection_commands, reconcile_commands, usage_commands
+from scripts.background import Background
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = Parts(load_settings(announce=False), projections=getattr(args, "names", None) or None)
     try:
         if args.command == "process":
-            parts.processor.run_in_foreground()
+            recorder = parts.ledger.recorder
+            parts.processor.run_in_foreground(head=lambda: recorder.max_notification_id() or 0)
             return 0
         if args.command == "projections":
             return projection_commands.run(args, parts)
@@ -125,6 +129,24 @@ def _serve(args: argparse.Namespace) -> int:
         _ = parts.read
     finally:
         parts.close()
+    background = Background.of(parts.settings.processor, parts.settings.projections)
+    background.start()
+    # uvicorn sends the signal that stopped it again once it has shut down: with the
+    # default handlers that would end this process before it stops its own.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit)
+    try:
+        _run_uvicorn(uvicorn, args)
+    finally:
+        background.stop()
+    return 0
+
+
+def _exit(*_: object) -> None:
+    raise SystemExit(0)
+
+
+def _run_uvicorn(uvicorn: Any, args: argparse.Namespace) -> None:
     uvicorn.run(
         "api.app:app",
         host=args.host,
@@ -138,7 +160,6 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
     )
-    return 0
 
 
 def _print_dead(receipts: list[Receipt], *, as_json: bool) -> int:

@@ -30,9 +30,8 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,9 @@ from scripts.dev import (
     bench_usage,
     loadgen,
 )
-from scripts.dev.common import figure, open_store, render_table
+from scripts.dev.common import PG_ADMIN, STORES, figure, open_store, render_table, store_database
 
 OUT_DIR = loadgen.ROOT / "var" / "bench"
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
-STORES = ("sqlite", "postgres")
 
 
 @dataclass(frozen=True)
@@ -72,27 +69,6 @@ class Options:
 
 
 # --- stores -----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def store_database(store: str) -> Iterator[str]:
-    """A DATABASE_URL on an empty store of its own, removed afterwards."""
-    if store == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
-            yield f"sqlite:///{tmp}/ledger.db"
-        return
-    if store != "postgres":
-        raise SystemExit(f"unknown store {store!r} (use {', '.join(STORES)})")
-    import psycopg
-
-    name = f"ledger_bench_{os.getpid()}_{int(time.time())}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- section: webhooks ------------------------------------------------------------

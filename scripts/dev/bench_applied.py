@@ -1,5 +1,6 @@
-"""`make bench` section `applied`: deliveries fully applied, end to end, in one
-process (`make run`'s mode: stage two and the projections inline).
+"""`make bench` section `applied`: deliveries fully applied, end to end, with
+stage two and the projections in the API's process ("one process") and beside it
+in processes of their own ("make run"), one after the other on fresh stores.
 
 A burst of COUNT deliveries (default 20,000) over CONCURRENCY connections; the
 figure is COUNT divided by the time from the first delivery sent to the moment
@@ -18,13 +19,28 @@ from eventsourcing.utils import get_topic
 
 from scripts.dev import loadgen
 from scripts.dev.bench_projections import _http, _lag
-from scripts.dev.common import figure, open_store, render_table
+from scripts.dev.common import MODES, figure, open_store, render_table, store_database
 
 READ_EVERY = 0.02  # seconds between two reads during the burst
 USER = "user_1767225600_appliedab1"
 
 
 def bench_applied(database_url: str, store: str, opts: Any) -> dict[str, Any]:
+    """Per mode (`MODES`): the first on `database_url`, the next on a fresh store."""
+    results = {}
+    for n, (mode, env) in enumerate(MODES.items()):
+        print(f"  {mode}:", flush=True)
+        if n == 0:
+            results[mode] = _applied(database_url, store, env, mode, opts)
+            continue
+        with store_database(store) as url:
+            results[mode] = _applied(url, store, env, mode, opts)
+    return results
+
+
+def _applied(
+    database_url: str, store: str, mode_env: dict[str, str], mode: str, opts: Any
+) -> dict[str, Any]:
     from ledger.domain.receipt import Receipt
 
     burst = loadgen.build_deliveries(opts.count, prefix="applied")
@@ -33,12 +49,11 @@ def bench_applied(database_url: str, store: str, opts: Any) -> dict[str, Any]:
     server = loadgen.start_server(
         database_url,
         env_extra={
-            "LEDGER_PROCESSOR": "inline",
-            "LEDGER_PROJECTIONS": "inline",
+            **mode_env,
             "LEDGER_RATE_LIMIT_PER_USER": "1000000/minute",
             "LEDGER_RATE_LIMIT_PER_ADDRESS": "100000000/minute",
         },
-        log_path=log_dir / f"applied-{store}.log",
+        log_path=log_dir / f"applied-{store}-{mode.replace(' ', '-')}.log",
     )
     ledger = open_store(database_url)
     reads: list[float] = []
@@ -106,6 +121,7 @@ def table_applied(results: dict[str, dict[str, Any]]) -> str:
     rows = [
         (
             "store",
+            "mode",
             "deliveries",
             "answered s",
             "all applied s",
@@ -114,16 +130,19 @@ def table_applied(results: dict[str, dict[str, Any]]) -> str:
             "read p99 ms",
         )
     ]
-    for store, r in results.items():
-        rows.append(
-            (
-                store,
-                figure(r.get("ok")),
-                figure(r.get("answered_s")),
-                figure(r.get("applied_s")) + ("" if r.get("finished", True) else " (unfinished)"),
-                figure(r.get("applied_per_s")),
-                figure(r.get("webhook_p99_ms")),
-                figure(r.get("read_p99_ms")),
+    for store, modes in results.items():
+        for mode, r in modes.items():
+            rows.append(
+                (
+                    store,
+                    mode,
+                    figure(r.get("ok")),
+                    figure(r.get("answered_s")),
+                    figure(r.get("applied_s"))
+                    + ("" if r.get("finished", True) else " (unfinished)"),
+                    figure(r.get("applied_per_s")),
+                    figure(r.get("webhook_p99_ms")),
+                    figure(r.get("read_p99_ms")),
+                )
             )
-        )
     return render_table(rows)

@@ -16,22 +16,20 @@ does to its neighbour too."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from scripts.dev import loadgen
-from scripts.dev.common import figure, render_table
+from scripts.dev.common import figure, render_table, store_database
 
 KIT = Path(__file__).resolve().parent / "peer"
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+
 ROUNDS = 3
 
 
@@ -76,7 +74,7 @@ def bench_peer(database_url: str, store: str, opts: Any) -> dict[str, Any]:
         round_: dict[str, Any] = {"round": n, "load_average": round(os.getloadavg()[0], 2)}
         for contender in ("engine", "ledger"):
             burst = loadgen.build_deliveries(opts.count, prefix=f"peer{n}{contender[0]}")
-            with fresh_database() as url:
+            with store_database("postgres") as url:
                 print(f"  round {n}: {contender}, {opts.count} deliveries ...", flush=True)
                 start = _start_engine if contender == "engine" else _start_ledger
                 server = start(folder, url, opts)
@@ -94,21 +92,6 @@ def bench_peer(database_url: str, store: str, opts: Any) -> dict[str, Any]:
         "median_ratio": round(statistics.median(ratios), 2) if ratios else None,
         "workers": opts.workers,
     }
-
-
-@contextlib.contextmanager
-def fresh_database() -> Iterator[str]:
-    """An empty PostgreSQL database of its own, dropped afterwards."""
-    import psycopg
-
-    name = f"ledger_peer_{os.getpid()}_{time.monotonic_ns()}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _ingest(server: loadgen.Server, burst: list[tuple[str, bytes]], opts: Any) -> dict[str, Any]:

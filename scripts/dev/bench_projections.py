@@ -25,7 +25,7 @@ import urllib.request
 from typing import Any
 
 from scripts.dev import loadgen
-from scripts.dev.common import figure, open_store, render_table
+from scripts.dev.common import MODES, figure, open_store, render_table, store_database
 from scripts.dev.synthetic import fill
 
 SIZES = (100_000, 1_000_000)
@@ -156,19 +156,33 @@ def _http(
 
 
 def bench_freshness(database_url: str, store: str, opts: Any) -> dict[str, Any]:
+    """Per mode (`MODES`): the first on `database_url`, the next on a fresh store."""
+    results = {}
+    for n, (mode, env) in enumerate(MODES.items()):
+        print(f"  {mode}:", flush=True)
+        if n == 0:
+            results[mode] = _freshness(database_url, store, env, mode, opts)
+            continue
+        with store_database(store) as url:
+            results[mode] = _freshness(url, store, env, mode, opts)
+    return results
+
+
+def _freshness(
+    database_url: str, store: str, mode_env: dict[str, str], mode: str, opts: Any
+) -> dict[str, Any]:
     so = loadgen._stripe_objects()
     log_dir = opts.out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     server = loadgen.start_server(
         database_url,
         env_extra={
-            "LEDGER_PROCESSOR": "inline",
-            "LEDGER_PROJECTIONS": "inline",
+            **mode_env,
             "LEDGER_RATE_LIMIT_PER_USER": "1000000/minute",
             "LEDGER_RATE_LIMIT_PER_ADDRESS": "100000000/minute",
             "LEDGER_RATE_LIMIT_REGISTRATION": "100000/minute",
         },
-        log_path=log_dir / f"freshness-{store}.log",
+        log_path=log_dir / f"freshness-{store}-{mode.replace(' ', '-')}.log",
     )
     result: dict[str, Any] = {}
     try:
@@ -269,6 +283,7 @@ def table_freshness(results: dict[str, dict[str, Any]]) -> str:
     rows = [
         (
             "store",
+            "mode",
             "reflect p50 ms",
             "p99 ms",
             "max ms",
@@ -277,17 +292,19 @@ def table_freshness(results: dict[str, dict[str, Any]]) -> str:
             "caught up after s",
         )
     ]
-    for store, r in results.items():
-        reflect, lag = r.get("reflect", {}), r.get("lag", {})
-        rows.append(
-            (
-                store,
-                figure(reflect.get("p50_ms")),
-                figure(reflect.get("p99_ms")),
-                figure(reflect.get("max_ms")),
-                figure(lag.get("ingest", {}).get("rate_per_s")),
-                figure(lag.get("max_lag_events")),
-                figure(lag.get("caught_up_after_burst_s")),
+    for store, modes in results.items():
+        for mode, r in modes.items():
+            reflect, lag = r.get("reflect", {}), r.get("lag", {})
+            rows.append(
+                (
+                    store,
+                    mode,
+                    figure(reflect.get("p50_ms")),
+                    figure(reflect.get("p99_ms")),
+                    figure(reflect.get("max_ms")),
+                    figure(lag.get("ingest", {}).get("rate_per_s")),
+                    figure(lag.get("max_lag_events")),
+                    figure(lag.get("caught_up_after_burst_s")),
+                )
             )
-        )
     return render_table(rows)

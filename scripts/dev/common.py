@@ -4,10 +4,38 @@ layout."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from scripts.dev import loadgen
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+STORES = ("sqlite", "postgres")
+
+
+@contextlib.contextmanager
+def store_database(store: str) -> Iterator[str]:
+    """A DATABASE_URL on an empty store of its own, removed afterwards."""
+    if store == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
+            yield f"sqlite:///{tmp}/ledger.db"
+        return
+    if store != "postgres":
+        raise SystemExit(f"unknown store {store!r} (use {', '.join(STORES)})")
+    import psycopg
+
+    name = f"ledger_bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def open_store(database_url: str) -> Any:
@@ -100,3 +128,13 @@ def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The run whose `key` is the median (the lower middle of an even count)."""
     ordered = sorted(runs, key=lambda r: r.get(key) or 0)
     return ordered[(len(ordered) - 1) // 2]
+
+
+# Where the API's stage two and projections run: in threads of the API's own
+# process, or (`make run`) in processes of their own beside it
+# (LEDGER_PROCESSOR / LEDGER_PROJECTIONS). The sections that measure the two
+# side by side take each in turn.
+MODES = {
+    "one process": {"LEDGER_PROCESSOR": "inline", "LEDGER_PROJECTIONS": "inline"},
+    "make run": {"LEDGER_PROCESSOR": "process", "LEDGER_PROJECTIONS": "process"},
+}

@@ -1,0 +1,86 @@
+"""`ledger serve` with LEDGER_PROCESSOR=process or LEDGER_PROJECTIONS=process:
+stage two (`ledger process`) and the projections (`ledger projections run`) in
+processes of their own beside the API, started before it serves and stopped after
+it. In the API's process they took turns with the event loop on one interpreter
+lock; on their own each has a core's worth of Python (BENCHMARKS.md: deliveries
+fully applied). They find new work by the log's head (ledger/loop.py), and stop
+by themselves if the API process is gone.
+
+A process that fails (exits non-zero or is killed) is started again after a
+second; one that exits 0 was asked to stop (Ctrl-C reaches the whole group) and
+is left stopped."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+from ledger.loop import PARENT
+
+log = logging.getLogger("ledger.background")
+
+COMMANDS = {"processor": ("process",), "projections": ("projections", "run")}
+
+
+class Background:
+    def __init__(self, commands: Sequence[tuple[str, ...]]) -> None:
+        self._commands = list(commands)
+        self._children: dict[tuple[str, ...], subprocess.Popen[bytes]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, processor: str, projections: str) -> Background:
+        """The processes the settings ask for ("process"), none otherwise."""
+        wanted = {"processor": processor, "projections": projections}
+        return cls([COMMANDS[part] for part, mode in wanted.items() if mode == "process"])
+
+    def start(self) -> None:
+        if not self._commands:
+            return
+        for command in self._commands:
+            self._spawn(command)
+        self._thread = threading.Thread(target=self._watch, name="background", daemon=True)
+        self._thread.start()
+
+    def _spawn(self, command: tuple[str, ...]) -> None:
+        env = {**os.environ, PARENT: str(os.getpid())}
+        child = subprocess.Popen([sys.executable, "-m", "scripts.cli", *command], env=env)
+        self._children[command] = child
+        log.info("started `ledger %s` (pid %d)", " ".join(command), child.pid)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            for command, child in list(self._children.items()):
+                code = child.poll()
+                if code is None or self._stop.is_set():
+                    continue
+                if code == 0:
+                    log.info("`ledger %s` stopped", " ".join(command))
+                    del self._children[command]
+                    continue
+                log.error("`ledger %s` exited with %d; starting it again", " ".join(command), code)
+                self._spawn(command)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to each (the step in hand finishes), SIGKILL after `timeout`."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for child in self._children.values():
+            if child.poll() is None:
+                child.terminate()
+        for command, child in self._children.items():
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "`ledger %s` did not stop in %.0f s; killing it", " ".join(command), timeout
+                )
+                child.kill()
+                child.wait()
+        self._children.clear()

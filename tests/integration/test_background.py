@@ -1,0 +1,121 @@
+"""`make run`'s mode, as processes: `ledger serve` with LEDGER_PROCESSOR=process and
+LEDGER_PROJECTIONS=process starts `ledger process` and `ledger projections run`
+beside itself. Deliveries are settled and projected by them (found by the log's
+head, nobody wakes them), a failed one is started again, and they stop with the
+API, or by themselves when the API process is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from eventsourcing.utils import get_topic
+
+from ledger.domain.receipt import Receipt
+from ledger.opening import open_ledger
+from scripts.dev import loadgen
+from tests.conftest import WEBHOOK_SECRET, make_settings
+from tests.integration.test_scale import lag
+
+pytestmark = pytest.mark.slow
+
+MAKE_RUN = {"LEDGER_PROCESSOR": "process", "LEDGER_PROJECTIONS": "process"}
+
+
+def children(pid: int) -> dict[int, str]:
+    """The live child processes of `pid`: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = command
+    return found
+
+
+def wait_for(condition: Callable[[], object], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_make_runs_processes_settle_and_project_deliveries_and_stop_with_the_api(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = loadgen.start_server(
+        database_url, env_extra=MAKE_RUN, secret=WEBHOOK_SECRET, log_path=tmp_path / "api"
+    )
+    try:
+        wait_for(lambda: len(children(server.pid)) == 2, 15, "two background processes")
+        first = children(server.pid)
+        assert sorted(c.split("scripts.cli")[1].strip() for c in first.values()) == [
+            "process",
+            "projections run",
+        ]
+        deliveries = loadgen.build_deliveries(120, prefix="bg")
+        run = loadgen.run_load_sync(
+            loadgen.build_requests(deliveries, server.port, WEBHOOK_SECRET),
+            server.port,
+            concurrency=4,
+        )
+        assert run.summary()["by_status"] == {"200": 120}
+        ledger = open_ledger(make_settings(database_url), pool_size=1)
+        try:
+            last = max(n.id for n in ledger._select(get_topic(Receipt.Received), start=1))
+
+            def settled_and_projected() -> bool:
+                return (ledger.recorder.max_tracking_id("Ledger") or 0) >= last and lag(
+                    server.port
+                ) == 0
+
+            wait_for(settled_and_projected, 30, "stage two and the projections caught up")
+            assert not ledger.dead_receipts()
+        finally:
+            ledger.close()
+
+        # A process that fails is started again.
+        victim = next(pid for pid, c in first.items() if c.rstrip().endswith("process"))
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            lambda: len(children(server.pid)) == 2 and victim not in children(server.pid),
+            15,
+            "the killed process started again",
+        )
+        now = children(server.pid)
+    finally:
+        server.stop()
+    assert server.returncode == 0
+    wait_for(lambda: not any(alive(pid) for pid in now), 15, "the processes stopped with the API")
+
+
+def test_the_background_processes_stop_when_the_api_process_is_killed(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = loadgen.start_server(
+        database_url, env_extra=MAKE_RUN, secret=WEBHOOK_SECRET, log_path=tmp_path / "api"
+    )
+    try:
+        wait_for(lambda: len(children(server.pid)) == 2, 15, "two background processes")
+        orphans = list(children(server.pid))
+    finally:
+        server.kill()  # SIGKILL: it cannot stop them itself
+    wait_for(lambda: not any(alive(pid) for pid in orphans), 15, "orphans stop by themselves")
