@@ -19,7 +19,7 @@ from eventsourcing.utils import get_topic
 
 from scripts.dev import loadgen
 from scripts.dev.bench_projections import _http, _lag
-from scripts.dev.common import MODES, figure, open_store, render_table, store_database
+from scripts.dev.common import each_mode, figure, open_store, render_table
 
 READ_EVERY = 0.02  # seconds between two reads during the burst
 USER = "user_1767225600_appliedab1"
@@ -27,15 +27,9 @@ USER = "user_1767225600_appliedab1"
 
 def bench_applied(database_url: str, store: str, opts: Any) -> dict[str, Any]:
     """Per mode (`MODES`): the first on `database_url`, the next on a fresh store."""
-    results = {}
-    for n, (mode, env) in enumerate(MODES.items()):
-        print(f"  {mode}:", flush=True)
-        if n == 0:
-            results[mode] = _applied(database_url, store, env, mode, opts)
-            continue
-        with store_database(store) as url:
-            results[mode] = _applied(url, store, env, mode, opts)
-    return results
+    return each_mode(
+        database_url, store, lambda url, env, mode: _applied(url, store, env, mode, opts)
+    )
 
 
 def _applied(

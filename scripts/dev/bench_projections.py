@@ -25,7 +25,7 @@ import urllib.request
 from typing import Any
 
 from scripts.dev import loadgen
-from scripts.dev.common import MODES, figure, open_store, render_table, store_database
+from scripts.dev.common import each_mode, figure, open_store, render_table
 from scripts.dev.synthetic import fill
 
 SIZES = (100_000, 1_000_000)
@@ -157,15 +157,9 @@ def _http(
 
 def bench_freshness(database_url: str, store: str, opts: Any) -> dict[str, Any]:
     """Per mode (`MODES`): the first on `database_url`, the next on a fresh store."""
-    results = {}
-    for n, (mode, env) in enumerate(MODES.items()):
-        print(f"  {mode}:", flush=True)
-        if n == 0:
-            results[mode] = _freshness(database_url, store, env, mode, opts)
-            continue
-        with store_database(store) as url:
-            results[mode] = _freshness(url, store, env, mode, opts)
-    return results
+    return each_mode(
+        database_url, store, lambda url, env, mode: _freshness(url, store, env, mode, opts)
+    )
 
 
 def _freshness(

@@ -138,3 +138,19 @@ MODES = {
     "one process": {"LEDGER_PROCESSOR": "inline", "LEDGER_PROJECTIONS": "inline"},
     "make run": {"LEDGER_PROCESSOR": "process", "LEDGER_PROJECTIONS": "process"},
 }
+
+
+def each_mode(
+    database_url: str, store: str, measure: Callable[[str, dict[str, str], str], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """`measure(url, env, mode)` for each of MODES: the first on `database_url`,
+    each next one on a fresh store of its own."""
+    results = {}
+    for n, (mode, env) in enumerate(MODES.items()):
+        print(f"  {mode}:", flush=True)
+        if n == 0:
+            results[mode] = measure(database_url, env, mode)
+            continue
+        with store_database(store) as url:
+            results[mode] = measure(url, env, mode)
+    return results

@@ -58,14 +58,24 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def test_make_runs_processes_settle_and_project_deliveries_and_stop_with_the_api(
-    database_url: str, tmp_path: Path
-) -> None:
+def make_run(database_url: str, tmp_path: Path) -> loadgen.Server:
+    """`ledger serve` in make run's mode, once its two processes are up."""
     server = loadgen.start_server(
         database_url, env_extra=MAKE_RUN, secret=WEBHOOK_SECRET, log_path=tmp_path / "api"
     )
     try:
         wait_for(lambda: len(children(server.pid)) == 2, 15, "two background processes")
+    except BaseException:
+        server.kill()
+        raise
+    return server
+
+
+def test_make_runs_processes_settle_and_project_deliveries_and_stop_with_the_api(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = make_run(database_url, tmp_path)
+    try:
         first = children(server.pid)
         assert sorted(c.split("scripts.cli")[1].strip() for c in first.values()) == [
             "process",
@@ -110,11 +120,8 @@ def test_make_runs_processes_settle_and_project_deliveries_and_stop_with_the_api
 def test_the_background_processes_stop_when_the_api_process_is_killed(
     database_url: str, tmp_path: Path
 ) -> None:
-    server = loadgen.start_server(
-        database_url, env_extra=MAKE_RUN, secret=WEBHOOK_SECRET, log_path=tmp_path / "api"
-    )
+    server = make_run(database_url, tmp_path)
     try:
-        wait_for(lambda: len(children(server.pid)) == 2, 15, "two background processes")
         orphans = list(children(server.pid))
     finally:
         server.kill()  # SIGKILL: it cannot stop them itself
