@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from api.bootstrap import Parts
 from ledger import collector
@@ -136,7 +135,19 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit)
     try:
-        _run_uvicorn(uvicorn, args)
+        uvicorn.run(
+            "api.app:app",
+            host=args.host,
+            port=args.port,
+            access_log=not args.no_access_log,
+            log_level="info",
+            workers=args.workers,
+            # Notification streams never end by themselves: after this, a stop cancels
+            # them (their clients resume by Last-Event-ID) instead of waiting forever.
+            timeout_graceful_shutdown=3,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+        )
     finally:
         background.stop()
     return 0
@@ -144,22 +155,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _exit(*_: object) -> None:
     raise SystemExit(0)
-
-
-def _run_uvicorn(uvicorn: Any, args: argparse.Namespace) -> None:
-    uvicorn.run(
-        "api.app:app",
-        host=args.host,
-        port=args.port,
-        access_log=not args.no_access_log,
-        log_level="info",
-        workers=args.workers,
-        # Notification streams never end by themselves: after this, a stop cancels
-        # them (their clients resume by Last-Event-ID) instead of waiting forever.
-        timeout_graceful_shutdown=3,
-        proxy_headers=args.proxy_headers,
-        forwarded_allow_ips=args.forwarded_allow_ips,
-    )
 
 
 def _print_dead(receipts: list[Receipt], *, as_json: bool) -> int:

@@ -61,8 +61,9 @@ class Envelope(_Model):
 
 
 def read_envelope(body: bytes | str) -> Envelope:
-    """The body parsed and checked in one step by pydantic's own JSON reader (half
-    the time of `json.loads` and then a check, on every delivery twice)."""
+    """The body parsed and checked in one step by pydantic's own JSON reader (a
+    sixth less time than `json.loads` and then a check; every delivery is read
+    twice, in stage one and in stage two)."""
     try:
         return Envelope.model_validate_json(body)
     except ValidationError as exc:

@@ -68,9 +68,6 @@ class Options:
     workers: int = 1  # `ledger serve --workers` in the `peer` section
 
 
-# --- stores -----------------------------------------------------------------------
-
-
 # --- section: webhooks ------------------------------------------------------------
 
 

@@ -29,7 +29,6 @@ from scripts.dev import loadgen
 from scripts.dev.common import figure, render_table, store_database
 
 KIT = Path(__file__).resolve().parent / "peer"
-
 ROUNDS = 3
 
 

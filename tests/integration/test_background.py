@@ -126,3 +126,20 @@ def test_the_background_processes_stop_when_the_api_process_is_killed(
     finally:
         server.kill()  # SIGKILL: it cannot stop them itself
     wait_for(lambda: not any(alive(pid) for pid in orphans), 15, "orphans stop by themselves")
+
+
+def test_ctrl_c_stops_the_api_and_its_processes_and_none_is_started_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C in `make run`'s terminal reaches the whole process group: the two
+    stop as asked (exit 0), so the API does not start them again, and it exits 0."""
+    server = make_run(database_url, tmp_path)
+    try:
+        started = list(children(server.pid))
+        os.killpg(server.pid, signal.SIGINT)  # loadgen starts it in a session of its own
+        assert server.process.wait(timeout=20) == 0
+    finally:
+        server.stop()
+    wait_for(lambda: not any(alive(pid) for pid in started), 15, "the processes stopped")
+    log = (tmp_path / "api").read_text()
+    assert "starting it again" not in log

@@ -25,6 +25,7 @@ from projections.as_of import replay_user
 from projections.read_side import ReadSide
 from projections.rebuild import rebuild, rebuild_all, share
 from scripts.cli import main
+from scripts.projection_commands import _in_processes
 from tests import stripe_objects as so
 from tests.streams import T0, webhook_streams
 from tests.usage_streams import usage_records
@@ -474,6 +475,23 @@ def test_a_rebuild_shared_out_between_processes_equals_the_live_one(
     assert snapshot(read) == live
     after = {row["name"]: row["generation"] for row in read.positions()}
     assert all(after[name] == generations[name] + 1 for name in generations)
+
+
+def test_a_failed_rebuild_process_is_named_with_its_projections_and_the_others_land(
+    cli_env: pytest.MonkeyPatch, read: ReadSide
+) -> None:
+    """What `--jobs` reports when one of its processes fails (here it holds a name
+    no process can open): the projections it held, named; the other process's
+    rebuilt and swapped in."""
+    health = next(p for p in read.projections if p.name == "webhook_health")
+    before = read.catchup.generation(health)
+    held = SimpleNamespace(name="no_such_projection")
+
+    applied, failures = _in_processes([[health], [held]], lambda *_: None)
+
+    assert list(applied) == ["webhook_health"]
+    assert len(failures) == 1 and failures[0].startswith("no_such_projection: KeyError")
+    assert read.catchup.generation(health) == before + 1
 
 
 def test_the_projections_are_shared_out_by_the_events_they_apply() -> None:
