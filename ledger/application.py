@@ -211,9 +211,7 @@ class Ledger(Follower[UUID]):
         Another process that got there first makes ours roll back; we move on."""
         while True:
             start = self.recorder.max_tracking_id(self.name) or 0
-            batch = self.recorder.select_notifications(
-                start=start + 1, limit=self.batch_size, topics=self.topics
-            )
+            batch = self.recorder.read_notifications(start + 1, self.batch_size, None, self.topics)
             if not batch:
                 return
             try:

@@ -1,6 +1,6 @@
 """Keeps projections up to date by following the log, and rebuilds them.
 
-A pull loop over the log's `select_notifications` (filtered by each projection's
+A pull loop over the log's `read_notifications` (filtered by each projection's
 topics) applies many events per transaction, with the tracking position written
 once per batch, first, so that a second runner of the same projection waits on
 it and then rolls back instead of applying anything twice. (The library's
@@ -99,8 +99,8 @@ class Catchup:
         while behind := [lane for lane in lanes if lane.position < head]:
             start = min(lane.position for lane in behind)
             topics = sorted({t for lane in behind for t in lane.projection.topics})
-            notifications = self.ledger.recorder.select_notifications(
-                start=start + 1, limit=self.batch_size, stop=head, topics=topics
+            notifications = self.ledger.recorder.read_notifications(
+                start + 1, self.batch_size, head, topics
             )
             mapper = self.ledger.mapper
             events = [(n.id, n.topic, mapper.to_domain_event(n)) for n in notifications]
@@ -161,8 +161,8 @@ class Catchup:
             head = self.head()
             if position >= head:
                 return done
-            notifications = self.ledger.recorder.select_notifications(
-                start=position + 1, limit=batch_size, stop=head, topics=projection.topics
+            notifications = self.ledger.recorder.read_notifications(
+                position + 1, batch_size, head, projection.topics
             )
             mapper = self.ledger.mapper
             events = [(n.id, mapper.to_domain_event(n)) for n in notifications]

@@ -316,3 +316,40 @@ def test_a_batch_the_store_refused_leaves_nothing_behind_in_memory(
     assert ledger.receipt("evt_2").outcome is Outcome.APPLIED
     subscription = ledger.repository.get(Subscription.create_id("sub_1"))
     assert subscription.status == "canceled"
+
+
+@pytest.mark.parametrize(
+    ("start", "limit", "stop", "topics"),
+    [
+        (1, 10_000, None, "all"),
+        (3, 7, None, "all"),
+        (5, 1_000, 30, "all"),
+        (1, 10_000, None, "processed"),
+        (10, 5, 200, "processed"),
+        (10_000, 10, None, "all"),
+    ],
+)
+def test_the_lean_log_read_answers_what_the_library_read_answers(
+    ledger: Ledger, start: int, limit: int, stop: int | None, topics: str
+) -> None:
+    """`read_notifications` (what stage two, the projections and a rebuild read) is
+    the library's `select_notifications`: the same rows, decoded to the same events."""
+    ledger.record([delivery(f"evt_{i}", sub=f"sub_{i}") for i in range(12)])
+    ledger.process_new()
+    every = ledger.recorder.select_notifications(start=1, limit=10_000)
+    named = sorted({n.topic for n in every})
+    chosen = named if topics == "all" else [t for t in named if t.endswith("Receipt.Processed")]
+    assert len(chosen) >= 1 and len(every) > 30
+    ours = ledger.recorder.read_notifications(start, limit, stop, chosen)
+    theirs = ledger.recorder.select_notifications(
+        start=start, limit=limit, stop=stop, topics=chosen
+    )
+    fields = ("id", "originator_id", "originator_version", "topic", "state")
+    assert [tuple(getattr(n, f) for f in fields) for n in ours] == [
+        tuple(getattr(n, f) for f in fields) for n in theirs
+    ]
+    assert [vars(ledger.mapper.to_domain_event(n)) for n in ours] == [
+        vars(ledger.mapper.to_domain_event(n)) for n in theirs
+    ]
+    if start == 1 and stop is None and topics == "all":
+        assert len(ours) == len(every)
