@@ -734,3 +734,40 @@ def test_the_streams_fan_out_is_woken_by_another_process_runner_and_by_its_own(
         here.close()
         there.close()
     assert all(w < 2 for w in waited), waited
+
+
+def test_batches_that_fail_part_way_leave_the_prepared_statements_usable(
+    postgres_url: str,
+) -> None:
+    """Projection statements are prepared on first use, inside a pipeline. A batch
+    that fails on its first statement (as when another runner wrote the tracking
+    position first) never gets the later ones to the server: psycopg must not
+    believe them prepared, or every later batch on that connection would fail."""
+    from eventsourcing.persistence import IntegrityError
+
+    from projections.store import ViewStore
+
+    store = ViewStore(postgres_url)
+    try:
+        with store.transaction() as c:
+            c.execute("CREATE TABLE prepared_t (id INTEGER PRIMARY KEY, v TEXT)")
+            c.execute("INSERT INTO prepared_t VALUES (0, 'first')")
+        failed, seen = [], []
+        for i in range(1, 25):
+            try:
+                with store.transaction() as c:
+                    if i % 3 == 1:  # the first batch among them, before any is prepared
+                        c.execute("INSERT INTO prepared_t VALUES (0, 'again')")
+                    c.execute("INSERT INTO prepared_t VALUES (:i, 'new')", {"i": i})
+                    c.execute("UPDATE prepared_t SET v = 'changed' WHERE id = :i", {"i": i})
+                    seen += c.query("SELECT id, v FROM prepared_t WHERE id = :i", {"i": i})
+            except IntegrityError:
+                failed.append(i)
+        assert failed == list(range(1, 25, 3))
+        with store.reading() as c:
+            rows = c.query("SELECT id, v FROM prepared_t WHERE id > 0 ORDER BY id")
+        kept = [i for i in range(1, 25) if i not in failed]
+        assert rows == [{"id": i, "v": "changed"} for i in kept]
+        assert seen == rows
+    finally:
+        store.close()
