@@ -20,10 +20,16 @@ escapes the whole array, and for receipts of a few kilobytes that CPU was what
 limited the group committer. Binary (`%b`) sends the same bytes as they are,
 byte for byte the same rows (BENCHMARKS.md has the figures).
 
+On PostgreSQL 14 and later, the log's `state` column is compressed with lz4
+instead of the default pglz (`create_table`, also on a log made before): a
+receipt of a few kilobytes is compressed as it is stored, and pglz took a third
+of the server's CPU of an ingest. Rows already stored keep their compression.
+
 What they rely on of the library's recorders goes through `ledger.store.library`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -32,6 +38,7 @@ from eventsourcing.persistence import InterfaceError, Notification, OperationalE
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 from eventsourcing.utils import retry
+from psycopg.errors import FeatureNotSupported
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
@@ -54,6 +61,7 @@ class LogRow(NamedTuple):
     state: bytes
 
 
+log = logging.getLogger("ledger")
 _LAST = 2**63 - 1  # the largest position PostgreSQL's BIGINT holds
 
 
@@ -93,11 +101,42 @@ class BinaryProcessRecorder(PostgresProcessRecorder):
         self._counts_statement = SQL(
             "SELECT topic, count(*) FROM {schema}.{table} GROUP BY topic"
         ).format(**names)
+        self._compression_statement = SQL(
+            "SELECT a.attcompression FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND a.attname = 'state'"
+        )
+        self._lz4_statement = SQL(
+            "ALTER TABLE {schema}.{table} ALTER COLUMN state SET COMPRESSION lz4"
+        ).format(**names)
         self._read_statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM {schema}.{table} WHERE notification_id BETWEEN %s AND %s "
             "AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
         ).format(**names)
+
+    def create_table(self) -> None:
+        super().create_table()
+        self._compress_with_lz4()
+
+    def _compress_with_lz4(self) -> None:
+        """The log's `state` compressed with lz4 from now on (a change of the
+        column's settings, not of its rows; skipped when already so, so that a
+        start takes no lock on a log in use)."""
+        datastore = datastore_of(self)
+        with datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            if conn.info.server_version < 140000:  # no per-column compression before 14
+                return
+            curs.execute(self._compression_statement, (datastore.schema, events_table_name(self)))
+            found = curs.fetchone()
+            if found is None or found[0] == "l":
+                return
+            try:
+                with conn.transaction():
+                    curs.execute(self._lz4_statement)
+            except FeatureNotSupported:  # a server built without lz4
+                log.info("this PostgreSQL has no lz4: the log stays compressed with pglz")
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def read_notifications(

@@ -353,3 +353,56 @@ def test_the_lean_log_read_answers_what_the_library_read_answers(
     ]
     if start == 1 and stop is None and topics == "all":
         assert len(ours) == len(every)
+
+
+def test_the_log_compresses_what_it_stores_with_lz4_on_postgresql(postgres_url: str) -> None:
+    """A log made before (pglz, the server's default) is switched when it is opened;
+    what it held before reads back as ever, and what comes after is stored in lz4.
+    (Without a master key: encrypted payloads do not compress, whichever method.)"""
+    import psycopg
+
+    from tests.conftest import make_settings
+
+    def sql(statement: str) -> list[tuple[object, ...]]:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    setting = (
+        "SELECT attcompression FROM pg_attribute "
+        "WHERE attrelid = 'ledger_events'::regclass AND attname = 'state'"
+    )
+    stored = "SELECT pg_column_compression(state) FROM ledger_events ORDER BY notification_id"
+    settings = make_settings(postgres_url, LEDGER_MASTER_KEY=None)
+
+    def big(evt: str, sub: str) -> Delivery:
+        obj = {**so.subscription(sub, "cus_1"), "metadata": {"note": "x" * 6000}}
+        return read_delivery(
+            so.body_of(so.event(evt, "customer.subscription.created", obj, created=200))
+        )
+
+    first = open_ledger(settings)
+    try:
+        sql("ALTER TABLE ledger_events ALTER COLUMN state SET COMPRESSION pglz")
+        first.record([big("evt_before", "sub_before")])
+    finally:
+        first.close()
+    assert sql(setting) == [("p",)]
+    assert sql(stored) == [("pglz",)]
+    ledger = open_ledger(settings)
+    try:
+        assert sql(setting) == [("l",)]
+        ledger.record([big("evt_after", "sub_after")])
+        assert sql(stored) == [("pglz",), ("lz4",)]
+        assert [r.stripe_event_id for r in receipt_events(ledger)] == ["evt_before", "evt_after"]
+        ledger.process_new()
+        assert (
+            len(
+                ledger.recorder.read_notifications(
+                    1, 100, None, ["ledger.receipt:Receipt.Processed"]
+                )
+            )
+            == 2
+        )
+    finally:
+        ledger.close()
