@@ -18,10 +18,15 @@ TABLE = "ledger_personal_keys"
 class KeyTable:
     def __init__(self, recorder: Any, *, is_postgres: bool) -> None:
         self._datastore = datastore_of(recorder)
+        self._is_postgres = is_postgres
         self._mark = "%s" if is_postgres else "?"
         self._upsert = (
             f"INSERT INTO {TABLE} (subject, wrapped) VALUES ({self._mark}, {self._mark}) "  # noqa: S608
             "ON CONFLICT (subject) DO NOTHING"
+        )
+        self._upsert_all = (  # PostgreSQL: every new key in one statement
+            f"INSERT INTO {TABLE} (subject, wrapped) "  # noqa: S608
+            "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT (subject) DO NOTHING"
         )
         with self._datastore.transaction(commit=True) as c:
             c.execute(
@@ -38,21 +43,28 @@ class KeyTable:
         if not subjects:
             return {}
         with self._datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT subject, wrapped FROM {TABLE} "  # noqa: S608
-                f"WHERE subject IN ({self._marks(len(subjects))})",
-                list(subjects),
-            )
-            return {row["subject"]: row["wrapped"] for row in c.fetchall()}
+            return self._read(c, subjects)
+
+    def _read(self, c: Any, subjects: Collection[str]) -> dict[str, str]:
+        c.execute(
+            f"SELECT subject, wrapped FROM {TABLE} "  # noqa: S608
+            f"WHERE subject IN ({self._marks(len(subjects))})",
+            list(subjects),
+        )
+        return {row["subject"]: row["wrapped"] for row in c.fetchall()}
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def add(self, wrapped: dict[str, str]) -> dict[str, str]:
         """Store new keys; a subject that got one meanwhile (another process) keeps
-        its own. Returns the keys now stored for those subjects."""
+        its own. Returns the keys now stored for those subjects. One transaction:
+        the inserts (one statement on PostgreSQL), then the read, which sees a
+        key another process committed first (its insert waited for that one)."""
         with self._datastore.transaction(commit=True) as c:
-            for subject, key in wrapped.items():
-                c.execute(self._upsert, (subject, key))
-        return self.get(list(wrapped))
+            if self._is_postgres:
+                c.execute(self._upsert_all, (list(wrapped), list(wrapped.values())))
+            else:
+                c.executemany(self._upsert, list(wrapped.items()))
+            return self._read(c, list(wrapped))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def delete(self, subjects: Collection[str]) -> int:

@@ -406,3 +406,27 @@ def test_the_log_compresses_what_it_stores_with_lz4_on_postgresql(postgres_url: 
         )
     finally:
         ledger.close()
+
+
+def test_two_processes_making_keys_for_the_same_customers_end_with_one_key_each(
+    ledger: Ledger, settings
+) -> None:
+    """Keys are made in one statement and read back in the same transaction: when
+    two writers make keys for the same new customers at once, each answers the key
+    that was stored first, and it is the one the table keeps."""
+    other = open_ledger(settings)
+    try:
+        subjects = [f"cus_race_{i}" for i in range(40)]
+        tables = [ledger.personal._keys, other.personal._keys]  # type: ignore[attr-defined]
+        start = threading.Barrier(2)
+
+        def make(n: int) -> dict[str, str]:
+            start.wait()
+            return tables[n].add({s: f"wrapped_by_{n}_{s}" for s in subjects})
+
+        with ThreadPoolExecutor(2) as pool:
+            first, second = pool.map(make, [0, 1])
+        assert first == second == tables[0].get(subjects)
+        assert sorted(first) == sorted(subjects)
+    finally:
+        other.close()
