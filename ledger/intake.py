@@ -353,9 +353,10 @@ class AsyncGroupCommitter(Committer):
                 firsts.setdefault(item.aggregate_id, item)
         try:
             items = list(firsts.values())
-            missing = self._ledger.personal.missing_keys(items)
-            if missing:  # new customers: their keys are read or made off the event loop
-                await asyncio.to_thread(self._ledger.personal.prepare, missing)
+            personal = self._ledger.personal
+            if missing := personal.missing_keys(items):  # new customers: their keys
+                offered = personal.offer(missing)
+                personal.accept(await asyncio.wait_for(writer.store_keys(offered), self._timeout))
             stored = self._ledger.stored_events(items)
             skipped = await asyncio.wait_for(writer.insert_new(stored), self._timeout)
         except Exception as exc:  # whatever it is, the writer carries on

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -67,8 +67,8 @@ class PersonalData:
 
     def missing_keys(self, items: Sequence[object]) -> set[str]:
         """The data subjects of these deliveries whose keys are not in memory yet:
-        an event loop `prepare`s them in a thread first (reading or making a key
-        is a query)."""
+        the async writer stores what `offer` makes for them and `accept`s what the
+        store holds, before the deliveries are protected."""
         return {
             d.data_subject
             for d in items
@@ -95,9 +95,21 @@ class PersonalData:
         if not missing:
             return
         wrapped = self._keys.get(missing)
-        new = {s: self._wrap(s, AESGCM.generate_key(256)) for s in missing if s not in wrapped}
+        new = self.offer(s for s in missing if s not in wrapped)
         if new:
             wrapped.update(self._keys.add(new))
+        self.accept(wrapped)
+
+    def offer(self, subjects: Iterable[str]) -> dict[str, str]:
+        """A new key, wrapped, for each of these subjects not in memory: what a
+        writer stores unless the subject has a key already, and then `accept`s
+        what the store holds (the async writer does both in one round trip)."""
+        return {
+            s: self._wrap(s, AESGCM.generate_key(256)) for s in subjects if s not in self._cache
+        }
+
+    def accept(self, wrapped: Mapping[str, str]) -> None:
+        """The stored keys of these subjects, into memory."""
         for subject, key in wrapped.items():
             self._cache[subject] = AESGCM(self._unwrap(subject, key))
 

@@ -2,6 +2,7 @@
 stored events inserted with psycopg's async connection, in one round trip
 (pipeline: lock, insert, commit), idempotent on each row's (originator id,
 version): rows already in the log are skipped, and the answer says which went in.
+New customers' data-subject keys go the same way first (`store_keys`).
 
 The table, its lock and its notification channel are the `eventsourcing`
 library's own (read from its recorder through `ledger.store.library`), so what is
@@ -11,7 +12,7 @@ of notification ids as its own inserts."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,7 @@ import psycopg
 from eventsourcing.persistence import StoredEvent
 from psycopg.sql import SQL, Identifier
 
+from ledger.store.keys import READ_ALL, UPSERT_ALL
 from ledger.store.library import datastore_of, events_table_name, lock_and_notify_statements
 
 
@@ -64,6 +66,22 @@ class AsyncEventWriter:
                 )
                 rows = await cur.fetchall()
             return {row[0] for row in rows}
+        except (psycopg.Error, asyncio.CancelledError):
+            await self.close()
+            raise
+
+    async def store_keys(self, offered: Mapping[str, str]) -> dict[str, str]:
+        """Store new data-subject keys (a subject that has one keeps it) and
+        answer the key each of these subjects has now: one round trip. The read
+        sees a key another process committed first: the insert waited for it."""
+        subjects = list(offered)
+        try:
+            conn = await self._connection()
+            async with conn.pipeline(), conn.cursor() as cur:
+                await cur.execute(UPSERT_ALL, (subjects, list(offered.values())))
+                await cur.execute(READ_ALL, (subjects,))
+                rows = await cur.fetchall()
+            return dict(rows)
         except (psycopg.Error, asyncio.CancelledError):
             await self.close()
             raise

@@ -13,6 +13,13 @@ from eventsourcing.utils import retry
 from ledger.store.library import datastore_of
 
 TABLE = "ledger_personal_keys"
+# PostgreSQL: every new key in one statement (a subject that has one keeps it),
+# and the keys of some subjects; the async writer uses them too
+UPSERT_ALL = (
+    f"INSERT INTO {TABLE} (subject, wrapped) "  # noqa: S608
+    "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT (subject) DO NOTHING"
+)
+READ_ALL = f"SELECT subject, wrapped FROM {TABLE} WHERE subject = ANY(%s)"  # noqa: S608
 
 
 class KeyTable:
@@ -23,10 +30,6 @@ class KeyTable:
         self._upsert = (
             f"INSERT INTO {TABLE} (subject, wrapped) VALUES ({self._mark}, {self._mark}) "  # noqa: S608
             "ON CONFLICT (subject) DO NOTHING"
-        )
-        self._upsert_all = (  # PostgreSQL: every new key in one statement
-            f"INSERT INTO {TABLE} (subject, wrapped) "  # noqa: S608
-            "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT (subject) DO NOTHING"
         )
         with self._datastore.transaction(commit=True) as c:
             c.execute(
@@ -61,7 +64,7 @@ class KeyTable:
         key another process committed first (its insert waited for that one)."""
         with self._datastore.transaction(commit=True) as c:
             if self._is_postgres:
-                c.execute(self._upsert_all, (list(wrapped), list(wrapped.values())))
+                c.execute(UPSERT_ALL, (list(wrapped), list(wrapped.values())))
             else:
                 c.executemany(self._upsert, list(wrapped.items()))
             return self._read(c, list(wrapped))

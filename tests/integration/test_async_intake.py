@@ -18,6 +18,8 @@ from ledger.intake import AsyncGroupCommitter, StoreUnavailable
 from ledger.opening import open_ledger
 from ledger.store.async_writer import AsyncEventWriter
 from ledger.store.url import Store
+from ledger.stripe.payloads import read_delivery
+from tests import stripe_objects as so
 from tests.conftest import make_settings
 from tests.integration.test_ledger import delivery, receipt_events
 
@@ -197,3 +199,52 @@ def test_the_api_on_postgresql_meters_through_the_writer_on_the_event_loop(
     finally:
         asyncio.run(parts.close_async())
         parts.close()
+
+
+def test_new_customers_keys_made_on_the_event_loop_are_the_ones_stage_two_reads(
+    pg_ledger: Ledger, postgres_url: str
+) -> None:
+    """The writer stores the keys of a group's new customers in one round trip
+    before their deliveries are encrypted. A key another process made first for
+    a customer is the one used, and stage two reads every delivery with the key
+    table's keys."""
+    from ledger.domain.subscription import Subscription
+
+    other = open_ledger(make_settings(postgres_url))
+    try:  # another process got cus_9's key in first
+        other.personal.prepare(["cus_9"])
+        kept = other.personal._keys.get(["cus_9"])  # type: ignore[attr-defined]
+    finally:
+        other.close()
+    customers = [f"cus_{i}" for i in range(12)]
+    offered = [
+        read_delivery(
+            so.body_of(
+                so.event(
+                    f"evt_k{i}",
+                    "customer.subscription.created",
+                    so.subscription(f"sub_k{i}", customer),
+                    created=100,
+                )
+            )
+        )
+        for i, customer in enumerate(customers)
+    ]
+
+    async def main() -> list[bool]:
+        writer = committer(pg_ledger)
+        try:
+            return list(await asyncio.gather(*(writer.submit(d) for d in offered)))
+        finally:
+            await writer.aclose()
+
+    assert asyncio.run(main()) == [True] * len(offered)
+    table = pg_ledger.personal._keys.get(customers)  # type: ignore[attr-defined]
+    assert sorted(table) == sorted(customers) and table["cus_9"] == kept["cus_9"]
+    pg_ledger.process_new()
+    started = [
+        e
+        for n in pg_ledger.recorder.select_notifications(start=1, limit=10_000)
+        if isinstance(e := pg_ledger.mapper.to_domain_event(n), Subscription.Started)
+    ]
+    assert sorted(e.stripe_customer_id for e in started) == sorted(customers)
