@@ -6,13 +6,15 @@ migration) is installed once with npm into a cache folder outside the repository
 (LEDGER_BENCH_CACHE, default ~/.cache/ledger-bench/peer). Without `node` and
 `npm` the section says so and is skipped: the project never needs Node.
 
-Each round runs both contenders, in turn, on a fresh database of their own on
+Each round runs three contenders, in turn, on a fresh database of their own on
 the same PostgreSQL, with the same freshly signed stream of deliveries, over the
-same number of keep-alive connections: the engine, then `ledger serve` with its
-ingest path alone (LEDGER_PROCESSOR=off, LEDGER_PROJECTIONS=off). Rounds are
-interleaved (A B A B A B), and the figure is each round's ratio, ours / the
-engine's, and their median: what the machine's other load does to one run it
-does to its neighbour too."""
+same number of keep-alive connections: the engine; the bare floor
+(`scripts/dev/bare_floor.py`: under the same uvicorn, verify the signature and
+one autocommit INSERT per request); then `ledger serve` with its ingest path
+alone (LEDGER_PROCESSOR=off, LEDGER_PROJECTIONS=off). Rounds are interleaved
+(A B C A B C A B C), and the figures are each round's ratios, ours / the
+engine's and ours / the floor's, and their medians: what the machine's other
+load does to one run it does to its neighbours too."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -71,26 +74,36 @@ def bench_peer(database_url: str, store: str, opts: Any) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     for n in range(1, ROUNDS + 1):
         round_: dict[str, Any] = {"round": n, "load_average": round(os.getloadavg()[0], 2)}
-        for contender in ("engine", "ledger"):
+        for contender, start in STARTS.items():
             burst = loadgen.build_deliveries(opts.count, prefix=f"peer{n}{contender[0]}")
             with store_database("postgres") as url:
                 print(f"  round {n}: {contender}, {opts.count} deliveries ...", flush=True)
-                start = _start_engine if contender == "engine" else _start_ledger
                 server = start(folder, url, opts)
                 try:
                     round_[contender] = _ingest(server, burst, opts)
                 finally:
                     server.stop()
-        engine, ours = round_["engine"].get("rate_per_s"), round_["ledger"].get("rate_per_s")
-        round_["ratio"] = round(ours / engine, 2) if engine and ours else None
-        print(f"  round {n}: ratio {figure(round_['ratio'])}", flush=True)
+        ours = round_["ledger"].get("rate_per_s")
+        for key, other in (("ratio", "engine"), ("floor_ratio", "floor")):
+            theirs = round_[other].get("rate_per_s")
+            round_[key] = round(ours / theirs, 2) if theirs and ours else None
+        print(
+            f"  round {n}: ratio {figure(round_['ratio'])}, "
+            f"to the floor {figure(round_['floor_ratio'])}",
+            flush=True,
+        )
         rounds.append(round_)
-    ratios = [r["ratio"] for r in rounds if r["ratio"]]
     return {
         "rounds": rounds,
-        "median_ratio": round(statistics.median(ratios), 2) if ratios else None,
+        "median_ratio": _median([r["ratio"] for r in rounds]),
+        "median_floor_ratio": _median([r["floor_ratio"] for r in rounds]),
         "workers": opts.workers,
     }
+
+
+def _median(ratios: list[float | None]) -> float | None:
+    known = [r for r in ratios if r]
+    return round(statistics.median(known), 2) if known else None
 
 
 def _ingest(server: loadgen.Server, burst: list[tuple[str, bytes]], opts: Any) -> dict[str, Any]:
@@ -115,6 +128,21 @@ def _start_ledger(folder: Path, url: str, opts: Any) -> loadgen.Server:
         env_extra={"LEDGER_PROCESSOR": "off", "LEDGER_PROJECTIONS": "off"},
         workers=opts.workers,
     )
+
+
+def _start_floor(folder: Path, url: str, opts: Any) -> loadgen.Server:
+    port = loadgen.free_port()
+    env = loadgen.server_env(url)
+    command = [sys.executable, "-m", "scripts.dev.bare_floor", "--port", str(port)]
+    (opts.out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    server = loadgen._spawn(command, env, opts.out_dir / "logs" / "peer-floor.log", port)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.alive():
+        if loadgen._healthz(port):
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"the bare floor did not start:\n{server.log_tail()}")
 
 
 def _start_engine(folder: Path, url: str, opts: Any) -> loadgen.Server:
@@ -145,23 +173,23 @@ def _start_engine(folder: Path, url: str, opts: Any) -> loadgen.Server:
     raise RuntimeError(f"the engine did not start:\n{server.log_tail()}")
 
 
+STARTS = {"engine": _start_engine, "floor": _start_floor, "ledger": _start_ledger}
+
+
 def table_peer(results: dict[str, dict[str, Any]]) -> str:
     r = results.get("postgres", {})
     if "rounds" not in r:
         return "peer: " + str(r.get("skipped", "not run (PostgreSQL only)"))
-    rows = [("round", "engine/s", "p99 ms", "ours/s", "p99 ms", "ours/engine", "load avg")]
+    head = ("round", "engine/s", "p99 ms", "floor/s", "p99 ms", "ours/s", "p99 ms")
+    rows = [(*head, "ours/engine", "ours/floor", "load avg")]
     for x in r["rounds"]:
-        e, o = x["engine"], x["ledger"]
-        rows.append(
-            (
-                str(x["round"]),
-                figure(e.get("rate_per_s")),
-                figure(e.get("p99_ms")),
-                figure(o.get("rate_per_s")),
-                figure(o.get("p99_ms")),
-                figure(x["ratio"]),
-                figure(x["load_average"]),
-            )
-        )
-    rows.append(("median", "", "", "", "", figure(r["median_ratio"]), ""))
+        rates = [
+            figure(x[c].get(k))
+            for c in ("engine", "floor", "ledger")
+            for k in ("rate_per_s", "p99_ms")
+        ]
+        ratios = (figure(x["ratio"]), figure(x.get("floor_ratio")), figure(x["load_average"]))
+        rows.append((str(x["round"]), *rates, *ratios))
+    medians = (figure(r["median_ratio"]), figure(r.get("median_floor_ratio")), "")
+    rows.append(("median", "", "", "", "", "", "", *medians))
     return render_table(rows) + f"\n(ours: ingest path alone, {r['workers']} worker(s))"
