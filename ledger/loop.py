@@ -22,6 +22,7 @@ log = logging.getLogger("ledger.loop")
 
 HEAD_POLL = 0.01  # seconds between two reads of the log's head, in a process of its own
 PARENT = "LEDGER_PARENT_PID"  # set by `ledger serve` for the processes it starts
+STOP_POLL = 0.05  # seconds between two looks at the stop flag a signal raised
 
 
 class WakeableLoop:
@@ -32,6 +33,7 @@ class WakeableLoop:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._signalled = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -66,11 +68,27 @@ class WakeableLoop:
     def run_in_foreground(self, head: Callable[[], int] | None = None) -> None:
         """A command's main loop: SIGTERM or Ctrl-C lets the step in hand finish
         (its transaction commits or rolls back whole), then returns. `head`: see
-        `run_forever`."""
+        `run_forever`.
+
+        The loop runs in a thread of its own and the signal handler only raises a
+        flag, which the main thread passes on. A handler runs in the main thread
+        between two of its bytecodes: one that set the loop's events while the
+        main thread held their lock (inside `Event.wait`) waited on itself for
+        good, and the process never stopped."""
+        self._signalled = False
+
+        def handler(*_: object) -> None:
+            self._signalled = True  # no lock taken here
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.request_stop())
+            signal.signal(signum, handler)
         log.info("%s: running; SIGTERM or Ctrl-C stops it", self.name)
-        self.run_forever(head)
+        worker = threading.Thread(target=self.run_forever, args=(head,), name=self.name)
+        worker.start()
+        while worker.is_alive():
+            worker.join(STOP_POLL)
+            if self._signalled:
+                self.request_stop()
         log.info("%s: stopped", self.name)
 
     def request_stop(self) -> None:
