@@ -8,7 +8,12 @@ by themselves if the API process is gone.
 
 A process that fails (exits non-zero or is killed) is started again after a
 second; one that exits 0 was asked to stop (Ctrl-C reaches the whole group) and
-is left stopped."""
+is left stopped.
+
+They run at a lower priority (`NICENESS`): when the cores are all busy (a burst)
+the API answers first and they catch up after. A burst of 20,000 on PostgreSQL,
+alternating: webhook p99 70 -> 36 and 46 -> 34 ms, answered in 11.4 -> 7.6 s,
+every projection done 3% later (1,454 -> 1,415 and 1,404 -> 1,367 applied/s)."""
 
 from __future__ import annotations
 
@@ -24,6 +29,14 @@ from ledger.loop import PARENT
 log = logging.getLogger("ledger.background")
 
 COMMANDS = {"processor": ("process",), "projections": ("projections", "run")}
+NICENESS = 10
+
+
+def yield_to_the_api() -> None:
+    """In a process `ledger serve` started (first thing, so that every thread of
+    it has the priority): lower the priority."""
+    if os.environ.get(PARENT):
+        os.nice(NICENESS)
 
 
 class Background:

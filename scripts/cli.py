@@ -16,10 +16,11 @@ from ledger.application import ReceiptNotFound
 from ledger.config import load_settings
 from ledger.domain.receipt import Receipt
 from scripts import audit_commands, projection_commands, reconcile_commands, usage_commands
-from scripts.background import Background
+from scripts.background import Background, yield_to_the_api
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    yield_to_the_api()  # only in the processes `ledger serve` starts
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
