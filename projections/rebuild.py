@@ -115,7 +115,7 @@ def rebuild_all(
     for p in projections:
         applied[p.name] += catchup.catch_up(p, plan[p.name])  # what came in meanwhile
         old = catchup.generation(p)
-        with store.transaction() as c:
+        with store.transaction(pipeline=False) as c:  # a schema change
             p.publish_generation(c, plan[p.name])
             p.drop_generation(c, old)
     log.info(
@@ -196,7 +196,7 @@ def _write_generation(
     """The folded tables into the store, with the generation's tracking position,
     in one transaction; indexes after the rows."""
     names = projection.names(generation)
-    with store.transaction(bulk=True) as c:
+    with store.transaction(pipeline=False) as c:
         # A write first: SQLite then takes its write lock (waiting for others) before
         # anything is read; a transaction that reads first fails at once with "database
         # is locked" when another connection wrote meanwhile (WAL's stale snapshot).

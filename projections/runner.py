@@ -56,7 +56,7 @@ class Catchup:
             existing = store.index_names(c)
         if current is not None and existing.issuperset(projection.index_names(current)):
             return
-        with store.transaction() as c:
+        with store.transaction(pipeline=False) as c:  # a schema change
             current = published_generation(c, projection.name)
             if current is None:
                 projection.create_generation(c, 1)

@@ -93,7 +93,7 @@ class Seal:
         self.ledger = ledger
         self.store = store
         self.batch_size = batch_size
-        with store.transaction() as c:
+        with store.transaction(pipeline=False) as c:  # a schema change
             for statement in TABLES:
                 c.execute(statement)
 

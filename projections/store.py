@@ -60,7 +60,7 @@ class ViewStore:
         self.factory = InfrastructureFactory.construct(Environment("projections", env))
         self.tracking: TrackingRecorder = self.factory.tracking_recorder()
         self._sql: dict[str, str] = {}
-        with self.transaction() as c:
+        with self.transaction(pipeline=False) as c:
             c.execute(GENERATIONS_DDL)
 
     @property
@@ -94,18 +94,23 @@ class ViewStore:
         return adapted
 
     @contextmanager
-    def transaction(self, *, commit: bool = True, bulk: bool = False) -> Iterator[Cursor]:
-        """`bulk`: no pipeline on PostgreSQL (a rebuild's `COPY` cannot run in one)."""
+    def transaction(self, *, commit: bool = True, pipeline: bool = True) -> Iterator[Cursor]:
+        """On PostgreSQL, statements go in a pipeline and are prepared on first use:
+        parsing and planning each anew cost the server more than the projections'
+        own work (450 -> 200 us of server CPU a delivery). A batch that fails
+        part-way (another runner wrote first) leaves none believed prepared that
+        is not (tests/integration/test_projections.py holds psycopg to it).
+
+        `pipeline=False`: plain statements, none prepared. For a schema change
+        (CREATE, DROP): after one in a pipeline, psycopg sends the DEALLOCATE ALL
+        it calls for only after the next transaction's first statement is
+        prepared, and that statement is then gone from the server while psycopg
+        believes in it. And for `COPY`, which cannot run in a pipeline."""
         with datastore_of(self.tracking).transaction(commit=commit) as cursor:
-            if self.is_postgres and bulk:
+            if self.is_postgres and not pipeline:
                 cursor.connection.prepare_threshold = None
                 yield Cursor(self, cursor)
             elif self.is_postgres:
-                # Prepared on first use: parsing and planning each statement anew
-                # cost the server more than the projections' own work (450 -> 200 us
-                # of server CPU a delivery). A batch that fails part-way (another
-                # runner wrote first) leaves none believed prepared that is not:
-                # tests/integration/test_projections.py holds psycopg to it.
                 cursor.connection.prepare_threshold = 0
                 with cursor.connection.pipeline():
                     yield Cursor(self, cursor)

@@ -771,3 +771,33 @@ def test_batches_that_fail_part_way_leave_the_prepared_statements_usable(
         assert seen == rows
     finally:
         store.close()
+
+
+def test_batches_after_a_schema_change_on_the_same_connections_find_their_statements(
+    postgres_url: str,
+) -> None:
+    """Tables made, views swapped: schema changes on the connections the batches use
+    (eight, taken in turn). Every later batch still finds its prepared statements
+    (in a pipeline, psycopg's DEALLOCATE ALL after a schema change once dropped the
+    next transaction's first statement behind its back)."""
+    from ledger.opening import open_ledger
+    from scripts.dev.synthetic import fill
+    from tests.conftest import make_settings
+
+    ledger = open_ledger(make_settings(postgres_url))
+    try:
+        fill(ledger, customers=60)
+        read = ReadSide(ledger, load_catalog(), postgres_url)
+        try:
+            read.catchup.batch_size = 40
+            assert read.catchup.run_once() > 0
+            notifications = next(p for p in read.projections if p.name == "notifications")
+            rebuild(read.catchup, notifications)  # a swap: views dropped and made again
+            fill(ledger, customers=60, start=60)
+            assert read.catchup.run_once() > 0
+            head = read.catchup.head()
+            assert {row["position"] for row in read.positions()} == {head}
+        finally:
+            read.close()
+    finally:
+        ledger.close()

@@ -194,7 +194,7 @@ def test_a_folded_run_of_records_writes_the_rows_of_one_by_one(read: ReadSide, d
     events = [(next(positions), u.new_events()[0]) for u in records]
     tables: list[dict[str, list[tuple[Any, ...]]]] = []
     for generation, apply_all in ((901, projection.apply_all), (902, None)):
-        with projection.view.transaction(bulk=True) as c:
+        with projection.view.transaction(pipeline=False) as c:
             projection.drop_generation(c, generation)
             projection.create_generation(c, generation)
         with projection.view.transaction() as c:
@@ -214,7 +214,7 @@ def test_a_folded_run_of_records_writes_the_rows_of_one_by_one(read: ReadSide, d
                     for t in ("usage_records", "usage_totals", "usage_alerts")
                 }
             )
-        with projection.view.transaction() as c:
+        with projection.view.transaction(pipeline=False) as c:
             projection.drop_generation(c, generation)
     folded, one_by_one = tables
     assert folded == one_by_one
