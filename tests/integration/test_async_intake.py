@@ -44,18 +44,24 @@ def committer(ledger: Ledger, writers: int = 2) -> AsyncGroupCommitter:
     return AsyncGroupCommitter(ledger, pool)
 
 
+def submit_all(ledger: Ledger, items: list[Any], writers: int = 2) -> list[bool]:
+    """Submit every item at once to a fresh committer; its answers in order."""
+
+    async def main() -> list[bool]:
+        writer = committer(ledger, writers)
+        try:
+            return list(await asyncio.gather(*(writer.submit(item) for item in items)))
+        finally:
+            await writer.aclose()
+
+    return asyncio.run(main())
+
+
 def test_concurrent_deliveries_are_recorded_once_each_in_groups(pg_ledger: Ledger) -> None:
     ids = [f"evt_{i}" for i in range(300)]
     offered = [delivery(e) for e in ids] + [delivery(e) for e in ids[::7]]  # some twice
 
-    async def main() -> list[bool]:
-        writer = committer(pg_ledger)
-        try:
-            return list(await asyncio.gather(*(writer.submit(d) for d in offered)))
-        finally:
-            await writer.aclose()
-
-    answers = asyncio.run(main())
+    answers = submit_all(pg_ledger, offered)
     assert answers[: len(ids)] == [True] * len(ids)  # the first of each, in one go
     assert answers[len(ids) :] == [False] * len(ids[::7])
     stored = receipt_events(pg_ledger)
@@ -68,15 +74,9 @@ def test_concurrent_deliveries_are_recorded_once_each_in_groups(pg_ledger: Ledge
 def test_a_duplicate_in_the_log_and_in_the_group_is_answered_false(pg_ledger: Ledger) -> None:
     pg_ledger.record([delivery("evt_0")])  # Stripe's retry arrives with new ones
 
-    async def main() -> list[bool]:
-        writer = committer(pg_ledger, writers=1)
-        try:
-            names = ("evt_1", "evt_0", "evt_2", "evt_1")
-            return list(await asyncio.gather(*(writer.submit(delivery(e)) for e in names)))
-        finally:
-            await writer.aclose()
-
-    assert asyncio.run(main()) == [True, False, True, False]
+    names = ("evt_1", "evt_0", "evt_2", "evt_1")
+    answers = submit_all(pg_ledger, [delivery(e) for e in names], writers=1)
+    assert answers == [True, False, True, False]
     assert sorted(r.stripe_event_id for r in receipt_events(pg_ledger)) == [
         "evt_0",
         "evt_1",
@@ -231,14 +231,7 @@ def test_new_customers_keys_made_on_the_event_loop_are_the_ones_stage_two_reads(
         for i, customer in enumerate(customers)
     ]
 
-    async def main() -> list[bool]:
-        writer = committer(pg_ledger)
-        try:
-            return list(await asyncio.gather(*(writer.submit(d) for d in offered)))
-        finally:
-            await writer.aclose()
-
-    assert asyncio.run(main()) == [True] * len(offered)
+    assert submit_all(pg_ledger, offered) == [True] * len(offered)
     table = pg_ledger.personal._keys.get(customers)  # type: ignore[attr-defined]
     assert sorted(table) == sorted(customers) and table["cus_9"] == kept["cus_9"]
     pg_ledger.process_new()
