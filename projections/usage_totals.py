@@ -355,7 +355,13 @@ class UsageTotalsProjection(SqlProjection):
         tell the alerts the new totals cross. Each statement finds the user itself
         (`_USER`: none when the subscription has none, and then nothing changes), so
         that on PostgreSQL they go in one round trip with the query of the new
-        totals; a user without usage (the common case) needs no other."""
+        totals. A user without usage records (the common case) has no totals
+        either (records are never deleted): one query tells, and nothing is
+        written."""
+        if not w.query(
+            f"SELECT 1 AS used FROM {{usage_records}} WHERE user_id = {_USER} LIMIT 1", id=sub
+        ):
+            return
         for bound in ("start", "end"):
             w.execute(
                 f"UPDATE {{usage_records}} SET period_{bound} = COALESCE((SELECT p.period_{bound} "
