@@ -94,6 +94,14 @@ class Committer:
     def close(self) -> None:
         """What a thread closes (nothing, for a writer on the event loop)."""
 
+    async def _record(self, writer: AsyncEventWriter, items: list[NewAggregate]) -> set[UUID]:
+        """New customers' keys first (one round trip), then the group's rows;
+        answers the ids already in the log."""
+        personal = self._ledger.personal
+        if missing := personal.missing_keys(items):
+            personal.accept(await writer.store_keys(personal.offer(missing)))
+        return await writer.insert_new(self._ledger.stored_events(items))
+
     async def aclose(self) -> None:
         """What the event loop closes (nothing, for a writer thread)."""
 
@@ -351,14 +359,10 @@ class AsyncGroupCommitter(Committer):
         for items, _ in group:
             for item in items:
                 firsts.setdefault(item.aggregate_id, item)
-        try:
-            items = list(firsts.values())
-            personal = self._ledger.personal
-            if missing := personal.missing_keys(items):  # new customers: their keys
-                offered = personal.offer(missing)
-                personal.accept(await asyncio.wait_for(writer.store_keys(offered), self._timeout))
-            stored = self._ledger.stored_events(items)
-            skipped = await asyncio.wait_for(writer.insert_new(stored), self._timeout)
+        try:  # one deadline for the group, keys and rows together
+            skipped = await asyncio.wait_for(
+                self._record(writer, list(firsts.values())), self._timeout
+            )
         except Exception as exc:  # whatever it is, the writer carries on
             if not isinstance(exc, (PersistenceError, TimeoutError, OSError)) and not (
                 type(exc).__module__.startswith("psycopg")

@@ -183,10 +183,8 @@ class PersonalData:
         self._remember(_subjects_of(values) - self._cache.keys())
 
     def _remember(self, subjects: Collection[str]) -> None:
-        if not subjects:
-            return
-        for subject, key in self._keys.get(sorted(subjects)).items():
-            self._cache[subject] = AESGCM(self._unwrap(subject, key))
+        if subjects:
+            self.accept(self._keys.get(sorted(subjects)))
 
     def _from_memory(self, value: str | None) -> str | None:
         if not isinstance(value, str) or not value.startswith(PREFIX):

@@ -35,9 +35,6 @@ PERIOD_AT = (
 )
 
 
-# The user of the subscription :id, inside a statement (NULL when it has none).
-_USER = "(SELECT user_id FROM {usage_subscriptions} WHERE subscription_id = :id)"
-
 _ALERT = (
     "INSERT INTO {usage_alerts} (user_id, metric, period_start, kind, total, included, "
     "occurred_at, cursor) VALUES (:user_id, :metric, :start, :kind, :total, :included, :t, "
@@ -352,16 +349,19 @@ class UsageTotalsProjection(SqlProjection):
 
     def _replace(self, w: Writer, sub: str) -> None:
         """Place the records of the subscription's user again, total them again, and
-        tell the alerts the new totals cross. Each statement finds the user itself
-        (`_USER`: none when the subscription has none, and then nothing changes), so
-        that on PostgreSQL they go in one round trip with the query of the new
-        totals. A user without usage records (the common case) has no totals
-        either (records are never deleted): one query tells, and nothing is
-        written."""
-        if not w.query(
-            f"SELECT 1 AS used FROM {{usage_records}} WHERE user_id = {_USER} LIMIT 1", id=sub
-        ):
+        tell the alerts the new totals cross. A user without usage records (the
+        common case; records are never deleted, so such a user has no totals
+        either), or a subscription without a user, is one query and nothing is
+        written; otherwise the writes go in one round trip with the query of the
+        new totals."""
+        used = w.query(
+            "SELECT user_id FROM {usage_records} WHERE user_id = (SELECT user_id "
+            "FROM {usage_subscriptions} WHERE subscription_id = :id) LIMIT 1",
+            id=sub,
+        )
+        if not used:
             return
+        user_id = used[0]["user_id"]
         for bound in ("start", "end"):
             w.execute(
                 f"UPDATE {{usage_records}} SET period_{bound} = COALESCE((SELECT p.period_{bound} "
@@ -369,27 +369,23 @@ class UsageTotalsProjection(SqlProjection):
                 "AND p.period_start <= {usage_records}.occurred_at "
                 "AND {usage_records}.occurred_at < p.period_end "
                 f"ORDER BY p.period_start DESC, p.subscription_id LIMIT 1), month_{bound}) "
-                f"WHERE user_id = {_USER}",
-                id=sub,
+                "WHERE user_id = :user_id",
+                user_id=user_id,
             )
-        w.execute(f"DELETE FROM {{usage_totals}} WHERE user_id = {_USER}", id=sub)
+        w.execute("DELETE FROM {usage_totals} WHERE user_id = :user_id", user_id=user_id)
         w.execute(
             "INSERT INTO {usage_totals} (user_id, metric, period_start, period_end, total) "
             f"SELECT user_id, metric, period_start, MAX(period_end), {self._aggregate} "
-            f"FROM {{usage_records}} WHERE user_id = {_USER} "
-            "GROUP BY user_id, metric, period_start",
-            id=sub,
+            "FROM {usage_records} WHERE user_id = :user_id GROUP BY user_id, metric, period_start",
+            user_id=user_id,
         )
         totals = w.query(
-            "SELECT t.user_id, t.metric, t.period_start, t.total, p.plan_id "
+            "SELECT t.metric, t.period_start, t.total, p.plan_id "
             "FROM {usage_totals} t LEFT JOIN {usage_periods} p ON p.user_id = t.user_id "
             "AND p.period_start = t.period_start AND p.period_end = t.period_end "
-            f"WHERE t.user_id = {_USER} ORDER BY t.metric, t.period_start, p.plan_id",
-            id=sub,
+            "WHERE t.user_id = :user_id ORDER BY t.metric, t.period_start, p.plan_id",
+            user_id=user_id,
         )
-        if not totals:
-            return
-        user_id = totals[0]["user_id"]
         known = {
             (row["metric"], row["period_start"], row["kind"])
             for row in w.query(

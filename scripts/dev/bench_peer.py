@@ -136,13 +136,7 @@ def _start_floor(folder: Path, url: str, opts: Any) -> loadgen.Server:
     command = [sys.executable, "-m", "scripts.dev.bare_floor", "--port", str(port)]
     (opts.out_dir / "logs").mkdir(parents=True, exist_ok=True)
     server = loadgen._spawn(command, env, opts.out_dir / "logs" / "peer-floor.log", port)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and server.alive():
-        if loadgen._healthz(port):
-            return server
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"the bare floor did not start:\n{server.log_tail()}")
+    return loadgen.wait_until_healthy(server, 30, "the bare floor")
 
 
 def _start_engine(folder: Path, url: str, opts: Any) -> loadgen.Server:

@@ -176,17 +176,21 @@ def start_server(
         *extra_args,
     ]
     server = _spawn(command, server_env(database_url, env_extra, secret), log_path, port)
+    return wait_until_healthy(server, timeout, "ledger serve")
+
+
+def wait_until_healthy(server: Server, timeout: float, what: str) -> Server:
+    """The server once GET /healthz answers 200; killed, and an error with its log's
+    tail, when it exits first or does not answer within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not server.alive():
-            raise RuntimeError(
-                f"ledger serve exited with {server.returncode}:\n{server.log_tail()}"
-            )
-        if _healthz(port):
+            raise RuntimeError(f"{what} exited with {server.returncode}:\n{server.log_tail()}")
+        if _healthz(server.port):
             return server
         time.sleep(0.05)
     server.kill()
-    raise TimeoutError(f"ledger serve did not answer /healthz in {timeout} s:\n{server.log_tail()}")
+    raise TimeoutError(f"{what} did not answer /healthz in {timeout} s:\n{server.log_tail()}")
 
 
 def start_processor(

@@ -241,3 +241,38 @@ def test_new_customers_keys_made_on_the_event_loop_are_the_ones_stage_two_reads(
         if isinstance(e := pg_ledger.mapper.to_domain_event(n), Subscription.Started)
     ]
     assert sorted(e.stripe_customer_id for e in started) == sorted(customers)
+
+
+def test_a_group_has_one_deadline_for_its_keys_and_its_rows(pg_ledger: Ledger) -> None:
+    """LEDGER_WEBHOOK_WRITE_TIMEOUT bounds the whole write: keys of new customers
+    and rows that each take most of it answer StoreUnavailable once it has passed
+    (not after twice as long), and nothing is recorded."""
+    import time
+
+    class Slow(AsyncEventWriter):
+        async def store_keys(self, offered: Any) -> dict[str, str]:
+            await asyncio.sleep(0.6)
+            return await super().store_keys(offered)
+
+        async def insert_new(self, events: Any) -> set[Any]:
+            await asyncio.sleep(0.6)
+            return await super().insert_new(events)
+
+    fast = committer(pg_ledger, writers=1)
+    slow = AsyncGroupCommitter(
+        pg_ledger, [Slow(pg_ledger.recorder, fast._writers[0]._conninfo)], timeout_seconds=1.0
+    )
+
+    async def main() -> tuple[BaseException | None, float]:
+        started = time.monotonic()
+        try:
+            await slow.submit(delivery("evt_slow"))
+        except BaseException as exc:
+            return exc, time.monotonic() - started
+        finally:
+            await slow.aclose()
+        return None, time.monotonic() - started
+
+    failed, took = asyncio.run(main())
+    assert isinstance(failed, StoreUnavailable) and took < 1.4
+    assert receipt_events(pg_ledger) == []

@@ -19,12 +19,13 @@ from ledger.domain.receipt import Receipt
 from ledger.opening import open_ledger
 from scripts.background import NICENESS
 from scripts.dev import loadgen
+from scripts.dev.common import MODES
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.integration.test_scale import lag
 
 pytestmark = pytest.mark.slow
 
-MAKE_RUN = {"LEDGER_PROCESSOR": "process", "LEDGER_PROJECTIONS": "process"}
+MAKE_RUN = MODES["make run"]
 
 
 def children(pid: int) -> dict[int, str]:
