@@ -206,24 +206,22 @@ def _write_generation(
             c.execute(f"DROP TABLE IF EXISTS {names[table]}")
             c.execute(f"CREATE TABLE {names[table]} ({projection.tables[table]})")
         for table in projection.tables:
-            rows = conn.execute(f"SELECT * FROM {names[table]}")
-            columns = [d[0] for d in rows.description]
-            _copy(c, names[table], columns, rows)
+            _copy(conn, c, names[table])
         projection.create_indexes(c, generation)
 
 
-def _copy(c: Cursor, table: str, columns: list[str], rows: Iterator[sqlite3.Row]) -> None:
+def _copy(scratch: sqlite3.Connection, c: Cursor, table: str) -> None:
+    """A folded table's rows into the store's table of the same name."""
+    rows = scratch.cursor()
+    rows.row_factory = None  # tuples
+    columns = [d[0] for d in rows.execute(f"SELECT * FROM {table} LIMIT 0").description]
     listed = ", ".join(columns)
+    rows.execute(f"SELECT {listed} FROM {table}")
     if c.store.is_postgres:
         with c.raw.copy(f"COPY {table} ({listed}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row(tuple(row))
+                copy.write_row(row)
         return
     insert = f"INSERT INTO {table} ({listed}) VALUES ({', '.join('?' * len(columns))})"
-    while chunk := [tuple(r) for r in _take(rows, COPY_ROWS)]:
+    while chunk := rows.fetchmany(COPY_ROWS):
         c.raw.executemany(insert, chunk)
-
-
-def _take(rows: Iterator[sqlite3.Row], n: int) -> Iterator[sqlite3.Row]:
-    for _, row in zip(range(n), rows, strict=False):
-        yield row

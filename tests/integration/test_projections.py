@@ -23,7 +23,7 @@ from ledger.plans import load_catalog
 from ledger.stripe.payloads import read_delivery
 from projections.as_of import replay_user
 from projections.read_side import ReadSide
-from projections.rebuild import rebuild, rebuild_all, share
+from projections.rebuild import _copy, rebuild, rebuild_all, scratch, share
 from scripts.cli import main
 from scripts.projection_commands import _in_processes
 from tests import stripe_objects as so
@@ -512,6 +512,42 @@ def test_the_projections_are_shared_out_by_the_events_they_apply() -> None:
     assert sorted(len(g) for g in share([a, b, c, heavy], {}, 3)) == [1, 1, 2]
     costly = projection("costly", "t3", cost=4.0)  # 1,200: heavier than heavy
     assert share([heavy, b, costly], counts, 2) == [[costly], [heavy, b]]
+
+
+@settings(max_examples=5)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.text()), st.floats(allow_nan=False, allow_infinity=False)
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_rebuilds_folded_rows_reach_the_store_as_they_were(
+    read: ReadSide, rows: list[tuple[str | None, float]]
+) -> None:
+    """The step that writes a folded table to the store (PostgreSQL: COPY's text
+    format, each line made by SQLite): any text (tabs, newlines, backslashes, a
+    literal \\N, any character) and NULL as they were, floats to the last bit."""
+    rows = [(t.replace("\x00", ""), f) if t else (t, f) for t, f in rows]  # PostgreSQL text
+    rows += [("a\tb\nc\r\\d", 1767225600.1234567), ("\\N", 0.1), ("Zoë 😀 \\\\t", -5e-324)]
+    table = f"copy_check_{next(_prefixes)}"
+    with scratch() as conn:
+        conn.execute(f"CREATE TABLE {table} (n INTEGER, t TEXT, f DOUBLE PRECISION)")
+        conn.executemany(
+            f"INSERT INTO {table} VALUES (?, ?, ?)", [(i, *r) for i, r in enumerate(rows)]
+        )
+        with read.store.transaction(pipeline=False) as c:
+            c.execute(f"CREATE TABLE {table} (n INTEGER, t TEXT, f DOUBLE PRECISION)")
+            _copy(conn, c, table)
+    try:
+        with read.store.transaction(commit=False) as c:
+            held = c.query(f"SELECT t, f FROM {table} ORDER BY n")
+        assert [(r["t"], r["f"]) for r in held] == rows
+    finally:
+        with read.store.transaction(pipeline=False) as c:
+            c.execute(f"DROP TABLE {table}")
 
 
 def test_readers_never_see_a_half_built_projection(feed: Feed, read: ReadSide) -> None:
