@@ -26,6 +26,7 @@ class Writer:
         self.names = names
         self.position = 0
         self._bound: dict[str, str] = {}
+        self._places: tuple[int, dict[str, int]] = (0, {})
 
     def _bind(self, statement: str) -> str:
         """The statement with its {table} names of this generation (bound once)."""
@@ -33,6 +34,15 @@ class Writer:
         if bound is None:
             bound = self._bound[statement] = statement.format_map(self.names)
         return bound
+
+    def place(self, key: str) -> int:
+        """0, 1, 2 ... for each thing the event at `position` writes under `key`:
+        counted here, not read back from the rows."""
+        at, places = self._places
+        if at != self.position:
+            self._places = (self.position, places := {})
+        n = places[key] = places.get(key, -1) + 1
+        return n
 
     def execute(self, statement: str, **params: Any) -> None:
         self.cursor.execute(self._bind(statement), params)

@@ -24,7 +24,8 @@ from projections.store import Cursor
 
 # An event can tell one subscription's user several things (plan_changed,
 # features_granted, features_revoked): the cursor is position * SLOTS + the
-# notification's place among them, so each has a cursor of its own. This
+# notification's place among them (`Writer.place`; one not written, its condition
+# unmet, leaves its place empty), so each has a cursor of its own. This
 # projection's places are 0 to ALERT_SLOT - 1 (an event tells a subscription three
 # things at most); ALERT_SLOT and above are usage_totals' usage alerts
 # (projections/usage_totals.py), which the read side merges into the same feed.
@@ -89,12 +90,10 @@ class NotificationsProjection(SqlProjection):
         on the subscription's row (the notification is not written without it)."""
         w.execute(
             "INSERT INTO {notifications} (cursor, user_id, subscription_id, "
-            "stripe_subscription_id, kind, occurred_at, detail) SELECT :position * "
-            f"{SLOTS} + (SELECT COUNT(*) FROM {{notifications}} WHERE cursor >= :position * "
-            f"{SLOTS} AND cursor < (:position + 1) * {SLOTS} AND subscription_id = :id), "
-            "user_id, subscription_id, stripe_subscription_id, :kind, :t, :detail "
+            "stripe_subscription_id, kind, occurred_at, detail) SELECT :cursor, user_id, "
+            "subscription_id, stripe_subscription_id, :kind, :t, :detail "
             "FROM {notification_subscriptions} WHERE subscription_id = :id" + only_if,
-            position=w.position,
+            cursor=w.position * SLOTS + w.place(subscription_id),
             id=subscription_id,
             kind=kind,
             t=t,
@@ -142,27 +141,28 @@ class NotificationsProjection(SqlProjection):
     @apply.register
     def _(self, e: Subscription.Started, w: Writer) -> None:
         plan_id, features, grace_days = self._features(e.price)
-        sid, held = str(e.originator_id), json.dumps(features)
+        sid = str(e.originator_id)
+        grants = is_live(e.status) or (e.status == Status.PAST_DUE and grace_days > 0)
         w.execute(
             "INSERT INTO {notification_subscriptions} (subscription_id, "
             "stripe_subscription_id, user_id, current_period_start, status, plan_id, features, "
             "grace_days, past_due_since, granting, grace_warned) VALUES (:id, :sub, :user_id, "
-            ":start, :status, :plan_id, :features, :grace_days, :since, 0, 0)",
+            ":start, :status, :plan_id, :features, :grace_days, :since, :granting, 0)",
             id=sid,
             sub=e.stripe_subscription_id,
             user_id=e.user_id,
             start=e.current_period_start,
             status=e.status,
             plan_id=plan_id,
-            features=held,
+            features=json.dumps(features),
             grace_days=grace_days,
             since=e.stripe_created if e.status == Status.PAST_DUE else None,
+            granting=int(grants),
         )
         if is_live(e.status):
             self._notify(w, sid, "activated", e.stripe_created, status=e.status)
-        grants = is_live(e.status) or (e.status == Status.PAST_DUE and grace_days > 0)
-        row = {"subscription_id": sid, "granting": 0, "features": held}
-        self._set_granting(w, row, grants, e.stripe_created)  # the row just written
+        if grants and features:
+            self._notify(w, sid, "features_granted", e.stripe_created, features=features)
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
@@ -179,17 +179,17 @@ class NotificationsProjection(SqlProjection):
             since = "NULL"
         else:
             since = "past_due_since"
-        w.execute(
+        rows = w.query(
             f"UPDATE {{notification_subscriptions}} SET status = :status, past_due_since = {since}"
             + (", grace_warned = 0" if is_live(e.status) else "")
-            + " WHERE subscription_id = :id",
+            + " WHERE subscription_id = :id RETURNING *",
             id=sid,
             status=e.status,
             t=t,
         )
-        row = self._row(w, sid)
-        if row is None:
+        if not rows:
             return
+        row = rows[0]
         if is_live(e.status):
             self._set_granting(w, row, True, t)
         elif e.status == Status.PAST_DUE:  # still granting within the grace, told by the ticks
@@ -277,14 +277,14 @@ class NotificationsProjection(SqlProjection):
             upto=w.position * SLOTS,
         )
         self._notify(w, sid, "ended", e.stripe_created, status=e.status, ended_at=e.ended_at)
-        w.execute(
-            "UPDATE {notification_subscriptions} SET status = :status WHERE subscription_id = :id",
+        rows = w.query(
+            "UPDATE {notification_subscriptions} SET status = :status WHERE subscription_id = :id "
+            "RETURNING *",
             id=sid,
             status=e.status,
         )
-        row = self._row(w, sid)
-        if row is not None and is_terminal(e.status):
-            self._set_granting(w, row, False, e.stripe_created, reason="ended")
+        if rows and is_terminal(e.status):
+            self._set_granting(w, rows[0], False, e.stripe_created, reason="ended")
 
     @apply.register
     def _(self, e: Subscription.LinkedToUser, w: Writer) -> None:
