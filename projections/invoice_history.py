@@ -26,8 +26,7 @@ class InvoiceHistoryProjection(SqlProjection):
             "customer_id TEXT PRIMARY KEY, stripe_customer_id TEXT NOT NULL, user_id TEXT"
         ),
     }
-    indexes = {
-        "invoice_history_user": "{invoice_history} (user_id)",
+    indexes = {  # (user_id, created) serves reads by user alone too
         "invoice_history_user_created": "{invoice_history} (user_id, created)",
         "invoice_history_customer": "{invoice_history} (stripe_customer_id)",
         "invoice_customers_stripe": "{invoice_customers} (stripe_customer_id)",

@@ -69,9 +69,8 @@ class NotificationsProjection(SqlProjection):
             "customer_id TEXT PRIMARY KEY, user_id TEXT, email TEXT, position BIGINT NOT NULL"
         ),
     }
-    indexes = {
+    indexes = {  # the primary key serves reads by cursor
         "notifications_user": "{notifications} (user_id, cursor)",
-        "notifications_cursor": "{notifications} (cursor)",
         # for linking a subscription's earlier notifications to its user: only the
         # rows still without one are in it, so it costs the other inserts nothing
         "notifications_unlinked": "{notifications} (subscription_id) WHERE user_id IS NULL",
