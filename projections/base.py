@@ -27,6 +27,7 @@ class Writer:
         self.position = 0
         self._bound: dict[str, str] = {}
         self._places: tuple[int, dict[str, int]] = (0, {})
+        self.postgres = bool(getattr(getattr(cursor, "store", None), "is_postgres", False))
 
     def _bind(self, statement: str) -> str:
         """The statement with its {table} names of this generation (bound once)."""
@@ -51,6 +52,25 @@ class Writer:
         """One statement for many rows of parameters (on PostgreSQL, sent at once)."""
         if rows:
             self.cursor.execute_many(self._bind(statement), rows)
+
+    def insert_rows(
+        self, table: str, types: Mapping[str, str], rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Rows into {table}, each with the columns `types` names (column ->
+        PostgreSQL type): on PostgreSQL one statement for them all (an array a
+        column, unnested), else one statement run for each."""
+        if not rows:
+            return
+        columns = ", ".join(types)
+        if self.postgres:
+            arrays = ", ".join(f":{c}::{kind}[]" for c, kind in types.items())
+            self.execute(
+                f"INSERT INTO {{{table}}} ({columns}) SELECT * FROM unnest({arrays})",
+                **{c: [row[c] for row in rows] for c in types},
+            )
+        else:
+            values = ", ".join(f":{c}" for c in types)
+            self.execute_many(f"INSERT INTO {{{table}}} ({columns}) VALUES ({values})", rows)
 
     def query(self, statement: str, **params: Any) -> list[dict[str, Any]]:
         """Read the projection's own tables (never another projection's), as of the

@@ -4,6 +4,7 @@ counted by the API's /metrics, not here.)"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import singledispatchmethod
 from typing import Any
 
@@ -24,8 +25,12 @@ class WebhookHealthProjection(SqlProjection):
     }
     indexes = {"webhook_receipts_outcome": "{webhook_receipts} (outcome, event_type)"}
 
-    def _set(self, w: Writer, e: Any, assignments: str, **params: Any) -> None:
-        w.update("webhook_receipts", "receipt_id", e.originator_id, assignments, **params)
+    # the columns a receipt's row is inserted with, and their PostgreSQL types
+    INSERTED = {
+        "receipt_id": "text", "stripe_event_id": "text", "event_type": "text",
+        "received_at": "float8", "outcome": "text", "attempts": "int", "last_error": "text",
+        "position": "bigint",
+    }  # fmt: skip
 
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
@@ -33,34 +38,60 @@ class WebhookHealthProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Receipt.Received, w: Writer) -> None:
-        w.execute(
-            "INSERT INTO {webhook_receipts} (receipt_id, stripe_event_id, event_type, "
-            "received_at, outcome, attempts, position) VALUES (:id, :evt, :type, :at, "
-            "'received', 0, :position)",
-            id=str(e.originator_id),
-            evt=e.stripe_event_id,
-            type=e.event_type,
-            at=e.timestamp.timestamp(),
-            position=w.position,
-        )
+        w.insert_rows("webhook_receipts", self.INSERTED, [self._received(e, w.position)])
 
     @apply.register
     def _(self, e: Receipt.Processed, w: Writer) -> None:
-        self._set(w, e, "outcome = :outcome", outcome=e.outcome)
+        self._change(w, e)
 
     @apply.register
     def _(self, e: Receipt.AttemptFailed, w: Writer) -> None:
-        self._set(
-            w,
-            e,
-            "outcome = 'failed', attempts = :attempts, last_error = :error",
-            attempts=e.attempt,
-            error=e.error,
-        )
+        self._change(w, e)
 
     @apply.register
     def _(self, e: Receipt.DeadLettered, w: Writer) -> None:
-        self._set(w, e, "outcome = 'dead'")
+        self._change(w, e)
+
+    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """The receipts received in a batch are inserted together at its end, with
+        what stage two did to them meanwhile (live, a burst's receipts are mostly
+        received and processed in the same batch): one statement, not two a
+        delivery. The rows are those of the events applied one by one."""
+        received: dict[str, dict[str, Any]] = {}
+        for position, e in events:
+            w.position = position
+            row = received.get(str(e.originator_id))
+            if isinstance(e, Receipt.Received):
+                received[str(e.originator_id)] = self._received(e, position)
+            elif row is not None and (changes := _changes(e)):
+                row.update(changes, position=position)
+            else:
+                self.apply(e, w)
+        w.insert_rows("webhook_receipts", self.INSERTED, list(received.values()))
+
+    @staticmethod
+    def _received(e: Receipt.Received, position: int) -> dict[str, Any]:
+        return {
+            "receipt_id": str(e.originator_id), "stripe_event_id": e.stripe_event_id,
+            "event_type": e.event_type, "received_at": e.timestamp.timestamp(),
+            "outcome": "received", "attempts": 0, "last_error": None, "position": position,
+        }  # fmt: skip
+
+    def _change(self, w: Writer, e: Any) -> None:
+        changes = _changes(e)
+        assignments = ", ".join(f"{column} = :{column}" for column in changes)
+        w.update("webhook_receipts", "receipt_id", e.originator_id, assignments, **changes)
+
+
+def _changes(e: Any) -> dict[str, Any]:
+    """What a receipt's event changes in its row."""
+    if isinstance(e, Receipt.Processed):
+        return {"outcome": e.outcome}
+    if isinstance(e, Receipt.AttemptFailed):
+        return {"outcome": "failed", "attempts": e.attempt, "last_error": e.error}
+    if isinstance(e, Receipt.DeadLettered):
+        return {"outcome": "dead"}
+    return {}
 
 
 def health(c: Cursor) -> dict[str, Any]:

@@ -338,6 +338,38 @@ def test_webhook_health_counts_types_and_outcomes(
     assert report["lag"] == 0 and report["last_received_at"] > 0
 
 
+def test_webhook_health_takes_a_batch_at_once_with_the_rows_of_one_by_one(
+    feed: Feed, read: ReadSide, ledger: Ledger, poisoned: dict[str, bool]
+) -> None:
+    """Live, the receipts a batch receives are inserted together at its end with
+    what stage two did to them meanwhile; a rebuild applies each event alone: the
+    same rows either way (outcome, attempts, error, position)."""
+    feed("charge.refunded", {"id": "ch_0"}, T, catch_up=False)
+    read.catchup.run_once()  # received in one batch, processed in the next
+    poisoned["evt_2_customer_subscription_created"] = True
+    ledger.retry_attempts = 1
+    feed("customer.subscription.created", premium(), T, catch_up=False)
+    feed("customer.subscription.created", so.subscription("sub_9", "cus_9"), T, catch_up=False)
+    feed("charge.refunded", {"id": "ch_3"}, T, catch_up=False)
+    ledger.process_new()
+    feed("charge.refunded", {"id": "ch_4"}, T, catch_up=False)  # received, not processed
+    read.catchup.run_once()  # one batch: received, processed, failed, dead
+    live = snapshot(read)
+    by_event = {dict(r)["stripe_event_id"]: dict(r) for r in live["webhook_receipts"]}
+    assert {e: (r["outcome"], r["attempts"]) for e, r in by_event.items()} == {
+        "evt_0_charge_refunded": ("ignored", "0"),
+        "evt_1_customer_subscription_created": ("applied", "0"),
+        "evt_2_customer_subscription_created": ("dead", "1"),
+        "evt_3_charge_refunded": ("ignored", "0"),
+        "evt_4_charge_refunded": ("received", "0"),
+    }
+    assert "bug while handling" in by_event["evt_2_customer_subscription_created"]["last_error"]
+
+    rebuild(read.catchup, next(p for p in read.projections if p.name == "webhook_health"))
+
+    assert snapshot(read) == live
+
+
 def test_two_runners_apply_each_event_once(
     ledger: Ledger, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
