@@ -16,10 +16,15 @@ from ledger.domain.catalog import Catalog
 from ledger.store.library import handler_types
 from projections.store import Cursor, ViewStore, published_generations
 
+# an invoice -> subscription table's columns and their PostgreSQL types
+INVOICE_SUBSCRIPTION = {"invoice_id": "text", "subscription_id": "text"}
+
 
 class Writer:
     """A projection's handle on its tables inside one transaction. Statements name
-    tables as {table}; they are bound to the generation being written."""
+    tables as {table}; they are bound to the generation being written. Rows given
+    to `insert_later` are written together (PostgreSQL: one statement a table)
+    before the next statement that names their table, and at the batch's end."""
 
     def __init__(self, cursor: Cursor, names: Mapping[str, str]) -> None:
         self.cursor = cursor
@@ -28,6 +33,7 @@ class Writer:
         self._bound: dict[str, str] = {}
         self._places: tuple[int, dict[str, int]] = (0, {})
         self.postgres = bool(getattr(getattr(cursor, "store", None), "is_postgres", False))
+        self._later: dict[str, tuple[Mapping[str, str], str, list[Mapping[str, Any]]]] = {}
 
     def _bind(self, statement: str) -> str:
         """The statement with its {table} names of this generation (bound once)."""
@@ -46,35 +52,66 @@ class Writer:
         return n
 
     def execute(self, statement: str, **params: Any) -> None:
+        if self._later:
+            self.flush(statement)
         self.cursor.execute(self._bind(statement), params)
 
     def execute_many(self, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """One statement for many rows of parameters (on PostgreSQL, sent at once)."""
+        if self._later:
+            self.flush(statement)
         if rows:
             self.cursor.execute_many(self._bind(statement), rows)
 
     def insert_rows(
-        self, table: str, types: Mapping[str, str], rows: Sequence[Mapping[str, Any]]
+        self,
+        table: str,
+        types: Mapping[str, str],
+        rows: Sequence[Mapping[str, Any]],
+        conflict: str = "",
     ) -> None:
         """Rows into {table}, each with the columns `types` names (column ->
-        PostgreSQL type): on PostgreSQL one statement for them all (an array a
-        column, unnested), else one statement run for each."""
+        PostgreSQL type), `conflict` after (e.g. "ON CONFLICT DO NOTHING"): on
+        PostgreSQL one statement for them all (an array a column, unnested), else
+        one statement run for each."""
         if not rows:
             return
         columns = ", ".join(types)
         if self.postgres:
             arrays = ", ".join(f":{c}::{kind}[]" for c, kind in types.items())
             self.execute(
-                f"INSERT INTO {{{table}}} ({columns}) SELECT * FROM unnest({arrays})",
+                f"INSERT INTO {{{table}}} ({columns}) SELECT * FROM unnest({arrays}) {conflict}",
                 **{c: [row[c] for row in rows] for c in types},
             )
         else:
             values = ", ".join(f":{c}" for c in types)
-            self.execute_many(f"INSERT INTO {{{table}}} ({columns}) VALUES ({values})", rows)
+            self.execute_many(
+                f"INSERT INTO {{{table}}} ({columns}) VALUES ({values}) {conflict}", rows
+            )
+
+    def insert_later(
+        self, table: str, types: Mapping[str, str], row: Mapping[str, Any], conflict: str = ""
+    ) -> None:
+        """A row for `insert_rows`, written with the others of its table before the
+        next statement that names the table, or at the batch's end (`flush`); on
+        SQLite, at once."""
+        if not self.postgres:
+            self.insert_rows(table, types, [row], conflict)
+            return
+        self._later.setdefault(table, (types, conflict, []))[2].append(row)
+
+    def flush(self, statement: str | None = None) -> None:
+        """Write the rows held by `insert_later`: those of the tables `statement`
+        names, or all of them."""
+        for table in [t for t in self._later if statement is None or f"{{{t}}}" in statement]:
+            types, conflict, rows = self._later.pop(table)
+            self.insert_rows(table, types, rows, conflict)
 
     def query(self, statement: str, **params: Any) -> list[dict[str, Any]]:
         """Read the projection's own tables (never another projection's), as of the
         events applied so far in this transaction."""
+        if self._later:
+            self.flush(statement)
         return self.cursor.query(self._bind(statement), params)
 
     def update(self, table: str, key: str, row: object, assignments: str, **params: Any) -> None:
@@ -219,7 +256,9 @@ def apply_many_in(
         if current is not None and generation < current:
             raise GenerationChanged(projection.name)
     for projection, events, generation in shares:
-        projection.apply_all(events, Writer(c, projection.names(generation)))
+        w = Writer(c, projection.names(generation))
+        projection.apply_all(events, w)
+        w.flush()
 
 
 def published_generation(c: Cursor, name: str) -> int | None:

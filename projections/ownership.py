@@ -39,14 +39,13 @@ class OwnershipProjection(SqlProjection):
     def _own(self, w: Writer, aggregate_id: UUID, user_id: str | None, kind: str) -> None:
         if user_id is None:
             return
-        w.execute(
-            "INSERT INTO {owners} (aggregate_id, user_id, kind, position) "
-            "VALUES (:id, :user_id, :kind, :position) ON CONFLICT DO NOTHING",
-            id=str(aggregate_id),
-            user_id=user_id,
-            kind=kind,
-            position=w.position,
-        )
+        w.insert_later(
+            "owners",
+            {"aggregate_id": "text", "user_id": "text", "kind": "text", "position": "bigint"},
+            {"aggregate_id": str(aggregate_id), "user_id": user_id, "kind": kind,
+             "position": w.position},
+            "ON CONFLICT DO NOTHING",
+        )  # fmt: skip
 
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
@@ -71,14 +70,16 @@ class OwnershipProjection(SqlProjection):
     @apply.register
     def _(self, e: Invoice.Recorded, w: Writer) -> None:
         subscription = e.stripe_subscription_id
-        w.execute(
-            "INSERT INTO {invoice_parties} (invoice_id, customer_id, subscription_id, position) "
-            "VALUES (:id, :customer, :subscription, :position) ON CONFLICT DO NOTHING",
-            id=str(e.originator_id),
-            customer=str(Customer.create_id(e.stripe_customer_id)),
-            subscription=str(Subscription.create_id(subscription)) if subscription else None,
-            position=w.position,
-        )
+        w.insert_later(
+            "invoice_parties",
+            {"invoice_id": "text", "customer_id": "text", "subscription_id": "text",
+             "position": "bigint"},
+            {"invoice_id": str(e.originator_id),
+             "customer_id": str(Customer.create_id(e.stripe_customer_id)),
+             "subscription_id": str(Subscription.create_id(subscription)) if subscription else None,
+             "position": w.position},
+            "ON CONFLICT DO NOTHING",
+        )  # fmt: skip
 
 
 def owned_by(c: Cursor, user_id: str) -> set[UUID]:

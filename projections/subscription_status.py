@@ -12,7 +12,7 @@ from ledger.domain.money import Price
 from ledger.domain.status import Status, grants_plan, is_live
 from ledger.domain.subscription import Subscription
 from projections.activity import CURRENT_ORDER, past_due_since_sql
-from projections.base import SqlProjection, Writer
+from projections.base import INVOICE_SUBSCRIPTION, SqlProjection, Writer
 from projections.store import Cursor
 
 FIELDS = (
@@ -151,11 +151,14 @@ class SubscriptionStatusProjection(SqlProjection):
     def _(self, e: Invoice.Recorded, w: Writer) -> None:
         if e.stripe_subscription_id is None:
             return
-        w.execute(
-            "INSERT INTO {subscription_invoices} (invoice_id, subscription_id) "
-            "VALUES (:id, :subscription_id) ON CONFLICT (invoice_id) DO NOTHING",
-            id=str(e.originator_id),
-            subscription_id=str(Subscription.create_id(e.stripe_subscription_id)),
+        w.insert_later(
+            "subscription_invoices",
+            INVOICE_SUBSCRIPTION,
+            {
+                "invoice_id": str(e.originator_id),
+                "subscription_id": str(Subscription.create_id(e.stripe_subscription_id)),
+            },
+            "ON CONFLICT (invoice_id) DO NOTHING",
         )
 
     @apply.register

@@ -22,6 +22,7 @@ from ledger.domain.user import User
 from ledger.plans import load_catalog
 from ledger.stripe.payloads import read_delivery
 from projections.as_of import replay_user
+from projections.base import Writer
 from projections.read_side import ReadSide
 from projections.rebuild import _copy, rebuild, rebuild_all, scratch, share
 from scripts.cli import main
@@ -368,6 +369,37 @@ def test_webhook_health_takes_a_batch_at_once_with_the_rows_of_one_by_one(
     rebuild(read.catchup, next(p for p in read.projections if p.name == "webhook_health"))
 
     assert snapshot(read) == live
+
+
+def test_rows_inserted_later_are_there_for_the_next_statement_on_their_table(
+    read: ReadSide,
+) -> None:
+    """`Writer.insert_later` holds rows (on PostgreSQL) until a statement names
+    their table, or the batch ends; then they go in one statement, conflicts
+    skipped as asked."""
+    names = {t: f"later_{t}_{next(_prefixes)}" for t in ("a", "b")}
+    types = {"k": "text", "n": "bigint"}
+    with read.store.transaction(pipeline=False) as c:
+        for name in names.values():
+            c.execute(f"CREATE TABLE {name} (k TEXT PRIMARY KEY, n BIGINT)")
+    try:
+        with read.store.transaction() as c:
+            w = Writer(c, names)
+            for n in range(3):
+                w.insert_later("a", types, {"k": f"a{n}", "n": n}, "ON CONFLICT DO NOTHING")
+            w.insert_later("a", types, {"k": "a0", "n": 99}, "ON CONFLICT DO NOTHING")
+            w.insert_later("b", types, {"k": "b0", "n": None})
+            seen = w.query("SELECT k, n FROM {a} ORDER BY k")
+            held = c.query(f"SELECT COUNT(*) AS n FROM {names['b']}")[0]["n"]
+            w.flush()
+            after = c.query(f"SELECT k, n FROM {names['b']}")
+        assert [(r["k"], r["n"]) for r in seen] == [("a0", 0), ("a1", 1), ("a2", 2)]
+        assert held == (0 if read.store.is_postgres else 1)  # SQLite: written at once
+        assert [(r["k"], r["n"]) for r in after] == [("b0", None)]
+    finally:
+        with read.store.transaction(pipeline=False) as c:
+            for name in names.values():
+                c.execute(f"DROP TABLE {name}")
 
 
 def test_two_runners_apply_each_event_once(
