@@ -114,20 +114,40 @@ class NotificationsProjection(SqlProjection):
         return rows[0] if rows else None
 
     def _set_granting(
-        self, w: Writer, row: dict[str, Any], granting: bool, t: int, **detail: Any
+        self,
+        w: Writer,
+        subscription_id: str,
+        granting: bool,
+        t: int,
+        unless: str = "",
+        reason: str | None = None,
     ) -> None:
         """Tell the provisioning feed when the subscription starts or stops granting
-        its features."""
-        if bool(row["granting"]) == granting:
-            return
-        features = json.loads(row["features"])
-        if features:
-            kind = "features_granted" if granting else "features_revoked"
-            self._notify(w, row["subscription_id"], kind, t, features=features, **detail)
+        its features (if it has any beyond the free plan's), and hold that it does:
+        statements on the subscription's row, not a read of it (`unless`: a
+        condition on the row under which nothing changes)."""
+        condition = "subscription_id = :id AND granting = :was" + (
+            f" AND NOT ({unless})" if unless else ""
+        )
         w.execute(
-            "UPDATE {notification_subscriptions} SET granting = :granting "
-            "WHERE subscription_id = :id",
-            id=row["subscription_id"],
+            "INSERT INTO {notifications} (cursor, user_id, subscription_id, "
+            "stripe_subscription_id, kind, occurred_at, detail) SELECT :cursor, user_id, "
+            "subscription_id, stripe_subscription_id, :kind, :t, :head || features || :tail "
+            f"FROM {{notification_subscriptions}} WHERE {condition} AND features <> '[]'",
+            cursor=w.position * SLOTS + w.place(subscription_id),
+            id=subscription_id,
+            was=int(not granting),
+            kind="features_granted" if granting else "features_revoked",
+            t=t,
+            # the detail as json.dumps(..., sort_keys=True) writes it: `features` is the
+            # list as json.dumps wrote it
+            head='{"features": ',
+            tail="}" if reason is None else f', "reason": {json.dumps(reason)}}}',
+        )
+        w.execute(
+            f"UPDATE {{notification_subscriptions}} SET granting = :granting WHERE {condition}",
+            id=subscription_id,
+            was=int(not granting),
             granting=int(granting),
         )
 
@@ -178,24 +198,22 @@ class NotificationsProjection(SqlProjection):
             since = "NULL"
         else:
             since = "past_due_since"
-        rows = w.query(
+        w.execute(
             f"UPDATE {{notification_subscriptions}} SET status = :status, past_due_since = {since}"
             + (", grace_warned = 0" if is_live(e.status) else "")
-            + " WHERE subscription_id = :id RETURNING *",
+            + " WHERE subscription_id = :id",
             id=sid,
             status=e.status,
             t=t,
         )
-        if not rows:
-            return
-        row = rows[0]
         if is_live(e.status):
-            self._set_granting(w, row, True, t)
+            self._set_granting(w, sid, True, t)
         elif e.status == Status.PAST_DUE:  # still granting within the grace, told by the ticks
-            if not row["grace_days"]:
-                self._set_granting(w, row, False, t, reason="grace_ended")
+            self._set_granting(
+                w, sid, False, t, "COALESCE(grace_days, 0) > 0", reason="grace_ended"
+            )
         else:
-            self._set_granting(w, row, False, t, reason="inactive")
+            self._set_granting(w, sid, False, t, reason="inactive")
 
     @apply.register
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
@@ -276,14 +294,13 @@ class NotificationsProjection(SqlProjection):
             upto=w.position * SLOTS,
         )
         self._notify(w, sid, "ended", e.stripe_created, status=e.status, ended_at=e.ended_at)
-        rows = w.query(
-            "UPDATE {notification_subscriptions} SET status = :status WHERE subscription_id = :id "
-            "RETURNING *",
+        w.execute(
+            "UPDATE {notification_subscriptions} SET status = :status WHERE subscription_id = :id",
             id=sid,
             status=e.status,
         )
-        if rows and is_terminal(e.status):
-            self._set_granting(w, rows[0], False, e.stripe_created, reason="ended")
+        if is_terminal(e.status):
+            self._set_granting(w, sid, False, e.stripe_created, reason="ended")
 
     @apply.register
     def _(self, e: Subscription.LinkedToUser, w: Writer) -> None:
@@ -340,7 +357,7 @@ class NotificationsProjection(SqlProjection):
         for row in due:
             ends = row["past_due_since"] + row["grace_days"] * DAY
             if e.at >= ends:
-                self._set_granting(w, row, False, e.at, reason="grace_ended")
+                self._set_granting(w, row["subscription_id"], False, e.at, reason="grace_ended")
             elif not row["grace_warned"]:
                 sid = row["subscription_id"]
                 self._notify(w, sid, "payment_grace_ending", e.at, grace_ends_at=ends)

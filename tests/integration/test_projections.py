@@ -313,9 +313,9 @@ def test_the_logs_clock_warns_before_a_grace_ends_and_revokes_after(
     ]  # fmt: skip
     assert rows[3]["detail"] == {"grace_ends_at": ends}
     assert rows[3]["occurred_at"] == T + 2 * DAY + 3600
-    assert rows[4]["detail"] == {
-        "features": ["premium_features", "priority_support"], "reason": "grace_ended",
-    }  # fmt: skip
+    granted = ["premium_features", "priority_support"]
+    assert rows[4]["detail"] == {"features": granted, "reason": "grace_ended"}
+    assert rows[1]["detail"] == rows[6]["detail"] == {"features": granted}
     notifications = next(p for p in read.projections if p.name == "notifications")
     rebuild(read.catchup, notifications)
     assert read.notifications(USER) == rows
