@@ -5,7 +5,7 @@ views), a handler per event type, `topics` derived from those handlers, and
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from functools import singledispatchmethod
+from functools import lru_cache, singledispatchmethod
 from typing import Any, ClassVar
 
 from eventsourcing.persistence import Tracking
@@ -76,18 +76,13 @@ class Writer:
         one statement run for each."""
         if not rows:
             return
-        columns = ", ".join(types)
+        statement = _insert(table, tuple(types.items()), conflict, self.postgres)
         if self.postgres:
-            arrays = ", ".join(f":{c}::{kind}[]" for c, kind in types.items())
-            self.execute(
-                f"INSERT INTO {{{table}}} ({columns}) SELECT * FROM unnest({arrays}) {conflict}",
-                **{c: [row[c] for row in rows] for c in types},
-            )
+            self.execute(statement, **{c: [row[c] for row in rows] for c in types})
+        elif len(rows) == 1:
+            self.execute(statement, **rows[0])
         else:
-            values = ", ".join(f":{c}" for c in types)
-            self.execute_many(
-                f"INSERT INTO {{{table}}} ({columns}) VALUES ({values}) {conflict}", rows
-            )
+            self.execute_many(statement, rows)
 
     def insert_later(
         self, table: str, types: Mapping[str, str], row: Mapping[str, Any], conflict: str = ""
@@ -204,6 +199,17 @@ class SqlProjection(Projection[ViewStore]):
     def drop_generation(self, c: Cursor, generation: int) -> None:
         for physical in self.names(generation).values():
             c.execute(f"DROP TABLE IF EXISTS {physical}")
+
+
+@lru_cache(maxsize=256)
+def _insert(table: str, types: tuple[tuple[str, str], ...], conflict: str, postgres: bool) -> str:
+    """`Writer.insert_rows`' statement: on PostgreSQL an array a column, unnested."""
+    columns = ", ".join(c for c, _ in types)
+    if postgres:
+        rows = "SELECT * FROM unnest(" + ", ".join(f":{c}::{kind}[]" for c, kind in types) + ")"
+    else:
+        rows = "VALUES (" + ", ".join(f":{c}" for c, _ in types) + ")"
+    return f"INSERT INTO {{{table}}} ({columns}) {rows} {conflict}"
 
 
 class GenerationChanged(RuntimeError):
