@@ -34,6 +34,7 @@ class Writer:
         self._places: tuple[int, dict[str, int]] = (0, {})
         self.postgres = bool(getattr(getattr(cursor, "store", None), "is_postgres", False))
         self._later: dict[str, tuple[Mapping[str, str], str, list[Mapping[str, Any]]]] = {}
+        self.memo: dict[str, Any] = {}  # a projection's own notes for this batch
 
     def _bind(self, statement: str) -> str:
         """The statement with its {table} names of this generation (bound once)."""

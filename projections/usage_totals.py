@@ -51,6 +51,16 @@ def _in_list(values: list[str]) -> list[str]:
     return values + [values[-1]] * (size - len(values))
 
 
+# the subscription events whose handlers call `_replace`
+_REPLACING = (
+    Subscription.Started,
+    Subscription.PeriodChanged,
+    Subscription.PlanChanged,
+    Subscription.Ended,
+    Subscription.LinkedToUser,
+)
+
+
 def month_of(t: int) -> tuple[int, int]:
     """The calendar month (UTC) holding unix time t: [start, end)."""
     day = datetime.fromtimestamp(t, UTC)
@@ -117,7 +127,11 @@ class UsageTotalsProjection(SqlProjection):
 
     def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
         """Each run of usage records between other events is folded (`_record_all`);
-        the other events are applied one by one, in their place."""
+        the other events are applied one by one, in their place, knowing from two
+        queries for the whole batch (`_learn`) whose subscriptions' users have usage
+        records: one without (the common case) costs its subscription events no
+        query each."""
+        self._learn(events, w)
         run: list[tuple[int, UsageRecord.Recorded]] = []
         for position, event in events:
             if type(event) is UsageRecord.Recorded:
@@ -133,6 +147,37 @@ class UsageTotalsProjection(SqlProjection):
     def _(self, e: UsageRecord.Recorded, w: Writer) -> None:
         self._record_all([(w.position, e)], w)
 
+    def _learn(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """For `_replace`, in `w.memo`: the user of each of the batch's subscriptions
+        that has a row (None: no user), and which of their users (and of the users
+        the batch names) have usage records; kept true as the batch is applied."""
+        subs = sorted({str(e.originator_id) for _, e in events if isinstance(e, _REPLACING)})
+        if not subs:
+            return
+        asked = _in_list(subs)
+        owners = {
+            row["subscription_id"]: row["user_id"]
+            for row in w.query(
+                "SELECT subscription_id, user_id FROM {usage_subscriptions} "
+                f"WHERE subscription_id IN ({', '.join(f':s{i}' for i in range(len(asked)))})",
+                **{f"s{i}": sub for i, sub in enumerate(asked)},
+            )
+        }
+        named = {getattr(e, "user_id", None) for _, e in events if isinstance(e, _REPLACING)}
+        users = sorted({u for u in [*owners.values(), *named] if u})
+        used = set()
+        if users:
+            users = _in_list(users)
+            used = {
+                row["user_id"]
+                for row in w.query(
+                    "SELECT DISTINCT user_id FROM {usage_records} "
+                    f"WHERE user_id IN ({', '.join(f':u{i}' for i in range(len(users)))})",
+                    **{f"u{i}": user for i, user in enumerate(users)},
+                )
+            }
+        w.memo["usage"] = (set(subs), owners, used)
+
     def _record_all(self, run: Sequence[tuple[int, UsageRecord.Recorded]], w: Writer) -> None:
         """Usage records (position, event), in log order, with no other event between
         them (so the periods do not change): the rows they would make one by one,
@@ -144,6 +189,8 @@ class UsageTotalsProjection(SqlProjection):
         with the total, time and cursor that record would have given it."""
         if not run:
             return
+        if "usage" in w.memo:
+            w.memo["usage"][2].update(e.user_id for _, e in run)
         users = _in_list(sorted({e.user_id for _, e in run}))
         marks = ", ".join(f":u{i}" for i in range(len(users)))
         params = {f"u{i}": user for i, user in enumerate(users)}
@@ -282,6 +329,8 @@ class UsageTotalsProjection(SqlProjection):
             "plan_id) VALUES (:id, :user_id, :cus, :plan_id)",
             id=str(e.originator_id), user_id=e.user_id, cus=e.stripe_customer_id, plan_id=plan.id,
         )  # fmt: skip
+        if "usage" in w.memo:
+            w.memo["usage"][1][str(e.originator_id)] = e.user_id
         self._period(w, str(e.originator_id), e.current_period_start, e.current_period_end)
 
     @apply.register
@@ -345,6 +394,9 @@ class UsageTotalsProjection(SqlProjection):
             w.execute(
                 f"UPDATE {{{table}}} SET user_id = :user_id WHERE subscription_id = :id", **params
             )
+        owners = w.memo["usage"][1] if "usage" in w.memo else {}
+        if params["id"] in owners:  # a row to update
+            owners[params["id"]] = e.user_id
         self._replace(w, str(e.originator_id))
 
     def _replace(self, w: Writer, sub: str) -> None:
@@ -354,14 +406,20 @@ class UsageTotalsProjection(SqlProjection):
         either), or a subscription without a user, is one query and nothing is
         written; otherwise the writes go in one round trip with the query of the
         new totals."""
-        used = w.query(
-            "SELECT user_id FROM {usage_records} WHERE user_id = (SELECT user_id "
-            "FROM {usage_subscriptions} WHERE subscription_id = :id) LIMIT 1",
-            id=sub,
-        )
-        if not used:
-            return
-        user_id = used[0]["user_id"]
+        asked, owners, used = w.memo.get("usage", ((), {}, set()))
+        if sub in asked:  # known without a query (`_learn`)
+            user_id = owners.get(sub)
+            if user_id is None or user_id not in used:
+                return
+        else:
+            found = w.query(
+                "SELECT user_id FROM {usage_records} WHERE user_id = (SELECT user_id "
+                "FROM {usage_subscriptions} WHERE subscription_id = :id) LIMIT 1",
+                id=sub,
+            )
+            if not found:
+                return
+            user_id = found[0]["user_id"]
         for bound in ("start", "end"):
             w.execute(
                 f"UPDATE {{usage_records}} SET period_{bound} = COALESCE((SELECT p.period_{bound} "
