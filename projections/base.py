@@ -4,8 +4,9 @@ views), a handler per event type, `topics` derived from those handlers, and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
-from functools import lru_cache, singledispatchmethod
+from functools import singledispatchmethod
 from typing import Any, ClassVar
 
 from eventsourcing.persistence import Tracking
@@ -16,8 +17,19 @@ from ledger.domain.catalog import Catalog
 from ledger.store.library import handler_types
 from projections.store import Cursor, ViewStore, published_generations
 
-# an invoice -> subscription table's columns and their PostgreSQL types
-INVOICE_SUBSCRIPTION = {"invoice_id": "text", "subscription_id": "text"}
+# a column's declared type -> its PostgreSQL array element type (`Writer.insert_rows`)
+_ARRAY_TYPES = {"TEXT": "text", "BIGINT": "bigint", "INTEGER": "int", "DOUBLE": "float8"}
+
+
+def column_types(columns: str) -> dict[str, str]:
+    """Each column's PostgreSQL type, from a table's column definitions (its
+    constraints, e.g. PRIMARY KEY (a, b), skipped)."""
+    found = {}
+    for part in re.split(r",\s*(?![^()]*\))", columns):
+        name, kind, *_ = part.split()
+        if kind.upper() in _ARRAY_TYPES:
+            found[name] = _ARRAY_TYPES[kind.upper()]
+    return found
 
 
 class Writer:
@@ -26,14 +38,21 @@ class Writer:
     to `insert_later` are written together (PostgreSQL: one statement a table)
     before the next statement that names their table, and at the batch's end."""
 
-    def __init__(self, cursor: Cursor, names: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        cursor: Cursor,
+        names: Mapping[str, str],
+        types: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.cursor = cursor
         self.names = names
+        self.types = types or {}  # table -> column -> PostgreSQL type (`column_types`)
+        self._inserts: dict[tuple[str, tuple[str, ...], str], str] = {}
         self.position = 0
         self._bound: dict[str, str] = {}
         self._places: tuple[int, dict[str, int]] = (0, {})
         self.postgres = bool(getattr(getattr(cursor, "store", None), "is_postgres", False))
-        self._later: dict[str, tuple[Mapping[str, str], str, list[Mapping[str, Any]]]] = {}
+        self._later: dict[str, tuple[str, list[Mapping[str, Any]]]] = {}
         self.memo: dict[str, Any] = {}  # a projection's own notes for this batch
 
     def _bind(self, statement: str) -> str:
@@ -65,43 +84,53 @@ class Writer:
             self.cursor.execute_many(self._bind(statement), rows)
 
     def insert_rows(
-        self,
-        table: str,
-        types: Mapping[str, str],
-        rows: Sequence[Mapping[str, Any]],
-        conflict: str = "",
+        self, table: str, rows: Sequence[Mapping[str, Any]], conflict: str = ""
     ) -> None:
-        """Rows into {table}, each with the columns `types` names (column ->
-        PostgreSQL type), `conflict` after (e.g. "ON CONFLICT DO NOTHING"): on
-        PostgreSQL one statement for them all (an array a column, unnested), else
-        one statement run for each."""
+        """Rows into {table}, each with the same columns, `conflict` after (e.g.
+        "ON CONFLICT DO NOTHING"): on PostgreSQL one statement for them all (an
+        array a column, of the column's type in `types`, unnested), else one
+        statement run for each."""
         if not rows:
             return
-        statement = _insert(table, tuple(types.items()), conflict, self.postgres)
+        columns = tuple(rows[0])
+        statement = self._insert(table, columns, conflict)
         if self.postgres:
-            self.execute(statement, **{c: [row[c] for row in rows] for c in types})
+            self.execute(statement, **{c: [row[c] for row in rows] for c in columns})
         elif len(rows) == 1:
             self.execute(statement, **rows[0])
         else:
             self.execute_many(statement, rows)
 
-    def insert_later(
-        self, table: str, types: Mapping[str, str], row: Mapping[str, Any], conflict: str = ""
-    ) -> None:
+    def _insert(self, table: str, columns: tuple[str, ...], conflict: str) -> str:
+        key = (table, columns, conflict)
+        statement = self._inserts.get(key)
+        if statement is None:
+            if self.postgres:
+                types = self.types[table]
+                arrays = ", ".join(f":{c}::{types[c]}[]" for c in columns)
+                rows = f"SELECT * FROM unnest({arrays})"
+            else:
+                rows = "VALUES (" + ", ".join(f":{c}" for c in columns) + ")"
+            statement = self._inserts[key] = (
+                f"INSERT INTO {{{table}}} ({', '.join(columns)}) {rows} {conflict}"
+            )
+        return statement
+
+    def insert_later(self, table: str, row: Mapping[str, Any], conflict: str = "") -> None:
         """A row for `insert_rows`, written with the others of its table before the
         next statement that names the table, or at the batch's end (`flush`); on
         SQLite, at once."""
         if not self.postgres:
-            self.insert_rows(table, types, [row], conflict)
+            self.insert_rows(table, [row], conflict)
             return
-        self._later.setdefault(table, (types, conflict, []))[2].append(row)
+        self._later.setdefault(table, (conflict, []))[1].append(row)
 
     def flush(self, statement: str | None = None) -> None:
         """Write the rows held by `insert_later`: those of the tables `statement`
         names, or all of them."""
         for table in [t for t in self._later if statement is None or f"{{{t}}}" in statement]:
-            types, conflict, rows = self._later.pop(table)
-            self.insert_rows(table, types, rows, conflict)
+            conflict, rows = self._later.pop(table)
+            self.insert_rows(table, rows, conflict)
 
     def query(self, statement: str, **params: Any) -> list[dict[str, Any]]:
         """Read the projection's own tables (never another projection's), as of the
@@ -138,6 +167,7 @@ class SqlProjection(Projection[ViewStore]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.topics = tuple(sorted(get_topic(t) for t in handler_types(vars(cls)["apply"])))
+        cls.column_types = {table: column_types(c) for table, c in cls.tables.items()}
 
     def __init__(self, view: ViewStore, catalog: Catalog) -> None:
         super().__init__(view)
@@ -168,10 +198,12 @@ class SqlProjection(Projection[ViewStore]):
     def tracking_key(self, generation: int) -> str:
         return f"{self.name}:g{generation}"
 
-    def create_generation(self, c: Cursor, generation: int) -> None:
+    def create_generation(self, c: Cursor, generation: int, *, clustered: bool = False) -> None:
+        """`clustered` (SQLite): a keyed table WITHOUT ROWID, stored in its key's order."""
         names = self.names(generation)
         for table, columns in self.tables.items():
-            c.execute(f"CREATE TABLE IF NOT EXISTS {names[table]} ({columns})")
+            keyed = " WITHOUT ROWID" if clustered and "PRIMARY KEY" in columns else ""
+            c.execute(f"CREATE TABLE IF NOT EXISTS {names[table]} ({columns}){keyed}")
         self.create_indexes(c, generation)
 
     def create_indexes(self, c: Cursor, generation: int, existing: Collection[str] = ()) -> None:
@@ -200,17 +232,6 @@ class SqlProjection(Projection[ViewStore]):
     def drop_generation(self, c: Cursor, generation: int) -> None:
         for physical in self.names(generation).values():
             c.execute(f"DROP TABLE IF EXISTS {physical}")
-
-
-@lru_cache(maxsize=256)
-def _insert(table: str, types: tuple[tuple[str, str], ...], conflict: str, postgres: bool) -> str:
-    """`Writer.insert_rows`' statement: on PostgreSQL an array a column, unnested."""
-    columns = ", ".join(c for c, _ in types)
-    if postgres:
-        rows = "SELECT * FROM unnest(" + ", ".join(f":{c}::{kind}[]" for c, kind in types) + ")"
-    else:
-        rows = "VALUES (" + ", ".join(f":{c}" for c, _ in types) + ")"
-    return f"INSERT INTO {{{table}}} ({columns}) {rows} {conflict}"
 
 
 class GenerationChanged(RuntimeError):
@@ -263,7 +284,7 @@ def apply_many_in(
         if current is not None and generation < current:
             raise GenerationChanged(projection.name)
     for projection, events, generation in shares:
-        w = Writer(c, projection.names(generation))
+        w = Writer(c, projection.names(generation), projection.column_types)
         projection.apply_all(events, w)
         w.flush()
 

@@ -19,7 +19,7 @@ from ledger.domain.money import Price
 from ledger.domain.status import DAY, Status, is_delinquent, is_live, is_terminal
 from ledger.domain.subscription import Subscription
 from projections.activity import past_due_since_sql
-from projections.base import INVOICE_SUBSCRIPTION, SqlProjection, Writer
+from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 
 # An event can tell one subscription's user several things (plan_changed,
@@ -322,7 +322,6 @@ class NotificationsProjection(SqlProjection):
             return
         w.insert_later(
             "notification_invoices",
-            INVOICE_SUBSCRIPTION,
             {
                 "invoice_id": str(e.originator_id),
                 "subscription_id": str(Subscription.create_id(e.stripe_subscription_id)),

@@ -41,7 +41,6 @@ class OwnershipProjection(SqlProjection):
             return
         w.insert_later(
             "owners",
-            {"aggregate_id": "text", "user_id": "text", "kind": "text", "position": "bigint"},
             {"aggregate_id": str(aggregate_id), "user_id": user_id, "kind": kind,
              "position": w.position},
             "ON CONFLICT DO NOTHING",
@@ -72,8 +71,6 @@ class OwnershipProjection(SqlProjection):
         subscription = e.stripe_subscription_id
         w.insert_later(
             "invoice_parties",
-            {"invoice_id": "text", "customer_id": "text", "subscription_id": "text",
-             "position": "bigint"},
             {"invoice_id": str(e.originator_id),
              "customer_id": str(Customer.create_id(e.stripe_customer_id)),
              "subscription_id": str(Subscription.create_id(subscription)) if subscription else None,

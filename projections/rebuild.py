@@ -79,7 +79,9 @@ def rebuild_all(
         writers = {}
         for p in projections:
             cursor = _ScratchCursor(conn)
-            _create_folded(conn, p, plan[p.name])
+            # keyed tables stored in key order: read out in it, their rows reach the
+            # store's primary key in order too (appended to it, not scattered)
+            p.create_generation(cursor, plan[p.name], clustered=True)  # type: ignore[arg-type]
             # the handlers' statements straight to the connection: it takes :name too
             writers[p.name] = Writer(cursor, p.names(plan[p.name]))  # type: ignore[arg-type]
         routes: dict[str, list[tuple[SqlProjection, Writer]]] = {}
@@ -180,17 +182,6 @@ def share(
     return [g for g in groups if g]
 
 
-def _create_folded(conn: sqlite3.Connection, projection: SqlProjection, generation: int) -> None:
-    """The generation's tables in the scratch file, each keyed one stored in its
-    key's order (WITHOUT ROWID): read out in that order, its rows reach the
-    store's primary key in order too (appended to its index, not scattered)."""
-    names = projection.names(generation)
-    for table, columns in projection.tables.items():
-        keyed = " WITHOUT ROWID" if "PRIMARY KEY" in columns else ""
-        conn.execute(f"CREATE TABLE {names[table]} ({columns}){keyed}")
-    projection.create_indexes(_ScratchCursor(conn), generation)  # type: ignore[arg-type]
-
-
 def _next_generation(catchup: Catchup, projection: SqlProjection) -> int:
     """Past the live one and past leftovers of an interrupted rebuild (each has a
     tracking key of its own)."""
@@ -225,9 +216,8 @@ def _copy(scratch: sqlite3.Connection, c: Cursor, table: str) -> None:
     """A folded table's rows into the store's table of the same name."""
     rows = scratch.cursor()
     rows.row_factory = None  # tuples
-    columns = [d[0] for d in rows.execute(f"SELECT * FROM {table} LIMIT 0").description]
+    columns = [d[0] for d in rows.execute(f"SELECT * FROM {table}").description]
     listed = ", ".join(columns)
-    rows.execute(f"SELECT {listed} FROM {table}")
     if c.store.is_postgres:
         with c.raw.copy(f"COPY {table} ({listed}) FROM STDIN") as copy:
             for row in rows:

@@ -12,7 +12,7 @@ from ledger.domain.money import Price
 from ledger.domain.status import Status, grants_plan, is_live
 from ledger.domain.subscription import Subscription
 from projections.activity import CURRENT_ORDER, past_due_since_sql
-from projections.base import INVOICE_SUBSCRIPTION, SqlProjection, Writer
+from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 
 FIELDS = (
@@ -153,7 +153,6 @@ class SubscriptionStatusProjection(SqlProjection):
             return
         w.insert_later(
             "subscription_invoices",
-            INVOICE_SUBSCRIPTION,
             {
                 "invoice_id": str(e.originator_id),
                 "subscription_id": str(Subscription.create_id(e.stripe_subscription_id)),

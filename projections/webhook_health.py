@@ -25,20 +25,13 @@ class WebhookHealthProjection(SqlProjection):
     }
     indexes = {"webhook_receipts_outcome": "{webhook_receipts} (outcome, event_type)"}
 
-    # the columns a receipt's row is inserted with, and their PostgreSQL types
-    INSERTED = {
-        "receipt_id": "text", "stripe_event_id": "text", "event_type": "text",
-        "received_at": "float8", "outcome": "text", "attempts": "int", "last_error": "text",
-        "position": "bigint",
-    }  # fmt: skip
-
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
         """Events of no interest change nothing."""
 
     @apply.register
     def _(self, e: Receipt.Received, w: Writer) -> None:
-        w.insert_rows("webhook_receipts", self.INSERTED, [self._received(e, w.position)])
+        w.insert_rows("webhook_receipts", [self._received(e, w.position)])
 
     @apply.register
     def _(self, e: Receipt.Processed, w: Writer) -> None:
@@ -67,7 +60,7 @@ class WebhookHealthProjection(SqlProjection):
                 row.update(changes, position=position)
             else:
                 self.apply(e, w)
-        w.insert_rows("webhook_receipts", self.INSERTED, list(received.values()))
+        w.insert_rows("webhook_receipts", list(received.values()))
 
     @staticmethod
     def _received(e: Receipt.Received, position: int) -> dict[str, Any]:

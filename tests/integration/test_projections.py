@@ -384,11 +384,11 @@ def test_rows_inserted_later_are_there_for_the_next_statement_on_their_table(
             c.execute(f"CREATE TABLE {name} (k TEXT PRIMARY KEY, n BIGINT)")
     try:
         with read.store.transaction() as c:
-            w = Writer(c, names)
+            w = Writer(c, names, {t: types for t in names})
             for n in range(3):
-                w.insert_later("a", types, {"k": f"a{n}", "n": n}, "ON CONFLICT DO NOTHING")
-            w.insert_later("a", types, {"k": "a0", "n": 99}, "ON CONFLICT DO NOTHING")
-            w.insert_later("b", types, {"k": "b0", "n": None})
+                w.insert_later("a", {"k": f"a{n}", "n": n}, "ON CONFLICT DO NOTHING")
+            w.insert_later("a", {"k": "a0", "n": 99}, "ON CONFLICT DO NOTHING")
+            w.insert_later("b", {"k": "b0", "n": None})
             seen = w.query("SELECT k, n FROM {a} ORDER BY k")
             held = c.query(f"SELECT COUNT(*) AS n FROM {names['b']}")[0]["n"]
             w.flush()
@@ -400,6 +400,31 @@ def test_rows_inserted_later_are_there_for_the_next_statement_on_their_table(
         with read.store.transaction(pipeline=False) as c:
             for name in names.values():
                 c.execute(f"DROP TABLE {name}")
+
+
+def test_usage_totals_asks_once_a_batch_whether_its_users_have_usage_records(
+    feed: Feed, read: ReadSide, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of subscription events of users without usage records reads
+    `usage_records` once (`_learn`), not once an event; with a record, the totals."""
+    asked: list[str] = []
+    query = Writer.query
+
+    def spy(w: Writer, statement: str, **params: Any) -> list[dict[str, Any]]:
+        asked.append(statement)
+        return query(w, statement, **params)
+
+    monkeypatch.setattr(Writer, "query", spy)
+    for i in range(6):
+        sub = so.subscription(f"sub_{i}", f"cus_{i}", user_id=f"{USER[:-1]}{i}")
+        feed("customer.subscription.created", sub, T + i, catch_up=False)
+        feed("customer.subscription.updated", {**sub, "status": "past_due"}, T + i, False)
+    ledger.process_new()
+    read.catchup.run_once()
+    assert sum("{usage_records}" in q for q in asked) == 1
+    ledger.record([Usage(USER, "ai_requests", 2, "k1", T + 9)])
+    feed("customer.subscription.created", so.subscription("sub_u", "cus_u", user_id=USER), T + 9)
+    assert read.usage(USER, at=T + 9)["metrics"]["ai_requests"]["total"] == 2
 
 
 def test_two_runners_apply_each_event_once(
