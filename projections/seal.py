@@ -20,6 +20,7 @@ from eventsourcing.persistence import IntegrityError, Notification
 from pydantic import BaseModel
 
 from ledger.application import Ledger
+from ledger.store.recorders import LogRow
 from projections.store import ViewStore
 
 GENESIS = bytes(32)
@@ -32,7 +33,7 @@ TABLES = (
 )
 
 
-def link(previous: bytes, n: Notification) -> bytes:
+def link(previous: bytes, n: Notification | LogRow) -> bytes:
     """One link of the chain. Fixed-width integers and length-prefixed text, so
     no two different rows give the same input."""
     topic = n.topic.encode()
@@ -122,24 +123,33 @@ class Seal:
 
     def _seal_batch(self) -> int:
         position = self.position()
-        notifications = self.ledger.recorder.select_notifications(
-            start=position + 1, limit=self.batch_size
+        notifications = self.ledger.recorder.read_notifications(
+            position + 1, self.batch_size, None, None
         )
         if not notifications:
             return 0
         previous = self._hash_at(position)
-        rows, checkpoints = [], []
+        positions, hashes, checkpoints = [], [], []
         for n in notifications:
             previous = link(previous, n)
-            rows.append({"p": n.id, "h": previous.hex()})
+            positions.append(n.id)
+            hashes.append(previous.hex())
             if n.id // CHECKPOINT_EVERY != position // CHECKPOINT_EVERY:
-                checkpoints.append({"p": n.id, "h": previous.hex(), "at": time.time()})
+                checkpoints.append({"p": n.id, "h": hashes[-1], "at": time.time()})
             position = n.id
         with self.store.transaction() as c:
             self.store.record_position(c, KEY, position)
-            c.raw.executemany(
-                self.store.sql("INSERT INTO seal_chain (position, hash) VALUES (:p, :h)"), rows
-            )
+            if self.store.is_postgres:  # one statement for the batch, not one a row
+                c.execute(  # the arrays in binary: no text to quote and parse
+                    "INSERT INTO seal_chain (position, hash) "
+                    "SELECT * FROM unnest(%(p)b::bigint[], %(h)b::text[])",
+                    {"p": positions, "h": hashes},
+                )
+            else:
+                c.execute_many(
+                    "INSERT INTO seal_chain (position, hash) VALUES (:p, :h)",
+                    [{"p": p, "h": h} for p, h in zip(positions, hashes, strict=True)],
+                )
             for checkpoint in checkpoints:
                 c.execute(
                     "INSERT INTO seal_checkpoints (position, hash, sealed_at) VALUES (:p, :h, :at)",
@@ -208,11 +218,11 @@ class Seal:
             return Verdict(events, previous.hex(), recorded[0], "the recorded head is not sealed")
         return Verdict(events, previous.hex())
 
-    def _log(self, until: int) -> Iterator[Notification]:
+    def _log(self, until: int) -> Iterator[Notification | LogRow]:
         position = 0
         while True:
-            batch = self.ledger.recorder.select_notifications(
-                start=position + 1, limit=self.batch_size, stop=until
+            batch = self.ledger.recorder.read_notifications(
+                position + 1, self.batch_size, until, None
             )
             yield from batch
             if len(batch) < self.batch_size:
