@@ -7,6 +7,7 @@ import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from hypothesis import given, settings
@@ -360,6 +361,21 @@ def test_the_lean_log_read_answers_what_the_library_read_answers(
     if start == 1 and stop is None and topics in ("all", "unfiltered"):
         assert len(ours) == len(every)
 
+
+def test_existing_names_exactly_the_aggregates_with_events(ledger: Ledger) -> None:
+    """What stage two asks once a batch (`prefetch`): an aggregate with several
+    events is named once, one never recorded is not."""
+    ledger.record([delivery(f"evt_x{i}", sub=f"sub_x{i}") for i in range(5)])
+    ledger.process_new()
+    every = ledger.recorder.select_notifications(start=1, limit=10_000)
+    recorded = {n.originator_id for n in every}
+    several = {n.originator_id for n in every if n.originator_version > 1}
+    assert several, "some aggregate has more than one event"
+    unknown = {uuid4() for _ in range(3)}
+    asked = [*recorded, *unknown, *several]  # repeated ids too
+    assert ledger.recorder.existing(asked) == recorded
+    assert ledger.recorder.existing(list(unknown)) == set()
+    assert ledger.recorder.existing([]) == set()
 
 
 def test_the_log_compresses_what_it_stores_with_lz4_on_postgresql(postgres_url: str) -> None:
