@@ -1,7 +1,8 @@
 """The live feed of one API process: a task follows the notifications projection
 by cursor (one query for the whole process, not one per open stream) and hands
 each new notification to the queues of its user's open streams. It reads when
-woken (`wake`, from any thread) and on its own tick."""
+woken (`wake`, from any thread) and on its own tick; with no stream open it
+reads no rows, only where the feed ends."""
 
 from __future__ import annotations
 
@@ -133,6 +134,14 @@ class Fanout:
         version = await asyncio.to_thread(self._version) if self._version else None
         if version is not None and version == self._quiet_at:
             return 0
+        if not self._streams:  # no one to hand rows to: move to the end, read none
+            last = await asyncio.to_thread(self._last_cursor)
+            # Checked again after the read: a stream that opens later reads its
+            # backlog after subscribing, so it finds every row up to `last` stored.
+            if not self._streams:
+                self.cursor = max(self.cursor, last)
+                self._quiet_at = version
+                return 0
         done = 0
         while True:
             rows = await asyncio.to_thread(self._after, self.cursor, self._batch)
