@@ -32,6 +32,14 @@ def column_types(columns: str) -> dict[str, str]:
     return found
 
 
+def _array(kind: str, values: list[Any]) -> list[Any]:
+    """A column's values as `insert_rows` sends them: a float8 column's all floats
+    (sent in binary, an array's elements take the type of its first one)."""
+    if kind == "float8":
+        return [None if v is None else float(v) for v in values]
+    return values
+
+
 class Writer:
     """A projection's handle on its tables inside one transaction. Statements name
     tables as {table}; they are bound to the generation being written. Rows given
@@ -95,7 +103,10 @@ class Writer:
         columns = tuple(rows[0])
         statement = self._insert(table, columns, conflict)
         if self.postgres:
-            self.execute(statement, **{c: [row[c] for row in rows] for c in columns})
+            types = self.types[table]
+            self.execute(
+                statement, **{c: _array(types[c], [row[c] for row in rows]) for c in columns}
+            )
         elif len(rows) == 1:
             self.execute(statement, **rows[0])
         else:
@@ -105,9 +116,9 @@ class Writer:
         key = (table, columns, conflict)
         statement = self._inserts.get(key)
         if statement is None:
-            if self.postgres:
+            if self.postgres:  # arrays sent in binary: no text to quote and parse
                 types = self.types[table]
-                arrays = ", ".join(f":{c}::{types[c]}[]" for c in columns)
+                arrays = ", ".join(f"%({c})b::{types[c]}[]" for c in columns)
                 rows = f"SELECT * FROM unnest({arrays})"
             else:
                 rows = "VALUES (" + ", ".join(f":{c}" for c in columns) + ")"
