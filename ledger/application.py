@@ -360,14 +360,23 @@ class Ledger(Follower[UUID]):
         self._recent = LRUCache(maxsize=self._cache_size) if self._cache_size else None
 
     def _scan_failures(self) -> None:
-        for notification in self._select(
-            get_topic(Receipt.AttemptFailed), start=self._failure_cursor + 1
-        ):
-            self._failure_cursor = notification.id
-            event = self.mapper.to_domain_event(notification)
-            assert isinstance(event, Receipt.AttemptFailed)
-            if event.retry_at is not None:
-                self._pending_retries.add(event.originator_id)
+        """Learn the failed attempts recorded since the last scan. The cursor moves
+        to the head read first, failures or not (notification ids are committed in
+        order, so none can appear at or below it later): before, with no failure
+        ever, every scan read the whole log from its start."""
+        head = self.recorder.max_notification_id() or 0
+        start, topics = self._failure_cursor + 1, [get_topic(Receipt.AttemptFailed)]
+        while start <= head:
+            batch = self.recorder.read_notifications(start, 500, head, topics)
+            for notification in batch:
+                event = self.mapper.to_domain_event(notification)
+                assert isinstance(event, Receipt.AttemptFailed)
+                if event.retry_at is not None:
+                    self._pending_retries.add(event.originator_id)
+            if len(batch) < 500:
+                break
+            start = batch[-1].id + 1
+        self._failure_cursor = max(self._failure_cursor, head)
 
     def _select(self, topic: str, start: int) -> Iterable[Any]:
         while True:

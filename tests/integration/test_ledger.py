@@ -282,6 +282,39 @@ def test_a_failing_receipt_is_retried_then_dead_then_retried_by_an_operator(
     assert ledger.repository.get(Subscription.create_id("sub_bad")).status == "active"
 
 
+def test_the_retry_scan_reads_only_what_was_recorded_since_the_last_one(
+    ledger: Ledger, poisoned: dict[str, bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no failure for a long time, each scan for failed attempts reads from
+    where the last one ended, not from the log's start; a failure recorded later
+    is still found and retried."""
+    ledger.record([delivery(f"evt_ok{i}", sub=f"sub_ok{i}") for i in range(20)])
+    ledger.process_new()
+    assert ledger.retry_due() == 0
+    reads: list[tuple[int, int | None]] = []
+    read = ledger.recorder.read_notifications
+    select = ledger.recorder.select_notifications
+
+    def counted(start: int, limit: int, stop: int | None, topics: Any) -> Any:
+        reads.append((start, stop))
+        return read(start, limit, stop, topics)
+
+    def whole(*args: Any, **kwargs: Any) -> Any:
+        reads.append((kwargs.get("start", 0), kwargs.get("stop")))
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(ledger.recorder, "read_notifications", counted)
+    monkeypatch.setattr(ledger.recorder, "select_notifications", whole)
+    head = ledger.recorder.max_notification_id()
+    assert ledger.retry_due() == 0
+    assert all(start > head for start, _ in reads), reads  # nothing before the head again
+    poisoned["evt_bad"] = True
+    ledger.record([delivery("evt_bad", sub="sub_bad")])
+    ledger.process_new()  # attempt 1 fails
+    assert ledger.retry_due() == 1
+    assert ledger.receipt("evt_bad").attempts == 2
+
+
 def test_back_off_waits_before_the_next_attempt(ledger: Ledger, poisoned: dict[str, bool]) -> None:
     ledger.retry_base_seconds = 60
     poisoned["evt_bad"] = True
