@@ -47,20 +47,33 @@ class WebhookHealthProjection(SqlProjection):
 
     def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
         """The receipts received in a batch are inserted together at its end, with
-        what stage two did to them meanwhile (live, a burst's receipts are mostly
-        received and processed in the same batch): one statement, not two a
-        delivery. The rows are those of the events applied one by one."""
+        what stage two did to them meanwhile; those received earlier are changed
+        together too, each by what the batch did to it (its last outcome, and its
+        last failure's attempts and error): two statements a batch, not one or two
+        a delivery. The rows are those of the events applied one by one."""
         received: dict[str, dict[str, Any]] = {}
+        earlier: dict[str, dict[str, Any]] = {}
         for position, e in events:
-            w.position = position
-            row = received.get(str(e.originator_id))
+            key = str(e.originator_id)
             if isinstance(e, Receipt.Received):
-                received[str(e.originator_id)] = self._received(e, position)
-            elif row is not None and (changes := _changes(e)):
+                received[key] = self._received(e, position)
+            elif changes := _changes(e):
+                row = received.get(key) or earlier.setdefault(key, dict(_UNCHANGED, receipt_id=key))
                 row.update(changes, position=position)
-            else:
-                self.apply(e, w)
         w.insert_rows("webhook_receipts", list(received.values()))
+        self._change_all(w, list(earlier.values()))
+
+    @staticmethod
+    def _change_all(w: Writer, rows: list[dict[str, Any]]) -> None:
+        """Rows of receipts received in an earlier batch: attempts None leaves the
+        row's attempts and error as they are."""
+        if not rows:
+            return
+        if not w.postgres:
+            w.execute_many(_CHANGE, rows)
+            return
+        columns = {c: [r[c] for r in rows] for c in _UNCHANGED_TYPES}
+        w.execute(_CHANGE_ALL, **columns)
 
     @staticmethod
     def _received(e: Receipt.Received, position: int) -> dict[str, Any]:
@@ -74,6 +87,31 @@ class WebhookHealthProjection(SqlProjection):
         changes = _changes(e)
         assignments = ", ".join(f"{column} = :{column}" for column in changes)
         w.update("webhook_receipts", "receipt_id", e.originator_id, assignments, **changes)
+
+
+_UNCHANGED = {"outcome": None, "attempts": None, "last_error": None, "position": None}
+_UNCHANGED_TYPES = {
+    "receipt_id": "text", "outcome": "text", "attempts": "int", "last_error": "text",
+    "position": "bigint",
+}  # fmt: skip
+_SET = (
+    "outcome = {v}outcome, attempts = COALESCE({v}attempts, {t}attempts), "
+    "last_error = CASE WHEN {v}attempts IS NULL THEN {t}last_error ELSE {v}last_error END, "
+    "position = {v}position"
+)
+_CHANGE = (
+    "UPDATE {webhook_receipts} SET " + _SET.format(v=":", t="") + " WHERE receipt_id = :receipt_id"
+)
+_CHANGE_ALL = (  # the arrays in binary, unnested (see Writer.insert_rows)
+    "UPDATE {webhook_receipts} AS t SET "
+    + _SET.format(v="v.", t="t.")
+    + " FROM unnest("
+    + ", ".join(f"%({c})b::{kind}[]" for c, kind in _UNCHANGED_TYPES.items())
+    + ") AS v("
+    + ", ".join(_UNCHANGED_TYPES)
+    # ANY as well: the rows found by the key, not a join over the whole table
+    + ") WHERE t.receipt_id = ANY(%(receipt_id)b::text[]) AND t.receipt_id = v.receipt_id"
+)
 
 
 def _changes(e: Any) -> dict[str, Any]:

@@ -371,6 +371,42 @@ def test_webhook_health_takes_a_batch_at_once_with_the_rows_of_one_by_one(
     assert snapshot(read) == live
 
 
+def test_webhook_health_changes_receipts_of_earlier_batches_as_one_by_one(
+    feed: Feed, read: ReadSide, ledger: Ledger, poisoned: dict[str, bool]
+) -> None:
+    """Receipts received in an earlier batch are changed together at a batch's end,
+    each by all that the batch did to it: a failure then death keeps the failure's
+    attempts and error; a failure then success keeps them and says applied; a
+    failure in one batch and death in the next keeps the first batch's error."""
+    ledger.retry_attempts, ledger.retry_base_seconds = 3, 0
+    for n in range(4):
+        poisoned[f"evt_{n}_customer_subscription_created"] = n != 3
+        feed("customer.subscription.created", so.subscription(f"sub_{n}", f"cus_{n}"), T, False)
+    read.catchup.run_once()  # all four received, in their own batch
+    ledger.process_new()  # attempt 1: three fail, evt_3 is applied
+    read.catchup.run_once()
+    ledger.retry_due()  # attempt 2: all three fail again
+    poisoned["evt_1_customer_subscription_created"] = False
+    ledger.retry_due()  # attempt 3: evt_1 applied, evt_0 and evt_2 dead
+    poisoned["evt_2_customer_subscription_created"] = False
+    read.catchup.run_once()  # one batch: failed, failed again, applied or dead
+    live = snapshot(read)
+    by_event = {dict(r)["stripe_event_id"]: dict(r) for r in live["webhook_receipts"]}
+    assert {e: (r["outcome"], r["attempts"]) for e, r in by_event.items()} == {
+        "evt_0_customer_subscription_created": ("dead", "3"),
+        "evt_1_customer_subscription_created": ("applied", "2"),
+        "evt_2_customer_subscription_created": ("dead", "3"),
+        "evt_3_customer_subscription_created": ("applied", "0"),
+    }
+    applied_late = by_event["evt_1_customer_subscription_created"]
+    assert "bug while handling evt_1" in applied_late["last_error"]
+    assert by_event["evt_3_customer_subscription_created"]["last_error"] == "None"
+
+    rebuild(read.catchup, next(p for p in read.projections if p.name == "webhook_health"))
+
+    assert snapshot(read) == live
+
+
 def test_rows_inserted_later_are_there_for_the_next_statement_on_their_table(
     read: ReadSide,
 ) -> None:
