@@ -174,6 +174,10 @@ class SqlProjection(Projection[ViewStore]):
     # rebuild of each alone, BENCHMARKS.md): how a rebuild shares them out between
     # processes. A hint: a wrong one only makes a process wait for another.
     rebuild_cost: ClassVar[float] = 1.0
+    # Indexes that only the API's reads use, never the projection's own statements:
+    # a rebuild's scratch tables go without them (each insert there costs less);
+    # the store's generation gets them after its rows, as it gets every index.
+    reader_indexes: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -215,7 +219,8 @@ class SqlProjection(Projection[ViewStore]):
         for table, columns in self.tables.items():
             keyed = " WITHOUT ROWID" if clustered and "PRIMARY KEY" in columns else ""
             c.execute(f"CREATE TABLE IF NOT EXISTS {names[table]} ({columns}){keyed}")
-        self.create_indexes(c, generation)
+        readers = self.index_names(generation, self.reader_indexes) if clustered else []
+        self.create_indexes(c, generation, readers)
 
     def create_indexes(self, c: Cursor, generation: int, existing: Collection[str] = ()) -> None:
         """Those not in `existing`: on PostgreSQL even `IF NOT EXISTS` waits for
@@ -226,8 +231,8 @@ class SqlProjection(Projection[ViewStore]):
             if name not in existing:
                 c.execute(f"CREATE INDEX IF NOT EXISTS {name} ON " + spec.format_map(names))
 
-    def index_names(self, generation: int) -> list[str]:
-        return [f"{index}_g{generation}" for index in self.indexes]
+    def index_names(self, generation: int, of: Collection[str] | None = None) -> list[str]:
+        return [f"{index}_g{generation}" for index in self.indexes if of is None or index in of]
 
     def publish_generation(self, c: Cursor, generation: int) -> None:
         """Point the views at a generation: readers see all of it at once."""

@@ -37,6 +37,7 @@ class CustomersProjection(SqlProjection):
         "customer_users": "user_uuid TEXT PRIMARY KEY, user_id TEXT NOT NULL",
     }
     indexes = {"customers_user": "{customers} (user_id)"}
+    reader_indexes = frozenset({"customers_user"})
 
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:

@@ -31,6 +31,7 @@ class InvoiceHistoryProjection(SqlProjection):
         "invoice_history_customer": "{invoice_history} (stripe_customer_id)",
         "invoice_customers_stripe": "{invoice_customers} (stripe_customer_id)",
     }
+    reader_indexes = frozenset({"invoice_history_user_created"})
 
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:

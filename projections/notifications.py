@@ -79,6 +79,7 @@ class NotificationsProjection(SqlProjection):
         ),
         "notification_contacts_user": "{notification_contacts} (user_id)",
     }
+    reader_indexes = frozenset({"notifications_user", "notification_contacts_user"})
 
     # --- helpers -------------------------------------------------------------------
 

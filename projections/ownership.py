@@ -35,6 +35,7 @@ class OwnershipProjection(SqlProjection):
         "invoice_parties_customer": "{invoice_parties} (customer_id)",
         "invoice_parties_subscription": "{invoice_parties} (subscription_id)",
     }
+    reader_indexes = frozenset(indexes)  # the handlers look rows up by their keys only
 
     def _own(self, w: Writer, aggregate_id: UUID, user_id: str | None, kind: str) -> None:
         if user_id is None:

@@ -41,6 +41,7 @@ class SubscriptionStatusProjection(SqlProjection):
         "subscription_invoices": "invoice_id TEXT PRIMARY KEY, subscription_id TEXT NOT NULL",
     }
     indexes = {"subscription_status_user": "{subscription_status} (user_id)"}
+    reader_indexes = frozenset({"subscription_status_user"})
 
     def _plan(self, price: Price | None) -> dict[str, Any]:
         plan, name, _ = self.catalog.resolve(price)

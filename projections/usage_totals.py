@@ -111,6 +111,7 @@ class UsageTotalsProjection(SqlProjection):
         "usage_alerts_user": "{usage_alerts} (user_id, cursor)",
         "usage_alerts_cursor": "{usage_alerts} (cursor)",
     }
+    reader_indexes = frozenset({"usage_totals_end", "usage_alerts_cursor"})
 
     def __init__(self, view: Any, catalog: Catalog) -> None:
         super().__init__(view, catalog)

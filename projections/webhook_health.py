@@ -24,6 +24,7 @@ class WebhookHealthProjection(SqlProjection):
         ),
     }
     indexes = {"webhook_receipts_outcome": "{webhook_receipts} (outcome, event_type)"}
+    reader_indexes = frozenset({"webhook_receipts_outcome"})
 
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:

@@ -600,6 +600,10 @@ def test_a_rebuild_shared_out_between_processes_equals_the_live_one(
     assert snapshot(read) == live
     after = {row["name"]: row["generation"] for row in read.positions()}
     assert all(after[name] == generations[name] + 1 for name in generations)
+    with read.store.transaction(commit=False) as c:  # those the scratch went without too
+        present = read.store.index_names(c)
+    for projection in read.projections:
+        assert set(projection.index_names(after[projection.name])) <= present, projection.name
 
 
 def test_a_failed_rebuild_process_is_named_with_its_projections_and_the_others_land(
