@@ -656,9 +656,9 @@ def test_the_projections_are_shared_out_by_the_events_they_apply() -> None:
 def test_a_rebuilds_folded_rows_reach_the_store_as_they_were(
     read: ReadSide, rows: list[tuple[str | None, float]]
 ) -> None:
-    """The step that writes a folded table to the store (PostgreSQL: COPY's text
-    format, each line made by SQLite): any text (tabs, newlines, backslashes, a
-    literal \\N, any character) and NULL as they were, floats to the last bit."""
+    """The step that writes a folded table to the store (PostgreSQL: binary COPY):
+    any text (tabs, newlines, backslashes, a literal \\N, any character) and NULL
+    as they were, floats to the last bit."""
     rows = [(t.replace("\x00", ""), f) if t else (t, f) for t, f in rows]  # PostgreSQL text
     rows += [("a\tb\nc\r\\d", 1767225600.1234567), ("\\N", 0.1), ("Zoë 😀 \\\\t", -5e-324)]
     table = f"copy_check_{next(_prefixes)}"
@@ -669,7 +669,7 @@ def test_a_rebuilds_folded_rows_reach_the_store_as_they_were(
         )
         with read.store.transaction(pipeline=False) as c:
             c.execute(f"CREATE TABLE {table} (n INTEGER, t TEXT, f DOUBLE PRECISION)")
-            _copy(conn, c, table)
+            _copy(conn, c, table, {"n": "int", "t": "text", "f": "float8"})
     try:
         with read.store.transaction(commit=False) as c:
             held = c.query(f"SELECT t, f FROM {table} ORDER BY n")
