@@ -218,14 +218,19 @@ _COPY_TYPES = {"text": "text", "bigint": "int8", "int": "int4", "float8": "float
 
 def _copy(scratch: sqlite3.Connection, c: Cursor, table: str, types: Mapping[str, str]) -> None:
     """A folded table's rows into the store's table of the same name (PostgreSQL:
-    binary COPY, each column of its declared type: no text to make and parse)."""
+    binary COPY, each column of its declared type: no text to make and parse; text
+    COPY if a column's type is none of `_COPY_TYPES`)."""
     rows = scratch.cursor()
     rows.row_factory = None  # tuples
     columns = [d[0] for d in rows.execute(f"SELECT * FROM {table}").description]
     listed = ", ".join(columns)
     if c.store.is_postgres:
-        with c.raw.copy(f"COPY {table} ({listed}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([_COPY_TYPES[types[column]] for column in columns])
+        kinds = [_COPY_TYPES.get(types.get(column, "")) for column in columns]
+        binary = all(kinds)
+        options = " (FORMAT BINARY)" if binary else ""
+        with c.raw.copy(f"COPY {table} ({listed}) FROM STDIN{options}") as copy:
+            if binary:
+                copy.set_types(kinds)
             for row in rows:
                 copy.write_row(row)
         return

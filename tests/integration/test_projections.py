@@ -643,9 +643,14 @@ def test_the_projections_are_shared_out_by_the_events_they_apply() -> None:
     assert share([heavy, b, costly], counts, 2) == [[costly], [heavy, b]]
 
 
+@pytest.mark.parametrize(
+    "types",
+    [{"n": "int", "t": "text", "f": "float8"}, {"n": "int", "t": "text"}],
+    ids=["binary", "text (a column of no known type)"],
+)
 @settings(max_examples=5)
 @given(
-    st.lists(
+    rows=st.lists(
         st.tuples(
             st.one_of(st.none(), st.text()), st.floats(allow_nan=False, allow_infinity=False)
         ),
@@ -654,11 +659,12 @@ def test_the_projections_are_shared_out_by_the_events_they_apply() -> None:
     )
 )
 def test_a_rebuilds_folded_rows_reach_the_store_as_they_were(
-    read: ReadSide, rows: list[tuple[str | None, float]]
+    read: ReadSide, rows: list[tuple[str | None, float]], types: dict[str, str]
 ) -> None:
-    """The step that writes a folded table to the store (PostgreSQL: binary COPY):
-    any text (tabs, newlines, backslashes, a literal \\N, any character) and NULL
-    as they were, floats to the last bit."""
+    """The step that writes a folded table to the store (PostgreSQL: binary COPY,
+    or text COPY when a column's type is not known): any text (tabs, newlines,
+    backslashes, a literal \\N, any character) and NULL as they were, floats to
+    the last bit."""
     rows = [(t.replace("\x00", ""), f) if t else (t, f) for t, f in rows]  # PostgreSQL text
     rows += [("a\tb\nc\r\\d", 1767225600.1234567), ("\\N", 0.1), ("Zoë 😀 \\\\t", -5e-324)]
     table = f"copy_check_{next(_prefixes)}"
@@ -669,7 +675,7 @@ def test_a_rebuilds_folded_rows_reach_the_store_as_they_were(
         )
         with read.store.transaction(pipeline=False) as c:
             c.execute(f"CREATE TABLE {table} (n INTEGER, t TEXT, f DOUBLE PRECISION)")
-            _copy(conn, c, table, {"n": "int", "t": "text", "f": "float8"})
+            _copy(conn, c, table, types)
     try:
         with read.store.transaction(commit=False) as c:
             held = c.query(f"SELECT t, f FROM {table} ORDER BY n")
