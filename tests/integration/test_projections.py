@@ -463,6 +463,58 @@ def test_usage_totals_asks_once_a_batch_whether_its_users_have_usage_records(
     assert read.usage(USER, at=T + 9)["metrics"]["ai_requests"]["total"] == 2
 
 
+def test_notifications_read_a_batchs_plan_changes_at_once_with_the_rows_of_one_by_one(
+    feed: Feed, read: ReadSide, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows of the subscriptions whose plan a batch changes are read in one
+    query; a subscription that an earlier event of the batch changed, or any after
+    a tick, is read again at its change. The notifications are those of a rebuild,
+    which applies one event at a time."""
+    users = [f"{USER[:-1]}{i}" for i in range(4)]
+
+    def sub(i: int, price: str, status: str = "active") -> dict[str, Any]:
+        return so.subscription(f"sub_{i}", f"cus_{i}", user_id=users[i], price_id=price,
+                               status=status)  # fmt: skip
+
+    for i in range(4):
+        feed("customer.subscription.created", sub(i, "price_starter_monthly"), T + i)
+    asked: list[str] = []
+    query = Writer.query
+
+    def spy(w: Writer, statement: str, **params: Any) -> list[dict[str, Any]]:
+        asked.append(statement)
+        return query(w, statement, **params)
+
+    monkeypatch.setattr(Writer, "query", spy)
+    pro = "price_professional_monthly"
+    feed("customer.subscription.updated", sub(0, pro), T + 10, catch_up=False)
+    feed("customer.subscription.updated", sub(1, "price_lisa_premium_monthly"), T + 11, False)
+    feed("customer.subscription.updated", sub(2, "price_starter_monthly", "unpaid"), T + 12, False)
+    feed("customer.subscription.updated", sub(2, pro, "unpaid"), T + 13, catch_up=False)
+    ledger.process_new()
+    ledger.tick(3600, now=T + 14)
+    feed("customer.subscription.updated", sub(3, pro), T + 15, catch_up=False)
+    ledger.process_new()
+    read.catchup.run_once()  # one batch of all of it
+    by_id = [q for q in asked if "{notification_subscriptions} WHERE subscription_id" in q]
+    assert len(by_id) == 3  # the batch's one; sub_2 (changed before), sub_3 (after a tick)
+    live = snapshot(read)
+    told: dict[tuple[str, str], list[Any]] = {}
+    for u in users:
+        for r in read.notifications(u):
+            told.setdefault((u, r["kind"]), []).append(r["detail"])
+    assert told[(users[0], "plan_changed")][-1]["previous_plan_id"] == "starter"
+    grants = ["team_management", "usage_reports"]
+    assert told[(users[0], "features_granted")][-1]["features"] == grants
+    assert told[(users[2], "plan_changed")][-1]["plan_id"] == "professional"
+    assert len(told[(users[2], "features_granted")]) == 1  # at its start; unpaid grants none
+    assert told[(users[3], "plan_changed")][-1]["plan_id"] == "professional"
+
+    rebuild(read.catchup, next(p for p in read.projections if p.name == "notifications"))
+
+    assert snapshot(read) == live
+
+
 def test_two_runners_apply_each_event_once(
     ledger: Ledger, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
