@@ -438,19 +438,25 @@ def test_rows_inserted_later_are_there_for_the_next_statement_on_their_table(
                 c.execute(f"DROP TABLE {name}")
 
 
-def test_usage_totals_asks_once_a_batch_whether_its_users_have_usage_records(
-    feed: Feed, read: ReadSide, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A batch of subscription events of users without usage records reads
-    `usage_records` once (`_learn`), not once an event; with a record, the totals."""
-    asked: list[str] = []
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement a projection reads its own tables with (`Writer.query`)."""
+    statements: list[str] = []
     query = Writer.query
 
     def spy(w: Writer, statement: str, **params: Any) -> list[dict[str, Any]]:
-        asked.append(statement)
+        statements.append(statement)
         return query(w, statement, **params)
 
     monkeypatch.setattr(Writer, "query", spy)
+    return statements
+
+
+def test_usage_totals_asks_once_a_batch_whether_its_users_have_usage_records(
+    feed: Feed, read: ReadSide, ledger: Ledger, asked: list[str]
+) -> None:
+    """A batch of subscription events of users without usage records reads
+    `usage_records` once (`_learn`), not once an event; with a record, the totals."""
     for i in range(6):
         sub = so.subscription(f"sub_{i}", f"cus_{i}", user_id=f"{USER[:-1]}{i}")
         feed("customer.subscription.created", sub, T + i, catch_up=False)
@@ -464,7 +470,7 @@ def test_usage_totals_asks_once_a_batch_whether_its_users_have_usage_records(
 
 
 def test_notifications_read_a_batchs_plan_changes_at_once_with_the_rows_of_one_by_one(
-    feed: Feed, read: ReadSide, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    feed: Feed, read: ReadSide, ledger: Ledger, asked: list[str]
 ) -> None:
     """The rows of the subscriptions whose plan a batch changes are read in one
     query; a subscription that an earlier event of the batch changed, or any after
@@ -478,14 +484,7 @@ def test_notifications_read_a_batchs_plan_changes_at_once_with_the_rows_of_one_b
 
     for i in range(4):
         feed("customer.subscription.created", sub(i, "price_starter_monthly"), T + i)
-    asked: list[str] = []
-    query = Writer.query
-
-    def spy(w: Writer, statement: str, **params: Any) -> list[dict[str, Any]]:
-        asked.append(statement)
-        return query(w, statement, **params)
-
-    monkeypatch.setattr(Writer, "query", spy)
+    asked.clear()  # the batch's own reads from here
     pro = "price_professional_monthly"
     feed("customer.subscription.updated", sub(0, pro), T + 10, catch_up=False)
     feed("customer.subscription.updated", sub(1, "price_lisa_premium_monthly"), T + 11, False)
