@@ -25,6 +25,7 @@ from api.webhooks import WebhookShortcut
 from ledger import collector
 from ledger.config import Settings
 from ledger.intake import StoreUnavailable
+from ledger.stripe import signature
 
 
 async def healthz(request: Request) -> Response:
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         collector.tune()  # in every worker: each is a process of its own
+        signature.prepare()
         parts = Parts(settings, pool_size=8)
         try:
             parts.start()

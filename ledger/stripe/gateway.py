@@ -42,9 +42,8 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import stripe
 from pydantic import BaseModel
 
 from ledger.domain.receipt import Delivery
@@ -62,6 +61,9 @@ from ledger.stripe.payloads import (
     read_listed_event,
     read_subscription,
 )
+
+if TYPE_CHECKING:  # imported when a gateway is made: a start that makes none skips its 0.15 s
+    import stripe
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,8 @@ class StripeGateway:
         self._read_interval = 1.0 / reads_per_second
         self._last_read = 0.0  # time.monotonic() of the last list request
         self._sleep = sleep
+        import stripe
+
         self._http_client = http_client or stripe.RequestsClient(timeout=DEFAULT_TIMEOUT)
         self._client = stripe.StripeClient(
             api_key,
@@ -639,6 +643,8 @@ class StripeGateway:
         return answer.model_validate(self._call(action, call).to_dict())
 
     def _call(self, action: str, call: Callable[[], T]) -> T:
+        import stripe
+
         try:
             return call()
         except stripe.StripeError as exc:
@@ -655,6 +661,8 @@ class StripeGateway:
             raise error from None
 
     def _translate(self, exc: stripe.StripeError) -> StripeError:
+        import stripe
+
         status = exc.http_status
         request_id = exc.request_id
         if isinstance(exc, stripe.APIConnectionError | stripe.APIError | stripe.RateLimitError) or (

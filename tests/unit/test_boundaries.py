@@ -149,3 +149,16 @@ known = {
     for folder in ("ledger", "projections", "api", "scripts")
     for p in (ROOT / folder).rglob("*.py")
 }
+
+
+def test_the_command_line_starts_without_the_stripe_library() -> None:
+    """Only a gateway or a signature check loads it (0.15 s): `ledger projections
+    rebuild` and its processes, `ledger verify` and the like start without it."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, scripts.cli; print('stripe' in sys.modules)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == "False"
