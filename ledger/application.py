@@ -365,22 +365,18 @@ class Ledger(Follower[UUID]):
         order, so none can appear at or below it later): before, with no failure
         ever, every scan read the whole log from its start."""
         head = self.recorder.max_notification_id() or 0
-        start, topics = self._failure_cursor + 1, [get_topic(Receipt.AttemptFailed)]
-        while start <= head:
-            batch = self.recorder.read_notifications(start, 500, head, topics)
-            for notification in batch:
-                event = self.mapper.to_domain_event(notification)
-                assert isinstance(event, Receipt.AttemptFailed)
-                if event.retry_at is not None:
-                    self._pending_retries.add(event.originator_id)
-            if len(batch) < 500:
-                break
-            start = batch[-1].id + 1
+        topic = get_topic(Receipt.AttemptFailed)
+        for notification in self._select(topic, self._failure_cursor + 1, head):
+            event = self.mapper.to_domain_event(notification)
+            assert isinstance(event, Receipt.AttemptFailed)
+            if event.retry_at is not None:
+                self._pending_retries.add(event.originator_id)
         self._failure_cursor = max(self._failure_cursor, head)
 
-    def _select(self, topic: str, start: int) -> Iterable[Any]:
+    def _select(self, topic: str, start: int, stop: int | None = None) -> Iterable[Any]:
+        """The log's events of `topic` from `start` to `stop` (None: the head), 500 a read."""
         while True:
-            batch = self.recorder.select_notifications(start=start, limit=500, topics=[topic])
+            batch = self.recorder.read_notifications(start, 500, stop, [topic])
             yield from batch
             if len(batch) < 500:
                 return

@@ -17,8 +17,9 @@ from ledger.domain.catalog import Catalog
 from ledger.store.library import handler_types
 from projections.store import Cursor, ViewStore, published_generations
 
-# a column's declared type -> its PostgreSQL array element type (`Writer.insert_rows`)
-_ARRAY_TYPES = {"TEXT": "text", "BIGINT": "bigint", "INTEGER": "int", "DOUBLE": "float8"}
+# a column's declared type -> its PostgreSQL type, as a cast (`Writer.insert_rows`) and
+# binary COPY (`set_types`, the rebuild) both name it
+_ARRAY_TYPES = {"TEXT": "text", "BIGINT": "bigint", "INTEGER": "integer", "DOUBLE": "float8"}
 
 
 def column_types(columns: str) -> dict[str, str]:

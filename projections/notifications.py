@@ -9,7 +9,6 @@ sees the same ticks in the same places and writes the same rows."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from functools import singledispatchmethod
 from typing import Any
 
@@ -89,17 +88,27 @@ class NotificationsProjection(SqlProjection):
     ) -> None:
         """One notification for the subscription's user; `only_if` adds a condition
         on the subscription's row (the notification is not written without it)."""
+        self._tell(
+            w, subscription_id, kind, t, ":detail", "subscription_id = :id" + only_if,
+            detail=json.dumps(detail, sort_keys=True), **detail,
+        )  # fmt: skip
+
+    def _tell(
+        self, w: Writer, subscription_id: str, kind: str, t: int, detail_sql: str, where: str,
+        **params: Any,
+    ) -> None:  # fmt: skip
+        """The notification's row, with the subscription's user, if its row of
+        `notification_subscriptions` meets `where`; its detail made by `detail_sql`."""
         w.execute(
             "INSERT INTO {notifications} (cursor, user_id, subscription_id, "
             "stripe_subscription_id, kind, occurred_at, detail) SELECT :cursor, user_id, "
-            "subscription_id, stripe_subscription_id, :kind, :t, :detail "
-            "FROM {notification_subscriptions} WHERE subscription_id = :id" + only_if,
+            f"subscription_id, stripe_subscription_id, :kind, :t, {detail_sql} "
+            f"FROM {{notification_subscriptions}} WHERE {where}",
             cursor=w.position * SLOTS + w.place(subscription_id),
             id=subscription_id,
             kind=kind,
             t=t,
-            detail=json.dumps(detail, sort_keys=True),
-            **detail,
+            **params,
         )
 
     def _features(self, price: Price | None) -> tuple[str, list[str], int]:
@@ -131,21 +140,14 @@ class NotificationsProjection(SqlProjection):
         condition = "subscription_id = :id AND granting = :was" + (
             f" AND NOT ({unless})" if unless else ""
         )
-        w.execute(
-            "INSERT INTO {notifications} (cursor, user_id, subscription_id, "
-            "stripe_subscription_id, kind, occurred_at, detail) SELECT :cursor, user_id, "
-            "subscription_id, stripe_subscription_id, :kind, :t, :head || features || :tail "
-            f"FROM {{notification_subscriptions}} WHERE {condition} AND features <> '[]'",
-            cursor=w.position * SLOTS + w.place(subscription_id),
-            id=subscription_id,
-            was=int(not granting),
-            kind="features_granted" if granting else "features_revoked",
-            t=t,
+        self._tell(
+            w, subscription_id, "features_granted" if granting else "features_revoked", t,
             # the detail as json.dumps(..., sort_keys=True) writes it: `features` is the
             # list as json.dumps wrote it
-            head='{"features": ',
+            ":head || features || :tail", f"{condition} AND features <> '[]'",
+            was=int(not granting), head='{"features": ',
             tail="}" if reason is None else f', "reason": {json.dumps(reason)}}}',
-        )
+        )  # fmt: skip
         w.execute(
             f"UPDATE {{notification_subscriptions}} SET granting = :granting WHERE {condition}",
             id=subscription_id,
@@ -217,48 +219,10 @@ class NotificationsProjection(SqlProjection):
         else:
             self._set_granting(w, sid, False, t, reason="inactive")
 
-    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
-        """The plans, features and granting of the subscriptions whose plan the
-        batch changes are read in one query first, not one a change (each a wait
-        for the pipeline's round trip). A change uses what was read unless an
-        earlier event of the batch may have changed it: one of the same
-        subscription, or a tick (the only events that write those columns); then,
-        as in a rebuild, it reads the row itself."""
-        changing = {
-            str(e.originator_id) for _, e in events if isinstance(e, Subscription.PlanChanged)
-        }
-        if not changing:
-            super().apply_all(events, w)
-            return
-        read = self._plans(w, changing)
-        stale: set[str] | None = set()  # None: every subscription's (a tick was applied)
-        for position, e in events:
-            w.position = position
-            sid = str(e.originator_id)
-            if isinstance(e, Subscription.PlanChanged):
-                fresh = stale is not None and sid not in stale
-                w.memo["plan"] = (sid, read.get(sid)) if fresh else None
-            self.apply(e, w)
-            if isinstance(e, Tick.Ticked):
-                stale = None
-            elif stale is not None:
-                stale.add(sid)
-
-    def _plans(self, w: Writer, ids: set[str]) -> dict[str, dict[str, Any]]:
-        names = {f"s{i}": sid for i, sid in enumerate(sorted(ids))}
-        listed = ", ".join(f":{name}" for name in names)
-        rows = w.query(
-            "SELECT subscription_id, plan_id, features, granting FROM "
-            f"{{notification_subscriptions}} WHERE subscription_id IN ({listed})",
-            **names,
-        )
-        return {row["subscription_id"]: row for row in rows}
-
     @apply.register
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
         sid, t = str(e.originator_id), e.stripe_created
-        held = w.memo.pop("plan", None)  # read with the batch's others (`apply_all`)
-        row = held[1] if held is not None and held[0] == sid else self._row(w, sid)
+        row = self._row(w, sid)
         if row is None:
             return
         plan_id, features, grace_days = self._features(e.price)

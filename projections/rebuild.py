@@ -212,20 +212,16 @@ def _write_generation(
         projection.create_indexes(c, generation)
 
 
-# a column's type (`column_types`) -> its name in binary COPY's `set_types`
-_COPY_TYPES = {"text": "text", "bigint": "int8", "int": "int4", "float8": "float8"}
-
-
 def _copy(scratch: sqlite3.Connection, c: Cursor, table: str, types: Mapping[str, str]) -> None:
     """A folded table's rows into the store's table of the same name (PostgreSQL:
     binary COPY, each column of its declared type: no text to make and parse; text
-    COPY if a column's type is none of `_COPY_TYPES`)."""
+    COPY if a column's type is not in `types`, i.e. not one `column_types` knows)."""
     rows = scratch.cursor()
     rows.row_factory = None  # tuples
     columns = [d[0] for d in rows.execute(f"SELECT * FROM {table}").description]
     listed = ", ".join(columns)
     if c.store.is_postgres:
-        kinds = [_COPY_TYPES.get(types.get(column, "")) for column in columns]
+        kinds = [types.get(column) for column in columns]
         binary = all(kinds)
         options = " (FORMAT BINARY)" if binary else ""
         with c.raw.copy(f"COPY {table} ({listed}) FROM STDIN{options}") as copy:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from calendar import monthrange
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import singledispatchmethod
 from itertools import count
@@ -59,6 +60,15 @@ _REPLACING = (
     Subscription.Ended,
     Subscription.LinkedToUser,
 )
+
+
+@dataclass
+class _Known:
+    """What a live batch learnt in `_learn`, kept true as it is applied (`w.memo`)."""
+
+    asked: set[str]  # the subscriptions asked about
+    owners: dict[str, str | None]  # those with a row: their user (None: no user yet)
+    used: set[str]  # which of their users (and the batch's) have usage records
 
 
 def month_of(t: int) -> tuple[int, int]:
@@ -177,7 +187,7 @@ class UsageTotalsProjection(SqlProjection):
                     **{f"u{i}": user for i, user in enumerate(users)},
                 )
             }
-        w.memo["usage"] = (set(subs), owners, used)
+        w.memo["usage"] = _Known(set(subs), owners, used)
 
     def _record_all(self, run: Sequence[tuple[int, UsageRecord.Recorded]], w: Writer) -> None:
         """Usage records (position, event), in log order, with no other event between
@@ -190,8 +200,8 @@ class UsageTotalsProjection(SqlProjection):
         with the total, time and cursor that record would have given it."""
         if not run:
             return
-        if "usage" in w.memo:
-            w.memo["usage"][2].update(e.user_id for _, e in run)
+        if known := w.memo.get("usage"):
+            known.used.update(e.user_id for _, e in run)
         users = _in_list(sorted({e.user_id for _, e in run}))
         marks = ", ".join(f":u{i}" for i in range(len(users)))
         params = {f"u{i}": user for i, user in enumerate(users)}
@@ -330,8 +340,8 @@ class UsageTotalsProjection(SqlProjection):
             "plan_id) VALUES (:id, :user_id, :cus, :plan_id)",
             id=str(e.originator_id), user_id=e.user_id, cus=e.stripe_customer_id, plan_id=plan.id,
         )  # fmt: skip
-        if "usage" in w.memo:
-            w.memo["usage"][1][str(e.originator_id)] = e.user_id
+        if known := w.memo.get("usage"):
+            known.owners[str(e.originator_id)] = e.user_id
         self._period(w, str(e.originator_id), e.current_period_start, e.current_period_end)
 
     @apply.register
@@ -395,9 +405,9 @@ class UsageTotalsProjection(SqlProjection):
             w.execute(
                 f"UPDATE {{{table}}} SET user_id = :user_id WHERE subscription_id = :id", **params
             )
-        owners = w.memo["usage"][1] if "usage" in w.memo else {}
-        if params["id"] in owners:  # a row to update
-            owners[params["id"]] = e.user_id
+        known = w.memo.get("usage")
+        if known and params["id"] in known.owners:  # a row to update
+            known.owners[params["id"]] = e.user_id
         self._replace(w, str(e.originator_id))
 
     def _replace(self, w: Writer, sub: str) -> None:
@@ -407,10 +417,10 @@ class UsageTotalsProjection(SqlProjection):
         either), or a subscription without a user, is one query and nothing is
         written; otherwise the writes go in one round trip with the query of the
         new totals."""
-        asked, owners, used = w.memo.get("usage", ((), {}, set()))
-        if sub in asked:  # known without a query (`_learn`)
-            user_id = owners.get(sub)
-            if user_id is None or user_id not in used:
+        known = w.memo.get("usage")
+        if known and sub in known.asked:  # without a query (`_learn`)
+            user_id = known.owners.get(sub)
+            if user_id is None or user_id not in known.used:
                 return
         else:
             found = w.query(

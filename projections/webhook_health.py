@@ -59,7 +59,7 @@ class WebhookHealthProjection(SqlProjection):
             if isinstance(e, Receipt.Received):
                 received[key] = self._received(e, position)
             elif changes := _changes(e):
-                row = received.get(key) or earlier.setdefault(key, dict(_UNCHANGED, receipt_id=key))
+                row = received.get(key) or earlier.setdefault(key, _unchanged(key))
                 row.update(changes, position=position)
         w.insert_rows("webhook_receipts", list(received.values()))
         self._change_all(w, list(earlier.values()))
@@ -73,8 +73,15 @@ class WebhookHealthProjection(SqlProjection):
         if not w.postgres:
             w.execute_many(_CHANGE, rows)
             return
-        columns = {c: [r[c] for r in rows] for c in _UNCHANGED_TYPES}
-        w.execute(_CHANGE_ALL, **columns)
+        types = w.types["webhook_receipts"]  # the arrays in binary, as insert_rows sends
+        arrays = ", ".join(f"%({c})b::{types[c]}[]" for c in _CHANGED)
+        w.execute(
+            f"UPDATE {{webhook_receipts}} AS t SET {_SET.format(v='v.', t='t.')} "
+            f"FROM unnest({arrays}) AS v({', '.join(_CHANGED)}) "
+            # ANY as well: the rows found by the key, not a join over the whole table
+            "WHERE t.receipt_id = ANY(%(receipt_id)b::text[]) AND t.receipt_id = v.receipt_id",
+            **{c: [r[c] for r in rows] for c in _CHANGED},
+        )
 
     @staticmethod
     def _received(e: Receipt.Received, position: int) -> dict[str, Any]:
@@ -90,11 +97,7 @@ class WebhookHealthProjection(SqlProjection):
         w.update("webhook_receipts", "receipt_id", e.originator_id, assignments, **changes)
 
 
-_UNCHANGED = {"outcome": None, "attempts": None, "last_error": None, "position": None}
-_UNCHANGED_TYPES = {
-    "receipt_id": "text", "outcome": "text", "attempts": "int", "last_error": "text",
-    "position": "bigint",
-}  # fmt: skip
+_CHANGED = ("receipt_id", "outcome", "attempts", "last_error", "position")  # what changes
 _SET = (
     "outcome = {v}outcome, attempts = COALESCE({v}attempts, {t}attempts), "
     "last_error = CASE WHEN {v}attempts IS NULL THEN {t}last_error ELSE {v}last_error END, "
@@ -103,16 +106,11 @@ _SET = (
 _CHANGE = (
     "UPDATE {webhook_receipts} SET " + _SET.format(v=":", t="") + " WHERE receipt_id = :receipt_id"
 )
-_CHANGE_ALL = (  # the arrays in binary, unnested (see Writer.insert_rows)
-    "UPDATE {webhook_receipts} AS t SET "
-    + _SET.format(v="v.", t="t.")
-    + " FROM unnest("
-    + ", ".join(f"%({c})b::{kind}[]" for c, kind in _UNCHANGED_TYPES.items())
-    + ") AS v("
-    + ", ".join(_UNCHANGED_TYPES)
-    # ANY as well: the rows found by the key, not a join over the whole table
-    + ") WHERE t.receipt_id = ANY(%(receipt_id)b::text[]) AND t.receipt_id = v.receipt_id"
-)
+
+
+def _unchanged(receipt_id: str) -> dict[str, Any]:
+    """A receipt's row of changes before any: None leaves a column as it is."""
+    return {**dict.fromkeys(_CHANGED), "receipt_id": receipt_id}
 
 
 def _changes(e: Any) -> dict[str, Any]:

@@ -24,6 +24,9 @@ import time
 import urllib.request
 from typing import Any
 
+from eventsourcing.postgres import PostgresProcessRecorder
+
+from ledger.store.library import datastore_of, events_table_name
 from scripts.dev import loadgen
 from scripts.dev.common import each_mode, figure, open_store, render_table
 from scripts.dev.synthetic import fill
@@ -49,7 +52,7 @@ def bench_rebuild(database_url: str, store: str, opts: Any) -> dict[str, Any]:
                 customers += 1000
                 written += batch
             fill_s = time.perf_counter() - started
-            _settle(database_url)
+            _settle(ledger)
             head = ledger.recorder.max_notification_id()
             print(f"  rebuild of every projection over {head:,} events ...", flush=True)
             result[str(size)] = {
@@ -62,17 +65,16 @@ def bench_rebuild(database_url: str, store: str, opts: Any) -> dict[str, Any]:
     return result
 
 
-def _settle(database_url: str) -> None:
+def _settle(ledger: Any) -> None:
     """The freshly filled log as a long-lived one is (PostgreSQL: vacuumed,
     analysed, checkpointed), outside the time measured: otherwise autovacuum and
     the checkpoint after a fill of 900,000 rows run during the rebuild and share
     its two cores."""
-    if not database_url.startswith("postgresql"):
+    recorder = ledger.recorder
+    if not isinstance(recorder, PostgresProcessRecorder):
         return
-    import psycopg
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) ledger_events")
+    with datastore_of(recorder).get_connection() as conn:  # autocommit, as VACUUM needs
+        conn.execute(f"VACUUM (ANALYZE) {events_table_name(recorder)}")
         conn.execute("CHECKPOINT")
 
 
