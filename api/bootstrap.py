@@ -18,6 +18,8 @@ from ledger.plans import Catalog, load_catalog
 from ledger.processor import Processor
 from ledger.reconcile import Reconciler
 from ledger.store.async_writer import AsyncEventWriter
+from ledger.store.library import log_channel
+from ledger.store.listener import Listener
 from ledger.store.url import Store
 from ledger.stripe.gateway import StripeGateway
 from ledger.usage import Metering
@@ -51,6 +53,27 @@ class Parts:
         ledger = open_ledger(self.settings, pool_size=self._pool_size)
         self._closers.append(ledger.close)
         return ledger
+
+    @cached_property
+    def listener(self) -> Listener | None:
+        """PostgreSQL: this process's one connection that LISTENs for the store's
+        notifications (ledger/store/listener.py). None on SQLite."""
+        store = Store(self.settings.database_url)
+        if not store.is_postgres:
+            return None
+        listener = Listener(store.conninfo())
+        self._closers.append(listener.stop)
+        return listener
+
+    def wake_on_log(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` whenever events are committed to the log, from now on. False
+        where the store cannot tell (SQLite): the caller polls instead."""
+        listener = self.listener
+        if listener is None:
+            return False
+        listener.on(log_channel(self.ledger.recorder), wake)
+        listener.start()
+        return True
 
     @cached_property
     def processor(self) -> Processor:

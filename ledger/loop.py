@@ -2,10 +2,12 @@
 stage two (`Processor`) and the projections' follower both run on one.
 
 In a process of its own (`ledger process`, `ledger projections run`) nobody in the
-process wakes it: it reads the log's head every `HEAD_POLL` seconds and runs as
-soon as the head has moved (a cheap read; the timer still runs it in any case).
-Started by `ledger serve` (LEDGER_PROCESSOR=process), it stops when that parent
-is gone, so that no orphan keeps working on the store."""
+process wakes it. On PostgreSQL the store does: a listener (ledger/store/listener.py)
+wakes it whenever events are committed to the log. On SQLite, which cannot tell,
+it reads the log's head every `HEAD_POLL` seconds and runs as soon as the head has
+moved (a cheap read). The timer runs it in any case. Started by `ledger serve`
+(LEDGER_PROCESSOR=process), it stops when that parent is gone, so that no orphan
+keeps working on the store."""
 
 from __future__ import annotations
 
@@ -42,15 +44,15 @@ class WakeableLoop:
         """Run the step when woken, when the timer runs out and, given `head` (the
         log's head), when it has moved since the last look (every HEAD_POLL s)."""
         seen, due = None, 0.0
-        parent = int(os.environ.get(PARENT, "0")) if head is not None else 0
+        parent = int(os.environ.get(PARENT, "0"))
         while not self._stop.is_set():
             woken = self._wake.wait(self.interval if head is None else HEAD_POLL)
             self._wake.clear()
             try:
+                if not woken and parent and os.getppid() != parent:
+                    log.warning("%s: the process that started it is gone; stopping", self.name)
+                    return
                 if head is not None and not woken:
-                    if parent and os.getppid() != parent:
-                        log.warning("%s: the process that started it is gone; stopping", self.name)
-                        return
                     now, moved = time.monotonic(), head()
                     if moved == seen and now < due:
                         continue

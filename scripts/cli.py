@@ -89,8 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = Parts(load_settings(announce=False), projections=getattr(args, "names", None) or None)
     try:
         if args.command == "process":
-            recorder = parts.ledger.recorder
-            parts.processor.run_in_foreground(head=lambda: recorder.max_notification_id() or 0)
+            recorder, processor = parts.ledger.recorder, parts.processor
+            woken = parts.wake_on_log(processor.wake)
+            processor.run_in_foreground(
+                head=None if woken else lambda: recorder.max_notification_id() or 0
+            )
             return 0
         if args.command == "projections":
             return projection_commands.run(args, parts)

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace, parts: Parts) -> int:
     if args.projections_command == "run":
         if parts.outbox is not None:  # LEDGER_SMTP_URL: mail what notifications tells
             parts.outbox.start()
-        read.follower.run_in_foreground(head=read.catchup.head)
+        woken = parts.wake_on_log(read.follower.wake)
+        read.follower.run_in_foreground(head=None if woken else read.catchup.head)
     elif args.projections_command == "rebuild":
         return _rebuild(read, args.jobs)
     else:

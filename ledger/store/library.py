@@ -121,13 +121,18 @@ def handler_types(method: singledispatchmethod[Any]) -> list[type]:
     return [t for t in method.dispatcher.registry if t is not object]
 
 
+def log_channel(recorder: Any) -> str:
+    """The channel the library's PostgreSQL recorder NOTIFYs on every insert of events."""
+    return str(recorder.channel_name)
+
+
 def lock_and_notify_statements(recorder: Any) -> list[Composed]:
     """What the library's PostgreSQL recorder runs before inserting events: its
     lock timeout, the EXCLUSIVE lock on the events table (so that notification ids
     are committed in the order they are issued) and the NOTIFY of its channel."""
     from psycopg.sql import SQL, Identifier
 
-    notify = SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))
+    notify = SQL("NOTIFY {0}").format(Identifier(log_channel(recorder)))
     return [*recorder.lock_table_statements, notify]
 
 

@@ -1,0 +1,102 @@
+"""On PostgreSQL the processes that follow the log are woken by the store when
+events are committed to it (LISTEN/NOTIFY, ledger/store/listener.py), instead of
+reading its head every 10 ms while nothing happens; on SQLite they still read
+the head."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from api.bootstrap import Parts
+from ledger.loop import WakeableLoop
+from ledger.opening import open_ledger
+from ledger.store.listener import NAME
+from scripts.cli import main
+from tests import stripe_objects as so
+from tests.conftest import PG_ADMIN, deliver, eventually, make_settings
+from tests.integration.test_ledger import delivery
+
+
+def _connected(woken: threading.Event) -> None:
+    """The wake-up every listener gives once connected (what was committed before
+    went unnoticed), then quiet while nothing is committed."""
+    assert woken.wait(5)
+    time.sleep(0.1)
+    woken.clear()
+    assert not woken.wait(0.3)
+
+
+def test_a_commit_to_the_log_wakes_a_listener_whichever_path_wrote_it(database_url: str) -> None:
+    parts = Parts(make_settings(database_url))
+    woken = threading.Event()
+    try:
+        listening = parts.wake_on_log(woken.set)
+        if not database_url.startswith("postgresql"):
+            assert listening is False and parts.listener is None  # the caller polls the head
+            return
+        assert listening
+        _connected(woken)
+        parts.ledger.record([delivery("evt_library")])  # the library's insert (stage two's)
+        assert woken.wait(5)
+        woken.clear()
+        with TestClient(create_app(make_settings(database_url))) as api:  # stage one's writer
+            deliver(api, "evt_api", "customer.created", so.customer("cus_1"), 100)
+        assert woken.wait(5)
+    finally:
+        parts.close()
+
+
+def test_a_listener_whose_connection_is_cut_connects_again_and_misses_nothing(
+    postgres_url: str,
+) -> None:
+    parts = Parts(make_settings(postgres_url))
+    woken = threading.Event()
+    try:
+        assert parts.wake_on_log(woken.set)
+        _connected(woken)
+        database = postgres_url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            cut = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND datname = %s",
+                (NAME, database),
+            ).fetchall()
+        assert cut == [(True,)]
+        # connected again, it wakes its callers: a commit meanwhile went unnoticed
+        eventually(woken.is_set, timeout=10)
+        assert parts.listener is not None and parts.listener.listening
+        woken.clear()
+        parts.ledger.record([delivery("evt_after")])
+        assert woken.wait(5)
+    finally:
+        parts.close()
+
+
+@pytest.mark.parametrize("command", [["process"], ["projections", "run"]])
+def test_a_process_of_its_own_reads_the_head_only_where_the_store_cannot_wake_it(
+    cli_env: pytest.MonkeyPatch, database_url: str, command: list[str]
+) -> None:
+    heads, woken = [], threading.Event()
+    writer = open_ledger(make_settings(database_url), pool_size=1)
+
+    def foreground(loop: WakeableLoop, head: object = None) -> None:
+        heads.append(head)
+        if head is None:  # woken by the store: by a commit to the log
+            _connected(woken)
+            writer.record([delivery("evt_1")])
+            assert woken.wait(5)
+
+    cli_env.setattr(WakeableLoop, "run_in_foreground", foreground)
+    cli_env.setattr(WakeableLoop, "wake", lambda loop: woken.set())
+    try:
+        assert main(command) == 0
+    finally:
+        writer.close()
+    assert len(heads) == 1
+    assert (heads[0] is None) == database_url.startswith("postgresql")
