@@ -175,7 +175,7 @@ class Parts:
     @cached_property
     def accounts(self) -> Accounts:
         accounts = Accounts(self.ledger, self.catalog, self.gateway, self.read)
-        accounts.tokens.interval = self.settings.token_watch_interval_seconds
+        accounts.tokens.wakeup.interval = self.settings.token_watch_interval_seconds
         self._closers.append(accounts.tokens.stop)
         return accounts
 
@@ -219,6 +219,7 @@ class Parts:
             self.metering,
         )  # a bad plans file stops here
         self.accounts.tokens.start()  # keeps token hashes in memory while it follows the log
+        self._listen_for_watchers()
         if self.settings.projections == "inline":
             self.processor.after = self.read.follower.wake
             self.read.follower.start()
@@ -227,6 +228,18 @@ class Parts:
         if self.settings.processor == "inline":
             self.ledger.tick(self.settings.clock_period_seconds)  # this period's, before serving
             self.processor.start()
+
+    def _listen_for_watchers(self) -> None:
+        """PostgreSQL: the token watch is woken by commits to the log, the read
+        side's watch by the projections' commits; their timers then only stand by."""
+        listener = self.listener
+        if listener is None:
+            return
+        tokens, watch = self.accounts.tokens.wakeup, self.read.watch.wakeup
+        listener.on(log_channel(self.ledger.recorder), tokens.wake)
+        listener.on(self.read.store.moved_channel, watch.wake)
+        tokens.notified = watch.notified = lambda: listener.listening
+        listener.start()
 
     async def close_async(self) -> None:
         """What runs on the event loop: stage one's writer on PostgreSQL."""

@@ -1,10 +1,12 @@
 """Follows the log's token events (`User.TokenRotated`, `User.TokensRevoked`) so
 that every API process forgets a rotated or revoked token as soon as it is
-recorded, wherever it was recorded (read every `interval` seconds, 20 ms by
-default). A process trusts the token hashes it keeps in memory only while this
-watch runs; otherwise each authentication reads the log. While the store does not
-answer, nothing can be recorded there either, so what is kept stays trusted (the
-hot reads of known users keep answering through an outage)."""
+recorded, wherever it was recorded: read every `interval` seconds (20 ms by
+default) or, on PostgreSQL, as soon as the store tells that events were committed
+to the log (ledger/store/listener.py; every 0.5 s besides). A process trusts the
+token hashes it keeps in memory only while this watch runs; otherwise each
+authentication reads the log. While the store does not answer, nothing can be
+recorded there either, so what is kept stays trusted (the hot reads of known
+users keep answering through an outage)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from eventsourcing.persistence import PersistenceError
 
 from ledger.application import Ledger
 from ledger.domain.user import User
+from ledger.store.listener import Wakeup
 
 log = logging.getLogger("ledger.tokens")
 TOPICS = [get_topic(User.TokenRotated), get_topic(User.TokensRevoked)]
@@ -32,7 +35,7 @@ class TokenWatch:
     ) -> None:
         self._ledger = ledger
         self._forget = forget
-        self.interval = interval
+        self.wakeup = Wakeup(interval)
         self._cursor = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -51,6 +54,7 @@ class TokenWatch:
 
     def stop(self) -> None:
         self._stop.set()
+        self.wakeup.wake()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
@@ -75,7 +79,10 @@ class TokenWatch:
                 return
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            self.wakeup.pause()
+            if self._stop.is_set():
+                return
             try:
                 self.poll()
             except PersistenceError:  # nothing can be revoked through it meanwhile

@@ -295,6 +295,8 @@ def apply_many_in(
     the events. Raises GenerationChanged when a rebuild has published a newer
     generation of one of them."""
     c.store.record_positions(c, {p.tracking_key(g): position for p, _, g in shares})
+    if c.store.is_postgres:  # at commit, the API's watchers are woken (ledger/store/listener.py)
+        c.execute("SELECT pg_notify(:channel, '')", {"channel": c.store.moved_channel})
     published = published_generations(c)
     for projection, _, generation in shares:
         current = published.get(projection.name)

@@ -1,7 +1,9 @@
 """The API's memory of subscription_status rows: the hot read ("is this user
 premium?") answered without a query while the projection has not moved. A
-watcher thread (`Watch`) reads the projection's position every 25 ms and forgets every
-row when it moved, so an answer is at most that much behind the tables."""
+watcher thread (`Watch`) reads the projection's position every 25 ms, or on
+PostgreSQL as soon as the store tells that projections committed (every 0.5 s
+besides), and forgets every row when it moved: an answer is at most that much
+behind the tables."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from ledger.store.listener import Wakeup
 
 log = logging.getLogger("projections.status_cache")
 MISSING: Any = object()
@@ -70,7 +74,7 @@ class Watch:
     ) -> None:
         self._caches = list(caches)
         self._also = list(also)
-        self._interval = interval
+        self.wakeup = Wakeup(interval)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -82,11 +86,15 @@ class Watch:
 
     def stop(self) -> None:
         self._stop.set()
+        self.wakeup.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.is_set():
+            self.wakeup.pause()
+            if self._stop.is_set():
+                return
             for cache in self._caches:
                 cache.check_or_forget()
             for step in self._also:

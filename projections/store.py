@@ -24,7 +24,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from psycopg.conninfo import make_conninfo
 
-from ledger.store.library import datastore_of, insert_trackings, tracking_table
+from ledger.store.library import datastore_of, insert_trackings, moved_channel, tracking_table
 from ledger.store.url import Store
 
 _PLACEHOLDER = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
@@ -62,6 +62,11 @@ class ViewStore:
         self._sql: dict[str, str] = {}
         with self.transaction(pipeline=False) as c:
             c.execute(GENERATIONS_DDL)
+
+    @property
+    def moved_channel(self) -> str:
+        """PostgreSQL: what every batch the projections apply NOTIFYs at its commit."""
+        return moved_channel(self.tracking)
 
     @property
     def conninfo(self) -> str:

@@ -92,6 +92,12 @@ def events_table_name(recorder: Any) -> str:
     return str(recorder.events_table_name)
 
 
+def moved_channel(recorder: Any) -> str:
+    """The channel a batch applied by the projections NOTIFYs, named after the
+    tracking table their positions are kept in."""
+    return f"{getattr(recorder, 'tracking_table_name', 'tracking')}_moved"
+
+
 def tracking_table(recorder: Any) -> str:
     """The table a tracking recorder keeps its positions in, as SQL (PostgreSQL:
     schema-qualified; SQLite: always `tracking`)."""

@@ -68,7 +68,8 @@ class Listener:
         failed = False
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True, application_name=NAME) as conn:
+                connect = psycopg.connect(self._conninfo, autocommit=True, application_name=NAME)
+                with connect as conn:
                     for channel in self._channels:
                         conn.execute(SQL("LISTEN {0}").format(Identifier(channel)))
                     self._listening.set()
@@ -96,3 +97,24 @@ class Listener:
         for wakes in self._channels.values():
             for wake in wakes:
                 wake()
+
+
+NOTIFIED = 0.5  # seconds between a watcher's turns while the store wakes it
+
+
+class Wakeup:
+    """A watcher's pause between two turns: until it is woken, or its `interval`
+    has passed; while `notified()` (a listener is listening for what it watches),
+    the timer is only a safety net and runs every `NOTIFIED` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.notified: Callable[[], bool] = lambda: False
+        self._event = threading.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def pause(self) -> None:
+        self._event.wait(NOTIFIED if self.notified() else self.interval)
+        self._event.clear()

@@ -16,6 +16,7 @@ from api.app import create_app
 from api.bootstrap import Parts
 from ledger.loop import WakeableLoop
 from ledger.opening import open_ledger
+from ledger.store import listener
 from ledger.store.listener import NAME
 from scripts.cli import main
 from tests import stripe_objects as so
@@ -100,3 +101,47 @@ def test_a_process_of_its_own_reads_the_head_only_where_the_store_cannot_wake_it
         writer.close()
     assert len(heads) == 1
     assert (heads[0] is None) == database_url.startswith("postgresql")
+
+
+def test_the_api_watchers_are_woken_by_the_store_not_by_their_timers(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the timers of a process's watchers set far off, what another process
+    commits still reaches it at once: a revoked token is refused, and a
+    subscription the projections applied is answered instead of the cached
+    "not active" (both within a second: the store's notification woke the watchers)."""
+
+    def far_off(wakeup: listener.Wakeup) -> None:  # a turn only when woken
+        wakeup._event.wait(60)
+        wakeup._event.clear()
+
+    monkeypatch.setattr(listener.Wakeup, "pause", far_off)
+    user = "user_1767225600_listenerab"
+    settings = make_settings(postgres_url, LEDGER_PROJECTIONS="off")
+    with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:
+        token = a.post("/api/users", json={"user_id": user}).json()["token"]
+        headers = {"X-User-ID": user, "Authorization": f"Bearer {token}"}
+        assert a.get("/api/stripe/get-subscription", headers=headers).json() == {"active": False}
+        time.sleep(0.3)  # the watchers' turns after the registration are over
+
+        sub = so.subscription("sub_listener", "cus_listener", user_id=user)
+        deliver(b, "evt_listener", "customer.subscription.created", sub, 100)
+        b_parts = Parts(settings)
+        try:
+            b_parts.ledger.process_new()
+            assert b_parts.read.catchup.run_once() > 0  # another process's projections
+        finally:
+            b_parts.close()
+        eventually(
+            lambda: a.get("/api/stripe/get-subscription", headers=headers).json()["active"],
+            timeout=1,
+        )
+
+        revoked = b.delete(
+            f"/api/v1/audit/users/{user}/tokens", headers={"Authorization": "Bearer adm_test"}
+        )
+        assert revoked.status_code == 200
+        eventually(
+            lambda: a.get("/api/stripe/get-subscription", headers=headers).status_code == 401,
+            timeout=1,
+        )
