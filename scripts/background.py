@@ -3,12 +3,14 @@ stage two (`ledger process`) and the projections (`ledger projections run`) in
 processes of their own beside the API, started before it serves and stopped after
 it. In the API's process they took turns with the event loop on one interpreter
 lock; on their own each has a core's worth of Python (BENCHMARKS.md: deliveries
-fully applied). They find new work by the log's head (ledger/loop.py), and stop
-by themselves if the API process is gone.
+fully applied). They are woken when events are committed to the log (on SQLite,
+they read its head: ledger/loop.py), and stop by themselves if the API process is
+gone.
 
 A process that fails (exits non-zero or is killed) is started again after a
-second; one that exits 0 was asked to stop (Ctrl-C reaches the whole group) and
-is left stopped.
+second. One that exits 0, or that SIGINT or SIGTERM ended before it could handle
+them (while it was still starting), was asked to stop (Ctrl-C reaches the whole
+group) and is left stopped.
 
 They run at a lower priority (`NICENESS`): when the cores are all busy (a burst)
 the API answers first and they catch up after. A burst of 20,000 on PostgreSQL,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +33,9 @@ log = logging.getLogger("ledger.background")
 
 COMMANDS = {"processor": ("process",), "projections": ("projections", "run")}
 NICENESS = 10
+# How a process asked to stop ends: exit 0, or ended by the signal itself when it
+# came before the process could handle it (Popen's return code is minus the signal).
+ASKED_TO_STOP = (0, -signal.SIGINT, -signal.SIGTERM)
 
 
 def yield_to_the_api() -> None:
@@ -72,7 +78,7 @@ class Background:
                 code = child.poll()
                 if code is None or self._stop.is_set():
                     continue
-                if code == 0:
+                if code in ASKED_TO_STOP:
                     log.info("`ledger %s` stopped", " ".join(command))
                     del self._children[command]
                     continue

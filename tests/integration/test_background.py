@@ -17,7 +17,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.domain.receipt import Receipt
 from ledger.opening import open_ledger
-from scripts.background import NICENESS
+from scripts.background import NICENESS, Background
 from scripts.dev import loadgen
 from scripts.dev.common import MODES
 from tests.conftest import WEBHOOK_SECRET, make_settings
@@ -151,3 +151,25 @@ def test_ctrl_c_stops_the_api_and_its_processes_and_none_is_started_again(
     wait_for(lambda: not any(alive(pid) for pid in started), 15, "the processes stopped")
     log = (tmp_path / "api").read_text()
     assert "starting it again" not in log
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_process_stopped_by_a_signal_while_it_starts_is_not_started_again(
+    cli_env: pytest.MonkeyPatch, signum: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C may reach the group while a process is still starting (before its
+    loop handles signals): it ends by the signal itself, and was asked to stop all
+    the same. A process killed otherwise is started again (above)."""
+    caplog.set_level("INFO", logger="ledger.background")
+    background = Background.of("process", "off")
+    background.start()
+    try:
+        (child,) = background._children.values()
+        child.send_signal(signum)
+        assert child.wait(timeout=10) in (0, -signum)
+        time.sleep(2.5)  # two turns of the watch
+        assert background._children == {}
+    finally:
+        background.stop()
+    assert "starting it again" not in caplog.text
+    assert "`ledger process` stopped" in caplog.text
