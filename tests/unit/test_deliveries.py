@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.domain.receipt import Delivery
 from ledger.stripe.payloads import NotAnEvent, _data_subject, read_delivery, read_envelope
 from tests import stripe_objects as so
 
@@ -33,18 +32,17 @@ JSON = st.recursive(
 )
 
 
-def by_envelope(body: bytes) -> Delivery:
-    """The receipt as stage one made it from the whole envelope, before."""
-    envelope = read_envelope(body)
-    return Delivery(
-        stripe_event_id=envelope.id,
-        event_type=envelope.type,
-        stripe_created=envelope.created,
-        api_version=envelope.api_version,
-        livemode=envelope.livemode,
-        payload=body.decode("utf-8"),
-        data_subject=_data_subject(envelope.object),
-    )
+def by_envelope(body: bytes) -> tuple[Any, ...]:
+    """What stage one recorded of a body when it read the whole envelope, before."""
+    e = read_envelope(body)
+    return (e.id, e.type, e.created, e.api_version, e.livemode, _data_subject(e.object))
+
+
+def by_head(body: bytes) -> tuple[Any, ...]:
+    d = read_delivery(body)
+    assert d.payload == body.decode()
+    return (d.stripe_event_id, d.event_type, d.stripe_created, d.api_version, d.livemode,
+            d.data_subject)  # fmt: skip
 
 
 def outcome(read: Any, body: bytes) -> Any:
@@ -73,7 +71,7 @@ def test_stage_one_reads_a_body_as_the_whole_envelope_would(
     else:
         event[where] = value
     body = json.dumps(event).encode()
-    assert outcome(read_delivery, body) == outcome(by_envelope, body)
+    assert outcome(by_head, body) == outcome(by_envelope, body)
 
 
 @pytest.mark.parametrize("event", EVENTS, ids=lambda e: e["type"])
