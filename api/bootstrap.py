@@ -236,10 +236,9 @@ class Parts:
         if listener is None:
             return
         tokens, watch = self.accounts.tokens.wakeup, self.read.watch.wakeup
-        listener.on(log_channel(self.ledger.recorder), tokens.wake)
-        listener.on(self.read.store.moved_channel, watch.wake)
         tokens.notified = watch.notified = lambda: listener.listening
-        listener.start()
+        listener.on(self.read.store.moved_channel, watch.wake)
+        self.wake_on_log(tokens.wake)  # and starts listening
 
     async def close_async(self) -> None:
         """What runs on the event loop: stage one's writer on PostgreSQL."""

@@ -104,10 +104,7 @@ class Writer:
         columns = tuple(rows[0])
         statement = self._insert(table, columns, conflict)
         if self.postgres:
-            types = self.types[table]
-            self.execute(
-                statement, **{c: _array(types[c], [row[c] for row in rows]) for c in columns}
-            )
+            self.execute(statement, **self.arrays(table, columns, rows))
         elif len(rows) == 1:
             self.execute(statement, **rows[0])
         else:
@@ -117,16 +114,28 @@ class Writer:
         key = (table, columns, conflict)
         statement = self._inserts.get(key)
         if statement is None:
-            if self.postgres:  # arrays sent in binary: no text to quote and parse
-                types = self.types[table]
-                arrays = ", ".join(f"%({c})b::{types[c]}[]" for c in columns)
-                rows = f"SELECT * FROM unnest({arrays})"
+            if self.postgres:
+                rows = f"SELECT * FROM {self.unnest(table, columns)}"
             else:
                 rows = "VALUES (" + ", ".join(f":{c}" for c in columns) + ")"
             statement = self._inserts[key] = (
                 f"INSERT INTO {{{table}}} ({', '.join(columns)}) {rows} {conflict}"
             )
         return statement
+
+    def unnest(self, table: str, columns: Sequence[str]) -> str:
+        """PostgreSQL: `unnest(...)` of one array a column of {table}, each sent in
+        binary as its column's type (no text to quote and parse); `arrays` gives
+        the parameters."""
+        types = self.types[table]
+        return "unnest(" + ", ".join(f"%({c})b::{types[c]}[]" for c in columns) + ")"
+
+    def arrays(
+        self, table: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    ) -> dict[str, list[Any]]:
+        """The parameters of `unnest`: each column's values, in the rows' order."""
+        types = self.types[table]
+        return {c: _array(types[c], [row[c] for row in rows]) for c in columns}
 
     def insert_later(self, table: str, row: Mapping[str, Any], conflict: str = "") -> None:
         """A row for `insert_rows`, written with the others of its table before the

@@ -21,16 +21,19 @@ from pydantic import BaseModel
 
 from ledger.application import Ledger
 from ledger.store.recorders import LogRow
+from projections.base import Writer, column_types
 from projections.store import ViewStore
 
 GENESIS = bytes(32)
 CHECKPOINT_EVERY = 10_000
 KEY = "seal"
-TABLES = (
-    "CREATE TABLE IF NOT EXISTS seal_chain (position BIGINT PRIMARY KEY, hash TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS seal_checkpoints (position BIGINT PRIMARY KEY, "
-    "hash TEXT NOT NULL, sealed_at DOUBLE PRECISION NOT NULL)",
-)
+TABLES = {
+    "seal_chain": "position BIGINT PRIMARY KEY, hash TEXT NOT NULL",
+    "seal_checkpoints": (
+        "position BIGINT PRIMARY KEY, hash TEXT NOT NULL, sealed_at DOUBLE PRECISION NOT NULL"
+    ),
+}
+TYPES = {table: column_types(columns) for table, columns in TABLES.items()}
 
 
 def link(previous: bytes, n: Notification | LogRow) -> bytes:
@@ -95,8 +98,8 @@ class Seal:
         self.store = store
         self.batch_size = batch_size
         with store.transaction(pipeline=False) as c:  # a schema change
-            for statement in TABLES:
-                c.execute(statement)
+            for table, columns in TABLES.items():
+                c.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
 
     def position(self) -> int:
         return self.store.position(KEY)
@@ -129,32 +132,19 @@ class Seal:
         if not notifications:
             return 0
         previous = self._hash_at(position)
-        positions, hashes, checkpoints = [], [], []
+        links, checkpoints = [], []
         for n in notifications:
             previous = link(previous, n)
-            positions.append(n.id)
-            hashes.append(previous.hex())
+            links.append({"position": n.id, "hash": previous.hex()})
             if n.id // CHECKPOINT_EVERY != position // CHECKPOINT_EVERY:
-                checkpoints.append({"p": n.id, "h": hashes[-1], "at": time.time()})
+                checkpoints.append({**links[-1], "sealed_at": time.time()})
             position = n.id
         with self.store.transaction() as c:
             self.store.record_position(c, KEY, position)
-            if self.store.is_postgres:  # one statement for the batch, not one a row
-                c.execute(  # the arrays in binary: no text to quote and parse
-                    "INSERT INTO seal_chain (position, hash) "
-                    "SELECT * FROM unnest(%(p)b::bigint[], %(h)b::text[])",
-                    {"p": positions, "h": hashes},
-                )
-            else:
-                c.execute_many(
-                    "INSERT INTO seal_chain (position, hash) VALUES (:p, :h)",
-                    [{"p": p, "h": h} for p, h in zip(positions, hashes, strict=True)],
-                )
-            for checkpoint in checkpoints:
-                c.execute(
-                    "INSERT INTO seal_checkpoints (position, hash, sealed_at) VALUES (:p, :h, :at)",
-                    checkpoint,
-                )
+            # on PostgreSQL one statement for the batch's links (binary arrays)
+            w = Writer(c, {table: table for table in TABLES}, TYPES)
+            w.insert_rows("seal_chain", links)
+            w.insert_rows("seal_checkpoints", checkpoints)
         return len(notifications)
 
     def head(self) -> SealHead:

@@ -73,14 +73,12 @@ class WebhookHealthProjection(SqlProjection):
         if not w.postgres:
             w.execute_many(_CHANGE, rows)
             return
-        types = w.types["webhook_receipts"]  # the arrays in binary, as insert_rows sends
-        arrays = ", ".join(f"%({c})b::{types[c]}[]" for c in _CHANGED)
         w.execute(
             f"UPDATE {{webhook_receipts}} AS t SET {_SET.format(v='v.', t='t.')} "
-            f"FROM unnest({arrays}) AS v({', '.join(_CHANGED)}) "
+            f"FROM {w.unnest('webhook_receipts', _CHANGED)} AS v({', '.join(_CHANGED)}) "
             # ANY as well: the rows found by the key, not a join over the whole table
             "WHERE t.receipt_id = ANY(%(receipt_id)b::text[]) AND t.receipt_id = v.receipt_id",
-            **{c: [r[c] for r in rows] for c in _CHANGED},
+            **w.arrays("webhook_receipts", _CHANGED, rows),
         )
 
     @staticmethod

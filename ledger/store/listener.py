@@ -40,7 +40,10 @@ class Listener:
         self._thread: threading.Thread | None = None
 
     def on(self, channel: str, wake: Callable[[], None]) -> None:
-        """Call `wake` for each notification on `channel` (before `start`)."""
+        """Call `wake` for each notification on `channel` (before `start`: the
+        channels are listened to when connecting)."""
+        if self._thread is not None:
+            raise RuntimeError("a listener's channels are given before it starts")
         self._channels.setdefault(channel, []).append(wake)
 
     @property

@@ -113,16 +113,13 @@ class BinaryProcessRecorder(PostgresProcessRecorder):
         self._lz4_statement = SQL(
             "ALTER TABLE {schema}.{table} ALTER COLUMN state SET COMPRESSION lz4"
         ).format(**names)
-        self._read_statement = SQL(
+        read = (
             "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {schema}.{table} WHERE notification_id BETWEEN %s AND %s "
-            "AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
-        ).format(**names)
-        self._read_all_statement = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {schema}.{table} WHERE notification_id BETWEEN %s AND %s "
+            "FROM {schema}.{table} WHERE notification_id BETWEEN %s AND %s {topics}"
             "ORDER BY notification_id LIMIT %s"
-        ).format(**names)
+        )
+        self._read_statement = SQL(read).format(topics=SQL("AND topic = ANY(%s) "), **names)
+        self._read_all_statement = SQL(read).format(topics=SQL(""), **names)
 
     def create_table(self) -> None:
         super().create_table()
@@ -198,6 +195,8 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder):
     def read_notifications(
         self, start: int, limit: int, stop: int | None, topics: Collection[str] | None
     ) -> list[Notification]:
+        if topics is not None and not topics:  # none, as on PostgreSQL (the library: all)
+            return []
         return self.select_notifications(
             start=start, limit=limit, stop=stop, topics=list(topics or ())
         )

@@ -389,6 +389,15 @@ def test_the_lean_log_read_answers_what_the_library_read_answers(
         assert len(ours) == len(every)
 
 
+def test_the_lean_log_read_of_no_topic_reads_nothing_on_either_store(ledger: Ledger) -> None:
+    """None is every topic; an empty list is none (the library's own read takes an
+    empty list for every topic on SQLite: a rebuild of projections with no topic
+    would have folded the whole log there)."""
+    ledger.record([delivery("evt_1")])
+    assert ledger.recorder.read_notifications(1, 100, None, []) == []
+    assert len(ledger.recorder.read_notifications(1, 100, None, None)) == 1
+
+
 def test_existing_names_exactly_the_aggregates_with_events(ledger: Ledger) -> None:
     """What stage two asks once a batch (`prefetch`): an aggregate with several
     events is named once, one never recorded is not."""
