@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ledger import collector
 from ledger.store.library import handler_for
 from projections.base import SqlProjection, Writer
 from projections.runner import Catchup, Progress
@@ -99,7 +100,10 @@ def rebuild_all(
             return recorder.read_notifications(start, batch_size, stop, topics)  # type: ignore[no-any-return]
 
         position = 0
-        with ThreadPoolExecutor(1, thread_name_prefix="rebuild-read") as reader:
+        with (
+            collector.frozen(),
+            ThreadPoolExecutor(1, thread_name_prefix="rebuild-read") as reader,
+        ):
             ahead = reader.submit(window, 1) if head else None
             while ahead is not None:
                 notifications, stop = ahead.result(), min(head, position + batch_size)

@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from api.bootstrap import Parts
+from ledger import collector
 from ledger.config import load_settings
 from ledger.plans import PlansFileError
 from projections.as_of import parse_instant, replay_user
@@ -147,8 +148,10 @@ def _in_processes(
 
 def _rebuild_group(group: int, names: list[str], reports: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     """A rebuilding process: the store and plans from the environment, as the
-    command's own; its log lines (what it folded, how long) go to stderr too."""
+    command's own (and its collector's threshold: a spawned process does not run
+    `main`); its log lines (what it folded, how long) go to stderr too."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    collector.tune()
     try:
         parts = Parts(load_settings(announce=False), projections=names)
         try:

@@ -3,6 +3,7 @@ equal to live, and "as of" equal to what the live projection said then."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import re
 import threading
@@ -15,18 +16,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import collector
 from ledger.application import Ledger
 from ledger.config import Settings
 from ledger.domain.usage import Usage
 from ledger.domain.user import User
 from ledger.plans import load_catalog
 from ledger.stripe.payloads import read_delivery
+from projections import rebuild as rebuild_module
 from projections.as_of import replay_user
 from projections.base import Writer
 from projections.read_side import ReadSide
 from projections.rebuild import _copy, rebuild, rebuild_all, scratch, share
 from scripts.cli import main
-from scripts.projection_commands import _in_processes
+from scripts.projection_commands import _in_processes, _rebuild_group
 from tests import stripe_objects as so
 from tests.streams import T0, webhook_streams
 from tests.usage_streams import usage_records
@@ -634,6 +637,35 @@ def test_a_failed_rebuild_process_is_named_with_its_projections_and_the_others_l
     assert list(applied) == ["webhook_health"]
     assert len(failures) == 1 and failures[0].startswith("no_such_projection: KeyError")
     assert read.catchup.generation(health) == before + 1
+
+
+def test_a_rebuild_process_tunes_its_collector_and_folds_with_the_heap_frozen(
+    cli_env: pytest.MonkeyPatch, read: ReadSide, feed: Feed
+) -> None:
+    """A rebuild's process is spawned (it runs no `main`): it sets the collector's
+    first threshold as every ledger process does, and its fold leaves what was
+    alive before it out of the collector's scans, until the fold ends."""
+    feed("customer.subscription.created", so.subscription("sub_1", "cus_1", user_id=USER), T)
+    seen: list[tuple[int, int]] = []
+    fold = rebuild_module._fold
+
+    def watched(*args: Any) -> None:
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+        fold(*args)
+
+    cli_env.setattr(rebuild_module, "_fold", watched)
+    reports: Any = SimpleNamespace(items=[], put=lambda item: reports.items.append(item))
+    thresholds = gc.get_threshold()
+    gc.set_threshold(700, *thresholds[1:])
+    try:
+        _rebuild_group(0, ["subscription_status"], reports)
+        after = gc.get_freeze_count()
+    finally:
+        gc.set_threshold(*thresholds)
+
+    assert reports.items[-1][0] == "done"
+    assert seen and all(young == collector.YOUNG and frozen > 0 for young, frozen in seen)
+    assert after == 0
 
 
 def test_the_projections_are_shared_out_by_the_events_they_apply() -> None:
