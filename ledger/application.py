@@ -19,6 +19,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
+    Mapper,
     Notification,
     PersistenceError,
     StoredEvent,
@@ -31,7 +32,7 @@ from ledger.domain.clock import Tick
 from ledger.domain.receipt import Outcome, Receipt
 from ledger.domain.usage import Usage, UsageRecord
 from ledger.personal import PersonalData, Plain
-from ledger.store.library import collect, record_and_notify
+from ledger.store.library import LeanMapper, collect, record_and_notify
 from ledger.store.transcodings import PriceAsDict
 from ledger.store.usage_rows import UsageRows
 from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
@@ -157,6 +158,9 @@ class Ledger(Follower[UUID]):
         self._failure_cursor = 0
         self.personal: PersonalData = Plain()  # open_ledger gives the real one
         self._last_tick = 0  # the start of the last period ticked by this process
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return self.factory.mapper(self.construct_transcoder(), LeanMapper)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

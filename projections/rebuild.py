@@ -15,11 +15,14 @@ import logging
 import sqlite3
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from eventsourcing.utils import resolve_topic
 
 from ledger import collector
 from ledger.store.library import handler_for
@@ -29,6 +32,8 @@ from projections.store import Cursor
 
 log = logging.getLogger("projections")
 COPY_ROWS = 5000  # rows per INSERT batch on SQLite
+# a projection, its writer, and its handler of one topic's events
+Route = tuple[SqlProjection, Writer, Callable[..., None]]
 
 
 class _ScratchCursor:
@@ -85,11 +90,12 @@ def rebuild_all(
             p.create_generation(cursor, plan[p.name], clustered=True)  # type: ignore[arg-type]
             # the handlers' statements straight to the connection: it takes :name too
             writers[p.name] = Writer(cursor, p.names(plan[p.name]))  # type: ignore[arg-type]
-        routes: dict[str, list[tuple[SqlProjection, Writer]]] = {}
+        routes: dict[str, list[Route]] = {}
         for p in projections:
-            for topic in p.topics:
-                routes.setdefault(topic, []).append((p, writers[p.name]))
-        handlers: dict[tuple[str, type], Callable[..., None]] = {}
+            apply = type(p).__dict__["apply"]
+            for topic in p.topics:  # a topic names its event's type: its handler, once
+                handler = handler_for(apply, resolve_topic(topic))
+                routes.setdefault(topic, []).append((p, writers[p.name], handler))
         mapper, topics = ledger.mapper, sorted(routes)
 
         def window(start: int) -> list[Any]:
@@ -109,7 +115,7 @@ def rebuild_all(
                 notifications, stop = ahead.result(), min(head, position + batch_size)
                 # the next window is read (psycopg waits without the GIL) while this one folds
                 ahead = reader.submit(window, stop + 1) if stop < head else None
-                _fold(notifications, routes, handlers, mapper, applied)
+                _fold(notifications, routes, mapper, applied)
                 position = stop
                 if progress:
                     progress(len(notifications), position)
@@ -136,22 +142,20 @@ def rebuild_all(
 
 def _fold(
     notifications: Sequence[Any],
-    routes: Mapping[str, list[tuple[SqlProjection, Writer]]],
-    handlers: dict[tuple[str, type], Callable[..., None]],
+    routes: Mapping[str, list[Route]],
     mapper: Any,
     applied: dict[str, int],
 ) -> None:
     """Each event decoded once, handed to every projection that has its topic."""
+    decode = mapper.to_domain_event
     for n in notifications:
-        event = mapper.to_domain_event(n)
-        for p, w in routes[n.topic]:
-            key = (p.name, type(event))
-            handler = handlers.get(key) or handlers.setdefault(
-                key, handler_for(type(p).__dict__["apply"], type(event))
-            )
+        event = decode(n)
+        for p, w, handler in routes[n.topic]:
             w.position = n.id
             handler(p, event, w)
-            applied[p.name] += 1
+    for topic, count in Counter(n.topic for n in notifications).items():
+        for p, _, _ in routes[topic]:
+            applied[p.name] += count
 
 
 def rebuild(

@@ -18,7 +18,17 @@ from uuid import uuid4
 
 import pytest
 from eventsourcing.application import ProcessingEvent
-from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
+from eventsourcing.compressor import ZlibCompressor
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    InfrastructureFactory,
+    IntegrityError,
+    JSONTranscoder,
+    Mapper,
+    MapperDeserialisationError,
+    Tracking,
+    UUIDAsHex,
+)
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -38,6 +48,7 @@ from packaging.requirements import Requirement
 
 from ledger.application import Ledger
 from ledger.store.library import (
+    LeanMapper,
     collect,
     datastore_of,
     handler_types,
@@ -114,6 +125,49 @@ def test_collect_does_what_collect_events_does_for_aggregates() -> None:
     assert len(ours.events) == 2
     assert list(ours.aggregates) == list(theirs.aggregates) == [a.id for a in made]
     assert vars(ours).keys() == vars(theirs).keys()
+
+
+def test_the_lean_mapper_takes_the_steps_the_librarys_takes() -> None:
+    """`LeanMapper.to_domain_event` copies the steps of the library's after
+    decoding (tests/unit/test_stored_events.py replays every event, upcasts
+    included, through both): a new step there must be looked at."""
+    called = {
+        ast.unparse(node.func)
+        for node in ast.walk(_tree(Mapper.to_domain_event))
+        if isinstance(node, ast.Call)
+    }
+    assert called == {
+        "resolve_topic",
+        "self.cipher.decrypt",
+        "self.compressor.decompress",
+        "self.transcoder.decode",
+        "MapperDeserialisationError",
+        "cast",
+        "type",
+        "find_id_convertor",
+        "id_convertor",
+        "getattr",
+        "event_state.pop",
+        "getattr(cls, f'upcast_v{from_version}_v{from_version + 1}')",
+        "object.__new__",
+        "object.__setattr__",
+    }
+
+
+def test_the_lean_mapper_leaves_a_compressed_log_and_a_bad_event_to_the_library() -> None:
+    from ledger.domain.clock import Tick
+
+    transcoder = JSONTranscoder()
+    transcoder.register(DatetimeAsISO())
+    transcoder.register(UUIDAsHex())
+    event = Tick.of_period(3600, 3600).collect_events()[0]
+    compressed = LeanMapper(transcoder, compressor=ZlibCompressor())
+    stored = compressed.to_stored_event(event)
+    assert vars(compressed.to_domain_event(stored)) == vars(event)
+    lean = LeanMapper(transcoder)
+    bad = type(stored)(stored.originator_id, 1, stored.topic, b"{not json")
+    with pytest.raises(MapperDeserialisationError, match=str(stored.originator_id)):
+        lean.to_domain_event(bad)
 
 
 @pytest.mark.parametrize("recorder", [SQLiteTrackingRecorder, PostgresTrackingRecorder])

@@ -20,6 +20,7 @@ from ledger.domain.invoice import Invoice, InvoiceFacts
 from ledger.domain.money import Price
 from ledger.domain.subscription import Subscription, SubscriptionState
 from ledger.domain.user import User
+from ledger.store.library import LeanMapper
 from ledger.store.transcodings import PriceAsDict
 
 PRICE = Price("price_1", 999, "usd", "month", 1, "lk", "prod_1", "Nick")
@@ -102,11 +103,15 @@ WRITTEN_NOW = {
 }
 
 
-def mapper() -> Mapper:
+def mapper(kind: type[Mapper] = Mapper) -> Mapper:
     transcoder = JSONTranscoder()
     for transcoding in (PriceAsDict(), UUIDAsHex(), DatetimeAsISO()):
         transcoder.register(transcoding)
-    return Mapper(transcoder)
+    return kind(transcoder)
+
+
+# every replay, upcasts included, by the library's mapper and by the ledger's
+MAPPERS = pytest.mark.parametrize("kind", [Mapper, LeanMapper], ids=["library", "lean"])
 
 
 @pytest.mark.parametrize(
@@ -118,9 +123,12 @@ def mapper() -> Mapper:
     ],
     ids=["checkout", "invoice", "subscription"],
 )
-def test_created_events_are_stored_as_before_and_replay(aggregate: Callable[[], Any]) -> None:
+@MAPPERS
+def test_created_events_are_stored_as_before_and_replay(
+    aggregate: Callable[[], Any], kind: type[Mapper]
+) -> None:
     made = aggregate()
-    m = mapper()
+    m = mapper(kind)
     stored = [m.to_stored_event(e) for e in made.collect_events()]
     for s in stored:
         state = re.sub(rb'"timestamp":\{[^}]*\}', b'"timestamp":T', s.state).decode()
@@ -131,8 +139,9 @@ def test_created_events_are_stored_as_before_and_replay(aggregate: Callable[[], 
     assert replayed == made
 
 
-def test_an_invoice_recorded_before_version_2_replays_without_created() -> None:
-    m = mapper()
+@MAPPERS
+def test_an_invoice_recorded_before_version_2_replays_without_created(kind: type[Mapper]) -> None:
+    m = mapper(kind)
     made = Invoice.record(INVOICE)
     stored = m.to_stored_event(made.collect_events()[0])
     v1 = WRITTEN_BEFORE["ledger.invoice:Invoice.Recorded"].replace(
@@ -238,10 +247,11 @@ def masked(state: bytes) -> str:
 
 
 @pytest.mark.parametrize("request_id", ["abc-123", None])
+@MAPPERS
 def test_api_events_are_stored_as_before_with_the_request_id_and_replay(
-    request_id: str | None,
+    request_id: str | None, kind: type[Mapper]
 ) -> None:
-    m = mapper()
+    m = mapper(kind)
     for made in api_calls(request_id):
         stored = [m.to_stored_event(e) for e in made.collect_events()]
         for s in stored:
@@ -254,8 +264,11 @@ def test_api_events_are_stored_as_before_with_the_request_id_and_replay(
         assert replayed == made
 
 
-def test_api_events_recorded_before_version_2_replay_without_a_request_id() -> None:
-    m = mapper()
+@MAPPERS
+def test_api_events_recorded_before_version_2_replay_without_a_request_id(
+    kind: type[Mapper],
+) -> None:
+    m = mapper(kind)
     for made in api_calls(None):
         replayed = None
         for event in made.collect_events():
