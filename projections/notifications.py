@@ -31,6 +31,7 @@ from projections.store import Cursor
 # (projections/usage_totals.py), which the read side merges into the same feed.
 SLOTS = 10
 ALERT_SLOT = 5
+_sorted_json = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True)
 
 KINDS = (
     "activated",
@@ -90,7 +91,7 @@ class NotificationsProjection(SqlProjection):
         on the subscription's row (the notification is not written without it)."""
         self._tell(
             w, subscription_id, kind, t, ":detail", "subscription_id = :id" + only_if,
-            detail=json.dumps(detail, sort_keys=True), **detail,
+            detail=_sorted_json(detail), **detail,
         )  # fmt: skip
 
     def _tell(
