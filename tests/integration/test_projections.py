@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import multiprocessing
 import re
 import threading
 from collections.abc import Iterator
@@ -622,6 +623,23 @@ def test_a_rebuild_shared_out_between_processes_equals_the_live_one(
         assert set(projection.index_names(after[projection.name])) <= present, projection.name
 
 
+def test_rebuild_processes_are_forked_on_postgres_and_spawned_on_sqlite(
+    cli_env: pytest.MonkeyPatch, read: ReadSide
+) -> None:
+    """Forked, a process starts with the modules loaded; on SQLite it is spawned
+    (a forked one would start with a copy of the parent's locks on the file)."""
+    methods: list[str | None] = []
+    get_context = multiprocessing.get_context
+
+    def recorded(method: str | None = None) -> Any:
+        methods.append(method)
+        return get_context(method)
+
+    cli_env.setattr(multiprocessing, "get_context", recorded)
+    assert main(["projections", "rebuild", "--jobs", "2"]) == 0
+    assert methods == ["fork" if read.store.is_postgres else "spawn"]
+
+
 def test_a_failed_rebuild_process_is_named_with_its_projections_and_the_others_land(
     cli_env: pytest.MonkeyPatch, read: ReadSide
 ) -> None:
@@ -632,7 +650,8 @@ def test_a_failed_rebuild_process_is_named_with_its_projections_and_the_others_l
     before = read.catchup.generation(health)
     held = SimpleNamespace(name="no_such_projection")
 
-    applied, failures = _in_processes([[health], [held]], lambda *_: None)
+    forked = read.store.is_postgres  # as the command does
+    applied, failures = _in_processes([[health], [held]], lambda *_: None, forked)
 
     assert list(applied) == ["webhook_health"]
     assert len(failures) == 1 and failures[0].startswith("no_such_projection: KeyError")
