@@ -105,8 +105,8 @@ class Writer:
         statement = self._insert(table, columns, conflict)
         if self.postgres:
             self.execute(statement, **self.arrays(table, columns, rows))
-        elif len(rows) == 1:
-            self.execute(statement, **rows[0])
+        elif len(rows) == 1:  # SQLite holds no rows back (`insert_later`): nothing to flush
+            self.cursor.execute(self._bind(statement), rows[0])
         else:
             self.execute_many(statement, rows)
 
@@ -163,10 +163,9 @@ class Writer:
     def update(self, table: str, key: str, row: object, assignments: str, **params: Any) -> None:
         """Change the row of `table` whose `key` is `row`, and stamp it with the
         position of the event doing it."""
+        params["row"], params["position"] = str(row), self.position
         self.execute(
             f"UPDATE {{{table}}} SET {assignments}, position = :position WHERE {key} = :row",
-            row=str(row),
-            position=self.position,
             **params,
         )
 

@@ -38,14 +38,15 @@ Route = tuple[SqlProjection, Writer, Callable[..., None]]
 
 class _ScratchCursor:
     """What `Writer` needs of a cursor, on the scratch file (SQLite's :name style):
-    `execute` (and `execute_many`) is the connection's own (no call in between, per
+    `execute` (and `execute_many`) is one cursor's own (no call in between, per
     statement), `query` answers rows as dicts (handlers that read their own tables,
     e.g. usage_totals)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.raw = conn
-        self.execute = conn.execute
-        self.execute_many = conn.executemany
+        writes = conn.cursor()  # `Connection.execute` makes a cursor a call
+        self.execute = writes.execute
+        self.execute_many = writes.executemany
 
     def query(
         self, statement: str, params: Mapping[str, Any] | None = None
