@@ -153,6 +153,16 @@ class ViewStore:
         except sqlite3.Error as exc:  # as the library reports its own store's failures
             raise OperationalError(str(exc)) from exc
 
+    def write_first(self, cursor: Cursor) -> None:
+        """SQLite: take the store's write lock now, waiting for another writer (the
+        busy timeout), before the transaction reads anything. One that reads first
+        (a `DROP ... IF EXISTS` of nothing, a schema lookup) and writes after fails at
+        once with "database is locked" when another connection wrote in between
+        (WAL's stale snapshot): two rebuild processes of an empty log did. A
+        statement that changes no row still takes the lock. PostgreSQL: nothing."""
+        if not self.is_postgres:
+            cursor.execute("UPDATE projection_generations SET generation = generation WHERE 0")
+
     def record_position(self, cursor: Cursor, key: str, position: int) -> None:
         self.record_positions(cursor, {key: position})
 

@@ -7,6 +7,7 @@ import gc
 import itertools
 import multiprocessing
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import OperationalError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -638,6 +640,52 @@ def test_rebuild_processes_are_forked_on_postgres_and_spawned_on_sqlite(
     cli_env.setattr(multiprocessing, "get_context", recorded)
     assert main(["projections", "rebuild", "--jobs", "2"]) == 0
     assert methods == ["fork" if read.store.is_postgres else "spawn"]
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["write-first", "read-first"])
+def test_a_schema_change_that_reads_first_loses_to_another_writer_unless_it_writes_first(
+    read: ReadSide, first: bool
+) -> None:
+    """A transaction on SQLite that reads first (a `DROP ... IF EXISTS` of nothing)
+    and then writes fails at once with "database is locked" when another process
+    wrote in between (WAL's stale snapshot): two rebuild processes of an empty log
+    did. `write_first` takes the lock before anything is read: the other writer
+    waits (here: gives up after its timeout). PostgreSQL has no such snapshot."""
+    store = read.store
+    other: list[str] = []
+    if not store.is_postgres:
+        with store.reading() as r:
+            path = r.query("PRAGMA database_list")[0]["file"]
+
+    def other_process_writes() -> None:  # a connection of its own, as another process has
+        if store.is_postgres:
+            return
+        conn = sqlite3.connect(path, timeout=0.2)
+        try:
+            conn.execute("CREATE TABLE other_writers (x INTEGER)")
+            other.append("created")
+        except sqlite3.OperationalError as exc:
+            other.append(str(exc))
+        finally:
+            conn.close()
+
+    outcome = "created"
+    try:
+        with store.transaction(pipeline=False) as c:
+            if first:
+                store.write_first(c)
+            c.execute("DROP TABLE IF EXISTS nothing_here")
+            other_process_writes()
+            c.execute("CREATE TABLE mine (x INTEGER)")
+    except OperationalError as exc:
+        outcome = str(exc)
+
+    if store.is_postgres:
+        assert outcome == "created"
+    elif first:
+        assert (outcome, other) == ("created", ["database is locked"])
+    else:
+        assert (outcome, other) == ("database is locked", ["created"])
 
 
 def test_a_failed_rebuild_process_is_named_with_its_projections_and_the_others_land(
