@@ -165,6 +165,11 @@ def test_a_process_stopped_by_a_signal_while_it_starts_is_not_started_again(
     background.start()
     try:
         (child,) = background._children.values()
+        # once Python is up and importing the command (psycopg's binary is loaded
+        # by it): a signal during the interpreter's own start is a fatal error,
+        # exit 1, which the supervisor cannot tell from a crash (noted in README)
+        maps = Path(f"/proc/{child.pid}/maps")
+        wait_for(lambda: "psycopg" in maps.read_text(), 10, "the command importing")
         child.send_signal(signum)
         assert child.wait(timeout=10) in (0, -signum)
         time.sleep(2.5)  # two turns of the watch
