@@ -78,10 +78,12 @@ class PersonalData:
     def protect(self, subject: str | None, value: str | None) -> str | None:
         if subject is None or value is None:
             return value
-        if subject not in self._cache:
+        key = self._cache.get(subject)  # once: another thread may change the entry
+        if key is None:
             self._load({subject})
+            key = self._cache[subject]
         nonce = os.urandom(12)
-        sealed = self._cache[subject].encrypt(nonce, value.encode(), subject.encode())
+        sealed = key.encrypt(nonce, value.encode(), subject.encode())
         return f"{PREFIX}{subject}:{base64.b64encode(nonce + sealed).decode()}"
 
     def prepare(self, subjects: Collection[str]) -> None:
@@ -135,16 +137,16 @@ class PersonalData:
         if not isinstance(value, str) or not value.startswith(PREFIX):
             return value
         subject, _, sealed = value[len(PREFIX) :].rpartition(":")
-        if fresh:
-            self._cache.pop(subject, None)
-        if subject not in self._cache:
-            wrapped = self._keys.get([subject])
+        key = None if fresh else self._cache.get(subject)
+        if key is None:  # read from the table, replacing what is in memory (never a gap
+            wrapped = self._keys.get([subject])  # another thread's `protect` would fall in)
             if subject not in wrapped:
+                self._cache.pop(subject, None)
                 raise Erased(subject)
-            self._cache[subject] = AESGCM(self._unwrap(subject, wrapped[subject]))
+            key = self._cache[subject] = AESGCM(self._unwrap(subject, wrapped[subject]))
         raw = base64.b64decode(sealed)
         try:
-            return self._cache[subject].decrypt(raw[:12], raw[12:], subject.encode()).decode()
+            return key.decrypt(raw[:12], raw[12:], subject.encode()).decode()
         except InvalidTag:
             raise Erased(subject) from None  # a key made after an erasure: not this one
 
@@ -170,9 +172,10 @@ class PersonalData:
         subjects = _subjects_of(values)
         if not subjects:
             return list(values)
-        for subject in subjects:
+        wrapped = self._keys.get(sorted(subjects))
+        for subject in subjects - wrapped.keys():  # erased: out of memory too
             self._cache.pop(subject, None)
-        self._remember(subjects)
+        self.accept(wrapped)  # the others replaced, never missing meanwhile
         return [self._from_memory(v) for v in values]
 
     def recall(self, values: Sequence[str | None]) -> None:

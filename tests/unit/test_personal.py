@@ -118,3 +118,29 @@ def test_a_batch_recalls_the_keys_it_lacks_in_one_read_and_an_erased_one_stays_e
     with pytest.raises(Erased):
         reader.reveal(cid)  # type: ignore[arg-type]
     Plain().recall([ada])  # nothing to recall without a master key
+
+
+def test_a_fresh_read_never_leaves_a_key_out_of_memory_while_it_reads_the_table() -> None:
+    """The API's reads ask the key table afresh (an erasure by another process is
+    seen at once) while the event loop's ingest encrypts with the keys in memory:
+    a key taken out of memory during the read made a delivery of that customer
+    fail (KeyError, answered 503). A fresh read replaces the key; only an erased
+    one leaves memory."""
+    keys = MemoryKeys()
+    personal = cipher(keys)
+    ada = personal.protect("cus_1", "ada")
+    present: list[bool] = []
+    get = keys.get
+
+    def watched(subjects: Collection[str]) -> dict[str, str]:
+        present.append("cus_1" in personal._cache)  # what a concurrent `protect` sees
+        return get(subjects)
+
+    keys.get = watched  # type: ignore[method-assign]
+    assert personal.shown(ada) == "ada"
+    assert personal.plain_all([ada]) == ["ada"]
+    assert present == [True, True]
+    assert "cus_1" in personal._cache
+    keys.delete(["cus_1"])  # erased by another process
+    assert personal.plain_all([ada]) == [None] and "cus_1" not in personal._cache
+    assert personal.shown(ada) == ERASED
