@@ -237,7 +237,7 @@ class Parts:
             return
         tokens, watch = self.accounts.tokens.wakeup, self.read.watch.wakeup
         tokens.notified = watch.notified = lambda: listener.listening
-        listener.on(self.read.store.moved_channel, watch.wake)
+        listener.on(self.read.store.moved_channel, self.read.told)
         self.wake_on_log(tokens.wake)  # and starts listening
 
     async def close_async(self) -> None:

@@ -18,6 +18,7 @@ from ledger.loop import WakeableLoop
 from ledger.opening import open_ledger
 from ledger.store import listener
 from ledger.store.listener import NAME
+from projections import read_side
 from scripts.cli import main
 from tests import stripe_objects as so
 from tests.conftest import PG_ADMIN, deliver, eventually, make_settings
@@ -143,5 +144,42 @@ def test_the_api_watchers_are_woken_by_the_store_not_by_their_timers(
         assert revoked.status_code == 200
         eventually(
             lambda: a.get("/api/stripe/get-subscription", headers=headers).status_code == 401,
+            timeout=1,
+        )
+
+
+def test_a_commit_told_by_the_store_is_seen_through_the_positions_the_watchers_share(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watchers of a process share one read of the projections' positions for
+    a moment (`read_side.SHARED`, here an hour). A commit the store tells of
+    within it still reaches the cache: the watch's turn reads the positions anew.
+    (A turn that took the shared read, made just before the commit, answered
+    "not active" until its 0.5 s timer: 3% of the freshness samples.)"""
+
+    def far_off(wakeup: listener.Wakeup) -> None:  # a turn only when woken
+        wakeup._event.wait(60)
+        wakeup._event.clear()
+
+    monkeypatch.setattr(listener.Wakeup, "pause", far_off)
+    monkeypatch.setattr(read_side, "SHARED", 3600.0)
+    user = "user_1767225600_sharedabcd"
+    settings = make_settings(postgres_url, LEDGER_PROJECTIONS="off")
+    with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:
+        token = a.post("/api/users", json={"user_id": user}).json()["token"]
+        headers = {"X-User-ID": user, "Authorization": f"Bearer {token}"}
+        assert a.get("/api/stripe/get-subscription", headers=headers).json() == {"active": False}
+        time.sleep(0.3)  # the watch's turns after the registration: positions shared
+
+        sub = so.subscription("sub_shared", "cus_shared", user_id=user)
+        deliver(b, "evt_shared", "customer.subscription.created", sub, 100)
+        b_parts = Parts(settings)
+        try:
+            b_parts.ledger.process_new()
+            assert b_parts.read.catchup.run_once() > 0  # another process's projections
+        finally:
+            b_parts.close()
+        eventually(
+            lambda: a.get("/api/stripe/get-subscription", headers=headers).json()["active"],
             timeout=1,
         )
