@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -104,6 +105,33 @@ def test_a_process_of_its_own_reads_the_head_only_where_the_store_cannot_wake_it
     assert (heads[0] is None) == database_url.startswith("postgresql")
 
 
+def _far_off(wakeup: listener.Wakeup) -> None:
+    """A watcher's pause that ends only when it is woken."""
+    wakeup._event.wait(60)
+    wakeup._event.clear()
+
+
+def _registered(client: TestClient, user: str) -> dict[str, str]:
+    """A new user's headers; its subscription read once (and kept: not active)."""
+    token = client.post("/api/users", json={"user_id": user}).json()["token"]
+    headers = {"X-User-ID": user, "Authorization": f"Bearer {token}"}
+    assert client.get("/api/stripe/get-subscription", headers=headers).json() == {"active": False}
+    return headers
+
+
+def _applied_by_another_process(settings: Any, client: TestClient, user: str, name: str) -> None:
+    """A subscription delivered through `client` and applied by another process's
+    stage two and projections."""
+    sub = so.subscription(f"sub_{name}", f"cus_{name}", user_id=user)
+    deliver(client, f"evt_{name}", "customer.subscription.created", sub, 100)
+    parts = Parts(settings)
+    try:
+        parts.ledger.process_new()
+        assert parts.read.catchup.run_once() > 0
+    finally:
+        parts.close()
+
+
 def test_the_api_watchers_are_woken_by_the_store_not_by_their_timers(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,27 +140,14 @@ def test_the_api_watchers_are_woken_by_the_store_not_by_their_timers(
     subscription the projections applied is answered instead of the cached
     "not active" (both within a second: the store's notification woke the watchers)."""
 
-    def far_off(wakeup: listener.Wakeup) -> None:  # a turn only when woken
-        wakeup._event.wait(60)
-        wakeup._event.clear()
-
-    monkeypatch.setattr(listener.Wakeup, "pause", far_off)
+    monkeypatch.setattr(listener.Wakeup, "pause", _far_off)
     user = "user_1767225600_listenerab"
     settings = make_settings(postgres_url, LEDGER_PROJECTIONS="off")
     with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:
-        token = a.post("/api/users", json={"user_id": user}).json()["token"]
-        headers = {"X-User-ID": user, "Authorization": f"Bearer {token}"}
-        assert a.get("/api/stripe/get-subscription", headers=headers).json() == {"active": False}
+        headers = _registered(a, user)
         time.sleep(0.3)  # the watchers' turns after the registration are over
 
-        sub = so.subscription("sub_listener", "cus_listener", user_id=user)
-        deliver(b, "evt_listener", "customer.subscription.created", sub, 100)
-        b_parts = Parts(settings)
-        try:
-            b_parts.ledger.process_new()
-            assert b_parts.read.catchup.run_once() > 0  # another process's projections
-        finally:
-            b_parts.close()
+        _applied_by_another_process(settings, b, user, "listener")
         eventually(
             lambda: a.get("/api/stripe/get-subscription", headers=headers).json()["active"],
             timeout=1,
@@ -157,28 +172,15 @@ def test_a_commit_told_by_the_store_is_seen_through_the_positions_the_watchers_s
     (A turn that took the shared read, made just before the commit, answered
     "not active" until its 0.5 s timer: 3% of the freshness samples.)"""
 
-    def far_off(wakeup: listener.Wakeup) -> None:  # a turn only when woken
-        wakeup._event.wait(60)
-        wakeup._event.clear()
-
-    monkeypatch.setattr(listener.Wakeup, "pause", far_off)
+    monkeypatch.setattr(listener.Wakeup, "pause", _far_off)
     monkeypatch.setattr(read_side, "SHARED", 3600.0)
     user = "user_1767225600_sharedabcd"
     settings = make_settings(postgres_url, LEDGER_PROJECTIONS="off")
     with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:
-        token = a.post("/api/users", json={"user_id": user}).json()["token"]
-        headers = {"X-User-ID": user, "Authorization": f"Bearer {token}"}
-        assert a.get("/api/stripe/get-subscription", headers=headers).json() == {"active": False}
+        headers = _registered(a, user)
         time.sleep(0.3)  # the watch's turns after the registration: positions shared
 
-        sub = so.subscription("sub_shared", "cus_shared", user_id=user)
-        deliver(b, "evt_shared", "customer.subscription.created", sub, 100)
-        b_parts = Parts(settings)
-        try:
-            b_parts.ledger.process_new()
-            assert b_parts.read.catchup.run_once() > 0  # another process's projections
-        finally:
-            b_parts.close()
+        _applied_by_another_process(settings, b, user, "shared")
         eventually(
             lambda: a.get("/api/stripe/get-subscription", headers=headers).json()["active"],
             timeout=1,
