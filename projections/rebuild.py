@@ -129,7 +129,6 @@ def rebuild_all(
         applied[p.name] += catchup.catch_up(p, plan[p.name])  # what came in meanwhile
         old = catchup.generation(p)
         with store.transaction(pipeline=False) as c:  # a schema change
-            store.write_first(c)
             p.publish_generation(c, plan[p.name])
             p.drop_generation(c, old)
     log.info(
@@ -209,7 +208,6 @@ def _write_generation(
     in one transaction; indexes after the rows."""
     names = projection.names(generation)
     with store.transaction(pipeline=False) as c:
-        store.write_first(c)
         if head:
             store.record_position(c, projection.tracking_key(generation), head)
         for table in projection.tables:

@@ -59,6 +59,8 @@ class ViewStore:
         env["CREATE_TABLE"] = "y"
         self.factory = InfrastructureFactory.construct(Environment("projections", env))
         self.tracking: TrackingRecorder = self.factory.tracking_recorder()
+        table = tracking_table(self.tracking)  # there from the start (CREATE_TABLE)
+        self._lock_first = f"UPDATE {table} SET notification_id = notification_id WHERE 0"
         self._sql: dict[str, str] = {}
         with self.transaction(pipeline=False) as c:
             c.execute(GENERATIONS_DDL)
@@ -110,8 +112,17 @@ class ViewStore:
         (CREATE, DROP): after one in a pipeline, psycopg sends the DEALLOCATE ALL
         it calls for only after the next transaction's first statement is
         prepared, and that statement is then gone from the server while psycopg
-        believes in it. And for `COPY`, which cannot run in a pipeline."""
+        believes in it. And for `COPY`, which cannot run in a pipeline.
+
+        On SQLite such a transaction takes the store's write lock before anything
+        else (waiting for another writer: the busy timeout). One that reads first
+        (a `DROP ... IF EXISTS` of nothing, a generation looked up) and writes after
+        fails at once with "database is locked" when another connection wrote in
+        between (WAL's stale snapshot): two rebuild processes of an empty log did.
+        A statement that changes no row still takes the lock."""
         with datastore_of(self.tracking).transaction(commit=commit) as cursor:
+            if not self.is_postgres and not pipeline and commit:
+                cursor.execute(self._lock_first)
             if self.is_postgres and not pipeline:
                 cursor.connection.prepare_threshold = None
                 yield Cursor(self, cursor)
@@ -152,16 +163,6 @@ class ViewStore:
             yield Cursor(self, conn.cursor())
         except sqlite3.Error as exc:  # as the library reports its own store's failures
             raise OperationalError(str(exc)) from exc
-
-    def write_first(self, cursor: Cursor) -> None:
-        """SQLite: take the store's write lock now, waiting for another writer (the
-        busy timeout), before the transaction reads anything. One that reads first
-        (a `DROP ... IF EXISTS` of nothing, a schema lookup) and writes after fails at
-        once with "database is locked" when another connection wrote in between
-        (WAL's stale snapshot): two rebuild processes of an empty log did. A
-        statement that changes no row still takes the lock. PostgreSQL: nothing."""
-        if not self.is_postgres:
-            cursor.execute("UPDATE projection_generations SET generation = generation WHERE 0")
 
     def record_position(self, cursor: Cursor, key: str, position: int) -> None:
         self.record_positions(cursor, {key: position})

@@ -112,16 +112,6 @@ def _rebuild(read: ReadSide, jobs: int) -> int:
 Workers = tuple[list[Any], Any]  # the processes, and the queue of their reports
 
 
-def _in_processes(
-    groups: Sequence[Sequence[SqlProjection]],
-    advance: Callable[[int, int, int], None],
-    forked: bool = False,
-) -> tuple[dict[str, int], list[str]]:
-    """Each group rebuilt by a process of its own; returns the events applied per
-    projection, and what failed."""
-    return _follow(_start(groups, forked), groups, advance)
-
-
 def _start(groups: Sequence[Sequence[SqlProjection]], forked: bool) -> Workers:
     """A process for each group, which reports its progress and its end on a queue.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from uuid import UUID, SafeUUID
 
 NAMESPACE = UUID("5b0c3a52-2d4e-4f7e-9a51-3f1c2b7d8e90")
@@ -28,12 +27,8 @@ def name_uuid(name: str) -> UUID:
     return uuid
 
 
-@lru_cache(maxsize=4096)
 def stripe_uuid(kind: str, stripe_id: str) -> UUID:
-    """The aggregate id for a Stripe object (or event) of the given kind. The same
-    few thousand subscriptions and customers are named again and again (by every
-    invoice, by stage two's translations, by a rebuild's projections): their ids
-    are kept, the last 4,096 used."""
+    """The aggregate id for a Stripe object (or event) of the given kind."""
     return name_uuid(f"stripe:{kind}:{stripe_id}")
 
 

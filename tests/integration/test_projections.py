@@ -32,7 +32,7 @@ from projections.base import Writer
 from projections.read_side import ReadSide
 from projections.rebuild import _copy, rebuild, rebuild_all, scratch, share
 from scripts.cli import main
-from scripts.projection_commands import _in_processes, _rebuild_group
+from scripts.projection_commands import _follow, _rebuild_group, _start
 from tests import stripe_objects as so
 from tests.streams import T0, webhook_streams
 from tests.usage_streams import usage_records
@@ -642,15 +642,16 @@ def test_rebuild_processes_are_forked_on_postgres_and_spawned_on_sqlite(
     assert methods == ["fork" if read.store.is_postgres else "spawn"]
 
 
-@pytest.mark.parametrize("first", [True, False], ids=["write-first", "read-first"])
-def test_a_schema_change_that_reads_first_loses_to_another_writer_unless_it_writes_first(
-    read: ReadSide, first: bool
+@pytest.mark.parametrize("schema_change", [True, False], ids=["schema-change", "plain"])
+def test_a_schema_change_takes_the_write_lock_before_it_reads(
+    read: ReadSide, schema_change: bool
 ) -> None:
     """A transaction on SQLite that reads first (a `DROP ... IF EXISTS` of nothing)
     and then writes fails at once with "database is locked" when another process
     wrote in between (WAL's stale snapshot): two rebuild processes of an empty log
-    did. `write_first` takes the lock before anything is read: the other writer
-    waits (here: gives up after its timeout). PostgreSQL has no such snapshot."""
+    did. A schema change (`pipeline=False`) takes the lock before anything else:
+    the other writer waits (here: gives up after its timeout). PostgreSQL has no
+    such snapshot."""
     store = read.store
     other: list[str] = []
     if not store.is_postgres:
@@ -671,9 +672,7 @@ def test_a_schema_change_that_reads_first_loses_to_another_writer_unless_it_writ
 
     outcome = "created"
     try:
-        with store.transaction(pipeline=False) as c:
-            if first:
-                store.write_first(c)
+        with store.transaction(pipeline=not schema_change) as c:
             c.execute("DROP TABLE IF EXISTS nothing_here")
             other_process_writes()
             c.execute("CREATE TABLE mine (x INTEGER)")
@@ -682,7 +681,7 @@ def test_a_schema_change_that_reads_first_loses_to_another_writer_unless_it_writ
 
     if store.is_postgres:
         assert outcome == "created"
-    elif first:
+    elif schema_change:
         assert (outcome, other) == ("created", ["database is locked"])
     else:
         assert (outcome, other) == ("database is locked", ["created"])
@@ -699,7 +698,8 @@ def test_a_failed_rebuild_process_is_named_with_its_projections_and_the_others_l
     held = SimpleNamespace(name="no_such_projection")
 
     forked = read.store.is_postgres  # as the command does
-    applied, failures = _in_processes([[health], [held]], lambda *_: None, forked)
+    groups: Any = [[health], [held]]
+    applied, failures = _follow(_start(groups, forked), groups, lambda *_: None)
 
     assert list(applied) == ["webhook_health"]
     assert len(failures) == 1 and failures[0].startswith("no_such_projection: KeyError")

@@ -155,6 +155,9 @@ def test_the_lean_mapper_takes_the_steps_the_librarys_takes() -> None:
 
 
 def test_the_lean_mapper_leaves_a_compressed_log_and_a_bad_event_to_the_library() -> None:
+    """A compressed (or encrypted) log goes straight to the library's mapper: its
+    bytes are decoded once, not first tried as JSON (which would fail, and then be
+    decoded again by the library)."""
     from ledger.domain.clock import Tick
 
     transcoder = JSONTranscoder()
@@ -163,7 +166,11 @@ def test_the_lean_mapper_leaves_a_compressed_log_and_a_bad_event_to_the_library(
     event = Tick.of_period(3600, 3600).collect_events()[0]
     compressed = LeanMapper(transcoder, compressor=ZlibCompressor())
     stored = compressed.to_stored_event(event)
+    decoded: list[bytes] = []
+    decode = transcoder.decode
+    transcoder.decode = lambda data: (decoded.append(data), decode(data))[1]  # type: ignore[method-assign]
     assert vars(compressed.to_domain_event(stored)) == vars(event)
+    assert len(decoded) == 1
     lean = LeanMapper(transcoder)
     bad = type(stored)(stored.originator_id, 1, stored.topic, b"{not json")
     with pytest.raises(MapperDeserialisationError, match=str(stored.originator_id)):
