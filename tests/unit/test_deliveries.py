@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from ledger.stripe.payloads import NotAnEvent, _data_subject, read_delivery, read_envelope
 from tests import stripe_objects as so
@@ -35,7 +36,8 @@ JSON = st.recursive(
 def by_envelope(body: bytes) -> tuple[Any, ...]:
     """What stage one recorded of a body when it read the whole envelope, before."""
     e = read_envelope(body)
-    return (e.id, e.type, e.created, e.api_version, e.livemode, _data_subject(e.object))
+    obj = e.object.model_dump() if isinstance(e.object, BaseModel) else e.object
+    return (e.id, e.type, e.created, e.api_version, e.livemode, _data_subject(obj))
 
 
 def by_head(body: bytes) -> tuple[Any, ...]:

@@ -267,7 +267,8 @@ def test_rate_limit_hits_start_no_threads_and_counters_still_expire() -> None:
                 time.sleep(0.015)  # past the library's 10 ms timer
     finally:
         threading.Thread.start = original  # type: ignore[method-assign]
-    assert started == [] and threading.active_count() == before
+    # (fewer is fine: a thread of an earlier test may end meanwhile on a slow machine)
+    assert started == [] and threading.active_count() <= before
     with pytest.raises(RateLimited):
         for _ in range(1001):
             limits.user("user_busy")
