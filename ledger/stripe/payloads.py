@@ -217,7 +217,7 @@ def _as(model: type[M], obj: Any) -> M:
     if isinstance(obj, model):
         return obj
     if isinstance(obj, BaseModel):  # read as another kind of object, by its own tag
-        raise ValueError(f"the event's object is a {getattr(obj, 'object', '?')!r}")
+        raise ValueError(f"the event's object is of another kind: {getattr(obj, 'object', '?')!r}")
     return model.model_validate(obj)
 
 

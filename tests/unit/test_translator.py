@@ -326,6 +326,6 @@ def test_an_object_reads_the_same_with_or_without_its_tag(event_type: str, shape
 
 def test_an_object_of_another_kind_than_its_event_names_is_refused(uow: MemoryUnitOfWork) -> None:
     invoice = so.invoice("in_1", "cus_1", "sub_1")
-    with pytest.raises(ValueError, match="the event's object is a 'invoice'"):
+    with pytest.raises(ValueError, match="the event's object is of another kind: 'invoice'"):
         uow.apply("evt_1", "customer.subscription.updated", invoice, 100)
     assert uow.aggregates == {}
