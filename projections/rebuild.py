@@ -34,6 +34,8 @@ log = logging.getLogger("projections")
 COPY_ROWS = 5000  # rows per INSERT batch on SQLite
 # a projection, its writer, and its handler of one topic's events
 Route = tuple[SqlProjection, Writer, Callable[..., None]]
+# a projection that takes a batch at once, its writer, and the window's events for it
+Batch = tuple[SqlProjection, Writer, list[tuple[int, Any]]]
 
 
 class _ScratchCursor:
@@ -92,11 +94,22 @@ def rebuild_all(
             # the handlers' statements straight to the connection: it takes :name too
             writers[p.name] = Writer(cursor, p.names(plan[p.name]))  # type: ignore[arg-type]
         routes: dict[str, list[Route]] = {}
+        batches: list[Batch] = []
         for p in projections:
+            w = writers[p.name]
+            if type(p).apply_all is not SqlProjection.apply_all:
+                # It takes a batch at once, as the live runner hands it one: each
+                # window's events, together (e.g. usage_totals asks two queries a
+                # window instead of one an event).
+                events: list[tuple[int, Any]] = []
+                batches.append((p, w, events))
+                for topic in p.topics:
+                    routes.setdefault(topic, []).append((p, w, _taker(events)))
+                continue
             apply = type(p).__dict__["apply"]
             for topic in p.topics:  # a topic names its event's type: its handler, once
                 handler = handler_for(apply, resolve_topic(topic))
-                routes.setdefault(topic, []).append((p, writers[p.name], handler))
+                routes.setdefault(topic, []).append((p, w, handler))
         mapper, topics = ledger.mapper, sorted(routes)
 
         def window(start: int) -> list[Any]:
@@ -117,6 +130,10 @@ def rebuild_all(
                 # the next window is read (psycopg waits without the GIL) while this one folds
                 ahead = reader.submit(window, stop + 1) if stop < head else None
                 _fold(notifications, routes, mapper, applied)
+                for p, w, events in batches:
+                    w.memo = {}  # its notes are a batch's
+                    p.apply_all(events, w)
+                    events.clear()
                 position = stop
                 if progress:
                     progress(len(notifications), position)
@@ -157,6 +174,15 @@ def _fold(
     for topic, count in Counter(n.topic for n in notifications).items():
         for p, _, _ in routes[topic]:
             applied[p.name] += count
+
+
+def _taker(events: list[tuple[int, Any]]) -> Callable[..., None]:
+    """A route's handler that keeps (position, event) for the window's `apply_all`."""
+
+    def take(projection: SqlProjection, event: Any, w: Writer) -> None:
+        events.append((w.position, event))
+
+    return take
 
 
 def rebuild(

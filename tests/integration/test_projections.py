@@ -351,8 +351,9 @@ def _receipts(snapshot_: dict[str, list[tuple[Any, ...]]]) -> dict[str, dict[str
 
 
 def _rebuilt(read: ReadSide, name: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every projection's rows after the named one is rebuilt."""
-    rebuild(read.catchup, next(p for p in read.projections if p.name == name))
+    """Every projection's rows after the named one is rebuilt one event at a time
+    (a window of one: a projection that takes a batch at once gets one event)."""
+    rebuild(read.catchup, next(p for p in read.projections if p.name == name), batch_size=1)
     return snapshot(read)
 
 
@@ -360,8 +361,8 @@ def test_webhook_health_takes_a_batch_at_once_with_the_rows_of_one_by_one(
     feed: Feed, read: ReadSide, ledger: Ledger, poisoned: dict[str, bool]
 ) -> None:
     """Live, the receipts a batch receives are inserted together at its end with
-    what stage two did to them meanwhile; a rebuild applies each event alone: the
-    same rows either way (outcome, attempts, error, position)."""
+    what stage two did to them meanwhile; a rebuild a window of one event at a
+    time applies each event alone: the same rows either way (outcome, attempts, error, position)."""
     feed("charge.refunded", {"id": "ch_0"}, T, catch_up=False)
     read.catchup.run_once()  # received in one batch, processed in the next
     poisoned["evt_2_customer_subscription_created"] = True
@@ -733,6 +734,30 @@ def test_a_rebuild_process_tunes_its_collector_and_folds_with_the_heap_frozen(
     assert reports.items[-1][0] == "done"
     assert seen and all(young == collector.YOUNG and frozen > 0 for young, frozen in seen)
     assert after == 0
+
+
+def test_a_rebuild_hands_a_projection_that_takes_batches_each_window_at_once(
+    monkeypatch: pytest.MonkeyPatch, read: ReadSide, feed: Feed
+) -> None:
+    """usage_totals learns in two queries a batch which users have usage records
+    (its `apply_all`, as the live runner calls it): a rebuild hands it each window
+    of the log at once, so its subscriptions' events ask nothing each, and the
+    rows are those of the live path."""
+    for n in range(6):
+        feed("customer.subscription.created", so.subscription(f"sub_{n}", f"cus_{n}"), T)
+    live = snapshot(read)
+    asked: list[str] = []
+    query = rebuild_module._ScratchCursor.query
+
+    def counted(self: Any, statement: str, params: Any = None) -> list[dict[str, Any]]:
+        asked.append(statement)
+        return query(self, statement, params)
+
+    monkeypatch.setattr(rebuild_module._ScratchCursor, "query", counted)
+    usage = next(p for p in read.projections if p.name == "usage_totals")
+    rebuild(read.catchup, usage)  # one window
+    assert snapshot(read) == live
+    assert 0 < len(asked) <= 2, asked  # one an event before (six)
 
 
 def test_the_projections_are_shared_out_by_the_events_they_apply() -> None:
