@@ -18,7 +18,7 @@ from ledger.domain.invoice import Invoice
 from ledger.domain.money import Price
 from ledger.domain.status import DAY, Status, is_delinquent, is_live, is_terminal
 from ledger.domain.subscription import Subscription
-from projections.activity import past_due_since_sql
+from projections.activity import invoice_subscription, past_due_since_sql, record_invoice
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 
@@ -323,27 +323,18 @@ class NotificationsProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Invoice.Recorded, w: Writer) -> None:
-        if e.stripe_subscription_id is None:
-            return
-        w.insert_later(
-            "notification_invoices",
-            {
-                "invoice_id": str(e.originator_id),
-                "subscription_id": str(Subscription.create_id(e.stripe_subscription_id)),
-            },
-            "ON CONFLICT (invoice_id) DO NOTHING",
-        )
+        record_invoice(w, "notification_invoices", e)
 
     @apply.register
     def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
         """The grace counts from the first failed payment (as subscription_status does)."""
+        which, params = invoice_subscription(w, "notification_invoices", str(e.originator_id))
         w.execute(
             "UPDATE {notification_subscriptions} SET past_due_since = "
             + past_due_since_sql()
-            + " WHERE subscription_id = (SELECT subscription_id FROM {notification_invoices} "
-            "WHERE invoice_id = :id)",
-            id=str(e.originator_id),
+            + f" WHERE {which}",
             t=e.stripe_created,
+            **params,
         )
 
     @apply.register

@@ -11,7 +11,12 @@ from ledger.domain.invoice import Invoice
 from ledger.domain.money import Price
 from ledger.domain.status import Status, grants_plan, is_live
 from ledger.domain.subscription import Subscription
-from projections.activity import CURRENT_ORDER, past_due_since_sql
+from projections.activity import (
+    CURRENT_ORDER,
+    invoice_subscription,
+    past_due_since_sql,
+    record_invoice,
+)
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 
@@ -150,27 +155,18 @@ class SubscriptionStatusProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Invoice.Recorded, w: Writer) -> None:
-        if e.stripe_subscription_id is None:
-            return
-        w.insert_later(
-            "subscription_invoices",
-            {
-                "invoice_id": str(e.originator_id),
-                "subscription_id": str(Subscription.create_id(e.stripe_subscription_id)),
-            },
-            "ON CONFLICT (invoice_id) DO NOTHING",
-        )
+        record_invoice(w, "subscription_invoices", e)
 
     @apply.register
     def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
+        which, params = invoice_subscription(w, "subscription_invoices", str(e.originator_id))
         w.execute(
             "UPDATE {subscription_status} SET past_due_since = "
             + past_due_since_sql()
-            + ", position = :position WHERE subscription_id = (SELECT subscription_id "
-            "FROM {subscription_invoices} WHERE invoice_id = :id)",
-            id=str(e.originator_id),
+            + f", position = :position WHERE {which}",
             t=e.stripe_created,
             position=w.position,
+            **params,
         )
 
 

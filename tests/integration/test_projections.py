@@ -483,6 +483,61 @@ def test_usage_totals_asks_once_a_batch_whether_its_users_have_usage_records(
     assert read.usage(USER, at=T + 9)["metrics"]["ai_requests"]["total"] == 2
 
 
+def test_a_failed_payment_finds_its_subscription_without_writing_the_held_invoices_first(
+    feed: Feed, read: ReadSide, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """subscription_status and notifications each keep invoice -> subscription
+    rows, held to the batch's end (`insert_later`). A failed payment of an invoice
+    the same batch recorded finds its subscription from the batch's note (on
+    PostgreSQL) instead of naming that table, which writes what is held first:
+    one insert of them a batch, not one a failure. A failure of an invoice of an
+    earlier batch reads the table. Either way the grace counts from the first
+    failure, and a rebuild writes the same rows."""
+    inserts: list[str] = []
+    insert_rows = Writer.insert_rows
+
+    def spy(w: Writer, table: str, rows: Any, conflict: str = "") -> None:
+        inserts.append(table)
+        insert_rows(w, table, rows, conflict)
+
+    monkeypatch.setattr(Writer, "insert_rows", spy)
+    for i in range(4):
+        feed("customer.subscription.created", so.subscription(f"sub_{i}", f"cus_{i}"), T, False)
+        failed = so.invoice(f"in_{i}", f"cus_{i}", f"sub_{i}", status="open")
+        feed("invoice.payment_failed", failed, T + 10 + i, catch_up=False)
+    ledger.process_new()
+    read.catchup.run_once()  # one batch
+    if read.store.is_postgres:
+        assert inserts.count("subscription_invoices") == 1
+        assert inserts.count("notification_invoices") == 1
+
+    def since() -> dict[str, list[int | None]]:
+        with read.store.reading() as c:
+            return {
+                table: [
+                    r["past_due_since"]
+                    for r in c.query(
+                        f"SELECT past_due_since FROM {table} ORDER BY stripe_subscription_id"
+                    )
+                ]
+                for table in ("subscription_status", "notification_subscriptions")
+            }
+
+    assert set(map(tuple, since().values())) == {(T + 10, T + 11, T + 12, T + 13)}
+    # sub_0 recovers, then its invoice of the first batch fails again: read from the table
+    past_due = so.subscription("sub_0", "cus_0", status="past_due")
+    feed("customer.subscription.updated", past_due, T + 15)
+    feed("customer.subscription.updated", so.subscription("sub_0", "cus_0"), T + 20)
+    assert [held[0] for held in since().values()] == [None, None]
+    again = so.invoice("in_0", "cus_0", "sub_0", status="open", attempt_count=2)
+    feed("invoice.payment_failed", again, T + 30)
+    assert set(map(tuple, since().values())) == {(T + 30, T + 11, T + 12, T + 13)}
+    live = snapshot(read)
+    for name in ("subscription_status", "notifications"):
+        rebuild(read.catchup, next(p for p in read.projections if p.name == name))
+    assert snapshot(read) == live
+
+
 def test_two_runners_apply_each_event_once(
     ledger: Ledger, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
