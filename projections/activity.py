@@ -34,10 +34,10 @@ def past_due_since_sql(column: str = "past_due_since") -> str:
 
 def record_invoice(w: Writer, table: str, e: Invoice.Recorded) -> None:
     """The invoice's subscription into `table` (invoice_id, subscription_id; the
-    first kept), held for the batch's end (`Writer.insert_later`). On PostgreSQL
-    also noted for the batch, so that a failed payment of it in the same batch
-    finds its subscription without naming `table` (which writes what is held
-    first: one statement a failure instead of one a batch)."""
+    first kept), held for the batch's end (`Writer.insert_later`), and noted for
+    the batch, so that a failed payment of it in the same batch finds its
+    subscription without naming `table` (which writes what is held first: one
+    statement a failure instead of one a batch)."""
     if e.stripe_subscription_id is None:
         return
     row = {
@@ -45,8 +45,7 @@ def record_invoice(w: Writer, table: str, e: Invoice.Recorded) -> None:
         "subscription_id": str(Subscription.create_id(e.stripe_subscription_id)),
     }
     w.insert_later(table, row, "ON CONFLICT (invoice_id) DO NOTHING")
-    if w.postgres:
-        w.memo.setdefault(table, {}).setdefault(row["invoice_id"], row["subscription_id"])
+    w.memo.setdefault(table, {}).setdefault(row["invoice_id"], row["subscription_id"])
 
 
 def invoice_subscription(w: Writer, table: str, invoice_id: str) -> tuple[str, dict[str, Any]]:

@@ -5,7 +5,7 @@ views), a handler per event type, `topics` derived from those handlers, and
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import singledispatchmethod
 from typing import Any, ClassVar
 
@@ -14,7 +14,7 @@ from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
 from ledger.domain.catalog import Catalog
-from ledger.store.library import handler_types
+from ledger.store.library import handler_for, handler_types
 from projections.store import Cursor, ViewStore, published_generations
 
 # a column's declared type -> its PostgreSQL type, as a cast (`Writer.insert_rows`) and
@@ -187,11 +187,13 @@ class SqlProjection(Projection[ViewStore]):
     # a rebuild's scratch tables go without them (each insert there costs less);
     # the store's generation gets them after its rows, as it gets every index.
     reader_indexes: ClassVar[frozenset[str]] = frozenset()
+    _handlers: ClassVar[dict[type, Callable[..., None]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.topics = tuple(sorted(get_topic(t) for t in handler_types(vars(cls)["apply"])))
         cls.column_types = {table: column_types(c) for table, c in cls.tables.items()}
+        cls._handlers = {}  # event type -> its `apply` handler (`handler`)
 
     def __init__(self, view: ViewStore, catalog: Catalog) -> None:
         super().__init__(view)
@@ -207,7 +209,16 @@ class SqlProjection(Projection[ViewStore]):
         it) as long as the rows come out as they would one by one."""
         for notification_id, event in events:
             w.position = notification_id
-            self.apply(event, w)
+            self.handler(type(event))(self, event, w)
+
+    def handler(self, kind: type) -> Callable[..., None]:
+        """What `apply` does with an event of `kind`, to be called with the
+        projection first: looked up once a type, not bound for every event as
+        `self.apply(...)` is (a rebuild applies millions)."""
+        found = self._handlers.get(kind)
+        if found is None:
+            found = self._handlers[kind] = handler_for(vars(type(self))["apply"], kind)
+        return found
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """The library's contract: one event, its rows and its position in one

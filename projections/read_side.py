@@ -85,9 +85,9 @@ class ReadSide:
         self.seal = Seal(ledger, self.store)
         self.follower = Follower(self.catchup, interval, also=[self.seal.run_once])
         self._async_pool: AsyncConnectionPool | None = None
-        # (when, `_told` then, every projection's position): see `tracked`
+        # (when, `_commits` then, every projection's position): see `tracked`
         self._tracked: tuple[float, int, dict[str, tuple[int, int]]] | None = None
-        self._told = 0  # the store's word that projections committed, counted
+        self._commits = 0  # projections' commits heard of (`told`, `_moved`), counted
         self.cache = StatusCache(self._status_position)
         # The gate's memory: the current subscription and what its plan grants, kept
         # while neither subscription_status nor entitlements has moved.
@@ -112,18 +112,19 @@ class ReadSide:
     def tracked(self, *, fresh: bool = False) -> dict[str, tuple[int, int]]:
         """Every projection's (generation, tracking position), read with two queries
         and shared for 5 ms by the watchers of this process (the status and gate
-        caches, the stream's fan-out) unless the store told of a commit since they
-        were read (`told`); `fresh` for a request's own read. This process's
-        runner forgets the shared copy whenever it has applied events."""
-        now, told = time.monotonic(), self._told
+        caches, the stream's fan-out) unless a commit of the projections was heard
+        of since the read began (the store told of one, `told`, or this process's
+        runner applied events, `_moved`): a read made just before a commit is not
+        taken for news of it. `fresh` for a request's own read."""
+        now, commits = time.monotonic(), self._commits
         memo = self._tracked
-        if not fresh and memo is not None and now - memo[0] < SHARED and memo[1] == told:
+        if not fresh and memo is not None and now - memo[0] < SHARED and memo[1] == commits:
             return memo[2]
         generations = self.store.generations()
         keys = {p.name: p.tracking_key(generations[p.name]) for p in self.projections}
         found = self.store.positions(list(keys.values()))
         positions = {name: (generations[name], found.get(key, 0)) for name, key in keys.items()}
-        self._tracked = (now, told, positions)
+        self._tracked = (now, commits, positions)
         return positions
 
     def told(self) -> None:
@@ -132,13 +133,13 @@ class ReadSide:
         even within their 5 ms (a watch's turn that read them just before the
         commit took them for news and waited for its 0.5 s timer: 3% of the
         freshness samples took 520 ms). Then the watch is woken."""
-        self._told += 1
+        self._commits += 1
         self.watch.wakeup.wake()
 
     def _moved(self) -> None:
         """This process's runner applied events: what is kept may be older now
         (another process's runner is noticed by the watchers, within 25 ms)."""
-        self._tracked = None
+        self._commits += 1
         for kept in (self.cache, self.holdings, self.usage_kept):
             kept.forget()
         self.fanout.wake()

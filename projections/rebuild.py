@@ -1,8 +1,9 @@
 """Rebuild of projections in one pass over the log.
 
 Every projection being rebuilt is fed from one read of the log (each event read
-and decoded once, handed to each projection whose topics it has), folded with
-the projections' own handlers into a scratch SQLite file (no transaction or
+and decoded once, handed to each projection whose topics it has, a window of
+the log at a time, through its `apply_all` as the live runner hands it a batch),
+folded with the projections' own handlers into a scratch SQLite file (no transaction or
 tracking per event; a bounded page cache, so memory stays flat as the log
 grows). Each finished generation is then written to the store in one
 transaction with its tracking position (PostgreSQL: `COPY`), caught up with
@@ -15,27 +16,19 @@ import logging
 import sqlite3
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.utils import resolve_topic
-
 from ledger import collector
-from ledger.store.library import handler_for
 from projections.base import SqlProjection, Writer
 from projections.runner import Catchup, Progress
 from projections.store import Cursor
 
 log = logging.getLogger("projections")
 COPY_ROWS = 5000  # rows per INSERT batch on SQLite
-# a projection, its writer, and its handler of one topic's events
-Route = tuple[SqlProjection, Writer, Callable[..., None]]
-# a projection that takes a batch at once, its writer, and the window's events for it
-Batch = tuple[SqlProjection, Writer, list[tuple[int, Any]]]
 
 
 class _ScratchCursor:
@@ -93,23 +86,12 @@ def rebuild_all(
             p.create_generation(cursor, plan[p.name], clustered=True)  # type: ignore[arg-type]
             # the handlers' statements straight to the connection: it takes :name too
             writers[p.name] = Writer(cursor, p.names(plan[p.name]))  # type: ignore[arg-type]
-        routes: dict[str, list[Route]] = {}
-        batches: list[Batch] = []
+        # each projection's share of a window, and the shares each topic goes to
+        shares: dict[str, list[tuple[int, Any]]] = {p.name: [] for p in projections}
+        routes: dict[str, list[list[tuple[int, Any]]]] = {}
         for p in projections:
-            w = writers[p.name]
-            if type(p).apply_all is not SqlProjection.apply_all:
-                # It takes a batch at once, as the live runner hands it one: each
-                # window's events, together (e.g. usage_totals asks two queries a
-                # window instead of one an event).
-                events: list[tuple[int, Any]] = []
-                batches.append((p, w, events))
-                for topic in p.topics:
-                    routes.setdefault(topic, []).append((p, w, _taker(events)))
-                continue
-            apply = type(p).__dict__["apply"]
-            for topic in p.topics:  # a topic names its event's type: its handler, once
-                handler = handler_for(apply, resolve_topic(topic))
-                routes.setdefault(topic, []).append((p, w, handler))
+            for topic in p.topics:
+                routes.setdefault(topic, []).append(shares[p.name])
         mapper, topics = ledger.mapper, sorted(routes)
 
         def window(start: int) -> list[Any]:
@@ -129,10 +111,12 @@ def rebuild_all(
                 notifications, stop = ahead.result(), min(head, position + batch_size)
                 # the next window is read (psycopg waits without the GIL) while this one folds
                 ahead = reader.submit(window, stop + 1) if stop < head else None
-                _fold(notifications, routes, mapper, applied)
-                for p, w, events in batches:
+                _share(notifications, routes, mapper)
+                for p in projections:  # each its share at once, as the live runner does
+                    events, w = shares[p.name], writers[p.name]
                     w.memo = {}  # its notes are a batch's
                     p.apply_all(events, w)
+                    applied[p.name] += len(events)
                     events.clear()
                 position = stop
                 if progress:
@@ -158,31 +142,18 @@ def rebuild_all(
     return applied
 
 
-def _fold(
+def _share(
     notifications: Sequence[Any],
-    routes: Mapping[str, list[Route]],
+    routes: Mapping[str, list[list[tuple[int, Any]]]],
     mapper: Any,
-    applied: dict[str, int],
 ) -> None:
-    """Each event decoded once, handed to every projection that has its topic."""
+    """Each event decoded once, added (with its position) to the share of every
+    projection that has its topic."""
     decode = mapper.to_domain_event
     for n in notifications:
         event = decode(n)
-        for p, w, handler in routes[n.topic]:
-            w.position = n.id
-            handler(p, event, w)
-    for topic, count in Counter(n.topic for n in notifications).items():
-        for p, _, _ in routes[topic]:
-            applied[p.name] += count
-
-
-def _taker(events: list[tuple[int, Any]]) -> Callable[..., None]:
-    """A route's handler that keeps (position, event) for the window's `apply_all`."""
-
-    def take(projection: SqlProjection, event: Any, w: Writer) -> None:
-        events.append((w.position, event))
-
-    return take
+        for share in routes[n.topic]:
+            share.append((n.id, event))
 
 
 def rebuild(

@@ -151,7 +151,7 @@ class UsageTotalsProjection(SqlProjection):
             self._record_all(run, w)
             run = []
             w.position = position
-            self.apply(event, w)
+            self.handler(type(event))(self, event, w)
         self._record_all(run, w)
 
     @apply.register

@@ -26,6 +26,7 @@ from ledger.domain.usage import Usage
 from ledger.domain.user import User
 from ledger.plans import load_catalog
 from ledger.stripe.payloads import read_delivery
+from projections import read_side
 from projections import rebuild as rebuild_module
 from projections.as_of import replay_user
 from projections.base import Writer
@@ -488,8 +489,8 @@ def test_a_failed_payment_finds_its_subscription_without_writing_the_held_invoic
 ) -> None:
     """subscription_status and notifications each keep invoice -> subscription
     rows, held to the batch's end (`insert_later`). A failed payment of an invoice
-    the same batch recorded finds its subscription from the batch's note (on
-    PostgreSQL) instead of naming that table, which writes what is held first:
+    the same batch recorded finds its subscription from the batch's note
+    instead of naming that table, which (on PostgreSQL) writes what is held first:
     one insert of them a batch, not one a failure. A failure of an invoice of an
     earlier batch reads the table. Either way the grace counts from the first
     failure, and a rebuild writes the same rows."""
@@ -536,6 +537,33 @@ def test_a_failed_payment_finds_its_subscription_without_writing_the_held_invoic
     for name in ("subscription_status", "notifications"):
         rebuild(read.catchup, next(p for p in read.projections if p.name == name))
     assert snapshot(read) == live
+
+
+def test_a_read_of_the_positions_made_while_the_runner_applied_is_not_shared(
+    read: ReadSide, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watchers share one read of the projections' positions for a moment
+    (`read_side.SHARED`, here an hour). When this process's runner applies events
+    while such a read is under way, the read is not shared: it may be from before
+    the commit (the same rule as a commit the store tells of)."""
+    monkeypatch.setattr(read_side, "SHARED", 3600.0)
+    reads = 0
+    positions = read.store.positions
+
+    def during_a_commit(keys: Any) -> dict[str, int]:
+        nonlocal reads
+        reads += 1
+        found = positions(keys)
+        if reads == 1:
+            read._moved()  # the runner applied events while the positions were read
+        return found
+
+    monkeypatch.setattr(read.store, "positions", during_a_commit)
+    read.tracked()
+    read.tracked()
+    assert reads == 2
+    read.tracked()
+    assert reads == 2  # shared, once no commit came in between
 
 
 def test_two_runners_apply_each_event_once(
@@ -770,13 +798,13 @@ def test_a_rebuild_process_tunes_its_collector_and_folds_with_the_heap_frozen(
     alive before it out of the collector's scans, until the fold ends."""
     feed("customer.subscription.created", so.subscription("sub_1", "cus_1", user_id=USER), T)
     seen: list[tuple[int, int]] = []
-    fold = rebuild_module._fold
+    fold = rebuild_module._share
 
     def watched(*args: Any) -> None:
         seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
         fold(*args)
 
-    cli_env.setattr(rebuild_module, "_fold", watched)
+    cli_env.setattr(rebuild_module, "_share", watched)
     reports: Any = SimpleNamespace(items=[], put=lambda item: reports.items.append(item))
     thresholds = gc.get_threshold()
     gc.set_threshold(700, *thresholds[1:])
