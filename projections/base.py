@@ -160,6 +160,18 @@ class Writer:
             self.flush(statement)
         return self.cursor.query(self._bind(statement), params)
 
+    def query_in(
+        self, statement: str, values: Sequence[Any], **params: Any
+    ) -> list[dict[str, Any]]:
+        """`query` of a statement naming a list as `IN (:in)`: each of `values` (at
+        least one) a parameter, the list padded with its last to a power of two, so
+        that every length of list takes one of a few texts (each bound once)."""
+        listed = list(values)
+        listed += [listed[-1]] * ((1 << (len(listed) - 1).bit_length()) - len(listed))
+        names = {f"in{i}": value for i, value in enumerate(listed)}
+        marks = ", ".join(f":{name}" for name in names)
+        return self.query(statement.replace("(:in)", f"({marks})"), **names, **params)
+
     def update(self, table: str, key: str, row: object, assignments: str, **params: Any) -> None:
         """Change the row of `table` whose `key` is `row`, and stamp it with the
         position of the event doing it."""

@@ -9,6 +9,7 @@ sees the same ticks in the same places and writes the same rows."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import singledispatchmethod
 from typing import Any
 
@@ -18,7 +19,7 @@ from ledger.domain.invoice import Invoice
 from ledger.domain.money import Price
 from ledger.domain.status import DAY, Status, is_delinquent, is_live, is_terminal
 from ledger.domain.subscription import Subscription
-from projections.activity import invoice_subscription, past_due_since_sql, record_invoice
+from projections.activity import record_invoice
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
 
@@ -32,6 +33,7 @@ from projections.store import Cursor
 SLOTS = 10
 ALERT_SLOT = 5
 _sorted_json = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True)
+_HELD = "notifications:held"  # the run's rows, in `Writer.memo`
 
 KINDS = (
     "activated",
@@ -82,34 +84,102 @@ class NotificationsProjection(SqlProjection):
     }
     reader_indexes = frozenset({"notifications_user", "notification_contacts_user"})
 
+    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """The batch folded in memory (`_fold`), in runs each starting at a clock
+        tick: a tick asks which rows are due, so what came before it is written
+        first."""
+        start = 0
+        for i in range(1, len(events) + 1):
+            if i == len(events) or type(events[i][1]) is Tick.Ticked:
+                self._fold(events[start:i], w)
+                start = i
+
+    def _fold(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """The rows of the run's subscriptions read in one query (and, for failed
+        payments of invoices recorded before the batch, their subscriptions in
+        another), changed in memory by the handlers, and written back with the
+        notifications and the new contacts in one statement a table: a handful of
+        statements a run instead of several an event, with the rows they would
+        write one by one."""
+        if not events:
+            return
+        held = w.memo[_HELD] = _Held()
+        noted = w.memo.get("notification_invoices", {})  # `record_invoice`'s
+        subs: set[str] = set()
+        recorded: dict[str, str] = {}  # invoice -> its Stripe subscription, this run's
+        asked: set[str] = set()  # the failed invoices recorded before the batch
+        for _, e in events:
+            if isinstance(e, Subscription.Event):
+                subs.add(str(e.originator_id))
+            elif type(e) is Invoice.Recorded and e.stripe_subscription_id:
+                recorded.setdefault(str(e.originator_id), e.stripe_subscription_id)
+            elif type(e) is Invoice.PaymentFailed:
+                invoice = str(e.originator_id)
+                if invoice in noted:
+                    subs.add(noted[invoice])
+                elif invoice in recorded:
+                    subs.add(str(Subscription.create_id(recorded[invoice])))
+                else:
+                    asked.add(invoice)
+        if asked:
+            held.invoices = {
+                row["invoice_id"]: row["subscription_id"]
+                for row in w.query_in(
+                    "SELECT invoice_id, subscription_id FROM {notification_invoices} "
+                    "WHERE invoice_id IN (:in)",
+                    sorted(asked),
+                )
+            }
+            subs.update(held.invoices.values())
+        held.rows = dict.fromkeys(subs)
+        if subs:
+            for row in w.query_in(
+                "SELECT * FROM {notification_subscriptions} WHERE subscription_id IN (:in)",
+                sorted(subs),
+            ):
+                held.rows[row["subscription_id"]] = row
+        for position, event in events:
+            w.position = position
+            self.handler(type(event))(self, event, w)
+        w.insert_rows(
+            "notification_subscriptions",
+            [held.rows[sid] for sid in held.changed],
+            _UPSERT,
+        )
+        w.insert_rows("notifications", held.told)
+        w.insert_rows("notification_contacts", list(held.contacts.values()))
+        del w.memo[_HELD]
+
     # --- helpers -------------------------------------------------------------------
 
     def _notify(
-        self, w: Writer, subscription_id: str, kind: str, t: int, only_if: str = "", **detail: Any
-    ) -> None:
-        """One notification for the subscription's user; `only_if` adds a condition
-        on the subscription's row (the notification is not written without it)."""
-        self._tell(
-            w, subscription_id, kind, t, ":detail", "subscription_id = :id" + only_if,
-            detail=_sorted_json(detail), **detail,
-        )  # fmt: skip
+        self, w: Writer, subscription_id: str, kind: str, t: int, when: bool = True,
+        **detail: Any,
+    ) -> None:  # fmt: skip
+        """One notification for the subscription's user, if it has a row (and
+        `when`)."""
+        self._tell(w, subscription_id, kind, t, when and _sorted_json(detail))
 
     def _tell(
-        self, w: Writer, subscription_id: str, kind: str, t: int, detail_sql: str, where: str,
-        **params: Any,
-    ) -> None:  # fmt: skip
-        """The notification's row, with the subscription's user, if its row of
-        `notification_subscriptions` meets `where`; its detail made by `detail_sql`."""
-        w.execute(
-            "INSERT INTO {notifications} (cursor, user_id, subscription_id, "
-            "stripe_subscription_id, kind, occurred_at, detail) SELECT :cursor, user_id, "
-            f"subscription_id, stripe_subscription_id, :kind, :t, {detail_sql} "
-            f"FROM {{notification_subscriptions}} WHERE {where}",
-            cursor=w.position * SLOTS + w.place(subscription_id),
-            id=subscription_id,
-            kind=kind,
-            t=t,
-            **params,
+        self, w: Writer, subscription_id: str, kind: str, t: int, detail: str | bool | None
+    ) -> None:
+        """The notification's row, with the subscription's user, if it has a row
+        and a `detail`: its place among the event's is taken either way."""
+        cursor = w.position * SLOTS + w.place(subscription_id)
+        held: _Held = w.memo[_HELD]
+        row = held.rows.get(subscription_id)
+        if row is None or not detail:
+            return
+        held.told.append(
+            {
+                "cursor": cursor,
+                "user_id": row["user_id"],
+                "subscription_id": subscription_id,
+                "stripe_subscription_id": row["stripe_subscription_id"],
+                "kind": kind,
+                "occurred_at": t,
+                "detail": detail,
+            }
         )
 
     def _features(self, price: Price | None) -> tuple[str, list[str], int]:
@@ -118,12 +188,14 @@ class NotificationsProjection(SqlProjection):
         free = set(self.catalog.free_plan.features)
         return plan.id, [f for f in plan.features if f not in free], plan.grace_days
 
-    def _row(self, w: Writer, subscription_id: str) -> dict[str, Any] | None:
-        rows = w.query(
-            "SELECT * FROM {notification_subscriptions} WHERE subscription_id = :id",
-            id=subscription_id,
-        )
-        return rows[0] if rows else None
+    @staticmethod
+    def _row(w: Writer, subscription_id: str) -> dict[str, Any] | None:
+        """The subscription's row as the batch holds it, marked to be written."""
+        held: _Held = w.memo[_HELD]
+        row = held.rows.get(subscription_id)
+        if row is not None:
+            held.changed[subscription_id] = None
+        return row
 
     def _set_granting(
         self,
@@ -131,30 +203,24 @@ class NotificationsProjection(SqlProjection):
         subscription_id: str,
         granting: bool,
         t: int,
-        unless: str = "",
+        unless: bool = False,
         reason: str | None = None,
     ) -> None:
         """Tell the provisioning feed when the subscription starts or stops granting
-        its features (if it has any beyond the free plan's), and hold that it does:
-        statements on the subscription's row, not a read of it (`unless`: a
-        condition on the row under which nothing changes)."""
-        condition = "subscription_id = :id AND granting = :was" + (
-            f" AND NOT ({unless})" if unless else ""
-        )
-        self._tell(
-            w, subscription_id, "features_granted" if granting else "features_revoked", t,
-            # the detail as json.dumps(..., sort_keys=True) writes it: `features` is the
-            # list as json.dumps wrote it
-            ":head || features || :tail", f"{condition} AND features <> '[]'",
-            was=int(not granting), head='{"features": ',
-            tail="}" if reason is None else f', "reason": {json.dumps(reason)}}}',
-        )  # fmt: skip
-        w.execute(
-            f"UPDATE {{notification_subscriptions}} SET granting = :granting WHERE {condition}",
-            id=subscription_id,
-            was=int(not granting),
-            granting=int(granting),
-        )
+        its features (if it has any beyond the free plan's), and hold that it does
+        (`unless`: nothing changes)."""
+        row = w.memo[_HELD].rows.get(subscription_id)
+        turns = row is not None and row["granting"] == int(not granting) and not unless
+        detail = None
+        if turns and row["features"] != "[]":
+            # as json.dumps(..., sort_keys=True) writes it: `features` is the list as
+            # json.dumps wrote it
+            tail = "}" if reason is None else f', "reason": {json.dumps(reason)}}}'
+            detail = '{"features": ' + row["features"] + tail
+        kind = "features_granted" if granting else "features_revoked"
+        self._tell(w, subscription_id, kind, t, detail)
+        if turns:
+            self._row(w, subscription_id)["granting"] = int(granting)  # type: ignore[index]
 
     # --- handlers ------------------------------------------------------------------
 
@@ -167,22 +233,22 @@ class NotificationsProjection(SqlProjection):
         plan_id, features, grace_days = self._features(e.price)
         sid = str(e.originator_id)
         grants = is_live(e.status) or (e.status == Status.PAST_DUE and grace_days > 0)
-        w.execute(
-            "INSERT INTO {notification_subscriptions} (subscription_id, "
-            "stripe_subscription_id, user_id, current_period_start, status, plan_id, features, "
-            "grace_days, past_due_since, granting, grace_warned) VALUES (:id, :sub, :user_id, "
-            ":start, :status, :plan_id, :features, :grace_days, :since, :granting, 0)",
-            id=sid,
-            sub=e.stripe_subscription_id,
-            user_id=e.user_id,
-            start=e.current_period_start,
-            status=e.status,
-            plan_id=plan_id,
-            features=json.dumps(features),
-            grace_days=grace_days,
-            since=e.stripe_created if e.status == Status.PAST_DUE else None,
-            granting=int(grants),
-        )
+        held: _Held = w.memo[_HELD]
+        held.rows[sid] = {
+            "subscription_id": sid,
+            "stripe_subscription_id": e.stripe_subscription_id,
+            "user_id": e.user_id,
+            "current_period_start": e.current_period_start,
+            "status": str(e.status),
+            "plan_id": plan_id,
+            "features": json.dumps(features),
+            "grace_days": grace_days,
+            "past_due_since": e.stripe_created if e.status == Status.PAST_DUE else None,
+            "granting": int(grants),
+            "grace_warned": 0,
+        }
+        held.changed[sid] = None
+        held.started.add(sid)
         if is_live(e.status):
             self._notify(w, sid, "activated", e.stripe_created, status=e.status)
         if grants and features:
@@ -197,26 +263,19 @@ class NotificationsProjection(SqlProjection):
             self._notify(w, sid, "activated", t, status=e.status)
         elif is_delinquent(e.status):
             self._notify(w, sid, "payment_failed", t, status=e.status)
-        if e.status == Status.PAST_DUE:
-            since = past_due_since_sql()
-        elif is_live(e.status):
-            since = "NULL"
-        else:
-            since = "past_due_since"
-        w.execute(
-            f"UPDATE {{notification_subscriptions}} SET status = :status, past_due_since = {since}"
-            + (", grace_warned = 0" if is_live(e.status) else "")
-            + " WHERE subscription_id = :id",
-            id=sid,
-            status=e.status,
-            t=t,
-        )
+        row = self._row(w, sid)
+        if row is not None:
+            row["status"] = str(e.status)
+            if e.status == Status.PAST_DUE:
+                row["past_due_since"] = _earlier(row["past_due_since"], t)
+            elif is_live(e.status):
+                row["past_due_since"] = None
+                row["grace_warned"] = 0
         if is_live(e.status):
             self._set_granting(w, sid, True, t)
         elif e.status == Status.PAST_DUE:  # still granting within the grace, told by the ticks
-            self._set_granting(
-                w, sid, False, t, "COALESCE(grace_days, 0) > 0", reason="grace_ended"
-            )
+            grace = row is not None and (row["grace_days"] or 0) > 0
+            self._set_granting(w, sid, False, t, grace, reason="grace_ended")
         else:
             self._set_granting(w, sid, False, t, reason="inactive")
 
@@ -232,42 +291,30 @@ class NotificationsProjection(SqlProjection):
             price_id=e.price.stripe_price_id if e.price else None,
         )  # fmt: skip
         if row["granting"]:
-            held = json.loads(row["features"])
-            added = [f for f in features if f not in held]
-            removed = [f for f in held if f not in features]
+            had = json.loads(row["features"])
+            added = [f for f in features if f not in had]
+            removed = [f for f in had if f not in features]
             if added:
                 self._notify(w, sid, "features_granted", t, features=added)
             if removed:
                 self._notify(w, sid, "features_revoked", t, features=removed, reason="plan_changed")
-        w.execute(
-            "UPDATE {notification_subscriptions} SET plan_id = :plan_id, features = :features, "
-            "grace_days = :grace_days WHERE subscription_id = :id",
-            id=sid,
-            plan_id=plan_id,
-            features=json.dumps(features),
-            grace_days=grace_days,
-        )
+        row.update(plan_id=plan_id, features=json.dumps(features), grace_days=grace_days)
 
     @apply.register
     def _(self, e: Subscription.PeriodChanged, w: Writer) -> None:
         """A renewal is a period that starts later than the one held."""
-        if e.current_period_start is None:
+        start = e.current_period_start
+        if start is None:
             return
+        sid = str(e.originator_id)
+        row = self._row(w, sid)
+        held = None if row is None else row["current_period_start"]
         self._notify(
-            w,
-            str(e.originator_id),
-            "renewed",
-            e.stripe_created,
-            " AND (current_period_start IS NULL OR current_period_start < :current_period_start)",
-            current_period_start=e.current_period_start,
-            current_period_end=e.current_period_end,
-        )
-        w.execute(
-            "UPDATE {notification_subscriptions} SET current_period_start = :start "
-            "WHERE subscription_id = :id",
-            id=str(e.originator_id),
-            start=e.current_period_start,
-        )
+            w, sid, "renewed", e.stripe_created, held is None or held < start,
+            current_period_start=start, current_period_end=e.current_period_end,
+        )  # fmt: skip
+        if row is not None:
+            row["current_period_start"] = start
 
     @apply.register
     def _(self, e: Subscription.TrialEndingSoon, w: Writer) -> None:
@@ -287,39 +334,51 @@ class NotificationsProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Subscription.Ended, w: Writer) -> None:
-        sid = str(e.originator_id)
+        sid, t = str(e.originator_id), e.stripe_created
         # Stripe's last word on a subscription also clears its cancellation: that is
-        # no withdrawal to tell of.
+        # no withdrawal to tell of (one state's events are saved together).
+        since, upto = (w.position - 10) * SLOTS, w.position * SLOTS
+        held: _Held = w.memo[_HELD]
+        held.told = [
+            n for n in held.told
+            if not (since <= n["cursor"] < upto and n["subscription_id"] == sid
+                    and n["kind"] == "cancellation_withdrawn" and n["occurred_at"] == t)
+        ]  # fmt: skip
         w.execute(
             "DELETE FROM {notifications} WHERE cursor >= :since AND cursor < :upto "
             "AND subscription_id = :id AND kind = 'cancellation_withdrawn' AND occurred_at = :t",
             id=sid,
-            t=e.stripe_created,
-            since=(w.position - 10) * SLOTS,  # one state's events are saved together
-            upto=w.position * SLOTS,
+            t=t,
+            since=since,
+            upto=upto,
         )
-        self._notify(w, sid, "ended", e.stripe_created, status=e.status, ended_at=e.ended_at)
-        w.execute(
-            "UPDATE {notification_subscriptions} SET status = :status WHERE subscription_id = :id",
-            id=sid,
-            status=e.status,
-        )
+        self._notify(w, sid, "ended", t, status=e.status, ended_at=e.ended_at)
+        row = self._row(w, sid)
+        if row is not None:
+            row["status"] = str(e.status)
         if is_terminal(e.status):
-            self._set_granting(w, sid, False, e.stripe_created, reason="ended")
+            self._set_granting(w, sid, False, t, reason="ended")
 
     @apply.register
     def _(self, e: Subscription.LinkedToUser, w: Writer) -> None:
-        params = {"id": str(e.originator_id), "user_id": e.user_id}
-        w.execute(
-            "UPDATE {notification_subscriptions} SET user_id = :user_id "
-            "WHERE subscription_id = :id",
-            **params,
-        )
-        w.execute(
-            "UPDATE {notifications} SET user_id = :user_id "
-            "WHERE subscription_id = :id AND user_id IS NULL",
-            **params,
-        )
+        """The subscription's notifications so far are its user's too: those held,
+        and those written before, if the subscription has been known before."""
+        sid = str(e.originator_id)
+        row = self._row(w, sid)
+        if row is None:
+            return
+        row["user_id"] = e.user_id
+        held: _Held = w.memo[_HELD]
+        for n in held.told:
+            if n["subscription_id"] == sid and n["user_id"] is None:
+                n["user_id"] = e.user_id
+        if sid not in held.started:
+            w.execute(
+                "UPDATE {notifications} SET user_id = :user_id "
+                "WHERE subscription_id = :id AND user_id IS NULL",
+                id=sid,
+                user_id=e.user_id,
+            )
 
     @apply.register
     def _(self, e: Invoice.Recorded, w: Writer) -> None:
@@ -328,19 +387,20 @@ class NotificationsProjection(SqlProjection):
     @apply.register
     def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
         """The grace counts from the first failed payment (as subscription_status does)."""
-        which, params = invoice_subscription(w, "notification_invoices", str(e.originator_id))
-        w.execute(
-            "UPDATE {notification_subscriptions} SET past_due_since = "
-            + past_due_since_sql()
-            + f" WHERE {which}",
-            t=e.stripe_created,
-            **params,
-        )
+        invoice = str(e.originator_id)
+        sid = w.memo.get("notification_invoices", {}).get(invoice)
+        if sid is None:
+            sid = w.memo[_HELD].invoices.get(invoice)
+        row = None if sid is None else self._row(w, sid)
+        if row is not None:
+            row["past_due_since"] = _earlier(row["past_due_since"], e.stripe_created)
 
     @apply.register
     def _(self, e: Tick.Ticked, w: Writer) -> None:
         """The log's clock: warn a day before a payment grace ends; when it has
-        ended, revoke the features."""
+        ended, revoke the features. (A tick starts its run: the rows it reads are
+        all written.)"""
+        held: _Held = w.memo[_HELD]
         due = w.query(
             "SELECT * FROM {notification_subscriptions} WHERE granting = 1 AND status = :past_due "
             "AND past_due_since IS NOT NULL AND past_due_since + grace_days * :day - :day <= :at "
@@ -349,42 +409,71 @@ class NotificationsProjection(SqlProjection):
             day=DAY,
             at=e.at,
         )
-        for row in due:
+        for found in due:
+            sid = found["subscription_id"]
+            row = held.rows.setdefault(sid, found)
             ends = row["past_due_since"] + row["grace_days"] * DAY
             if e.at >= ends:
-                self._set_granting(w, row["subscription_id"], False, e.at, reason="grace_ended")
+                self._set_granting(w, sid, False, e.at, reason="grace_ended")
             elif not row["grace_warned"]:
-                sid = row["subscription_id"]
                 self._notify(w, sid, "payment_grace_ending", e.at, grace_ends_at=ends)
-                w.execute(
-                    "UPDATE {notification_subscriptions} SET grace_warned = 1 "
-                    "WHERE subscription_id = :id",
-                    id=row["subscription_id"],
-                )
+                self._row(w, sid)["grace_warned"] = 1  # type: ignore[index]
 
     # --- who to write to -----------------------------------------------------------
 
     @apply.register
     def _(self, e: Customer.Registered, w: Writer) -> None:
-        w.execute(
-            "INSERT INTO {notification_contacts} (customer_id, position) VALUES (:id, :position)",
-            id=str(e.originator_id),
-            position=w.position,
-        )
+        cid = str(e.originator_id)
+        w.memo[_HELD].contacts[cid] = {
+            "customer_id": cid, "user_id": None, "email": None, "position": w.position,
+        }  # fmt: skip
 
     @apply.register
     def _(self, e: Customer.DetailsChanged, w: Writer) -> None:
-        w.update(
-            "notification_contacts", "customer_id", e.originator_id, "email = :email",
-            email=e.email,
-        )  # fmt: skip
+        self._contact(w, e.originator_id, email=e.email)
 
     @apply.register
     def _(self, e: Customer.LinkedToUser, w: Writer) -> None:
+        self._contact(w, e.originator_id, user_id=e.user_id)
+
+    @staticmethod
+    def _contact(w: Writer, customer: object, **change: Any) -> None:
+        """Change the customer's contact row: the one held if this run registered
+        the customer, else the one written before (if any)."""
+        row = w.memo[_HELD].contacts.get(str(customer))
+        if row is not None:
+            row.update(change, position=w.position)
+            return
+        [(column, value)] = change.items()
         w.update(
-            "notification_contacts", "customer_id", e.originator_id, "user_id = :user_id",
-            user_id=e.user_id,
-        )  # fmt: skip
+            "notification_contacts", "customer_id", customer, f"{column} = :value", value=value
+        )
+
+
+# a run's subscription rows: those new inserted, the others' columns all replaced
+_UPSERT = "ON CONFLICT (subscription_id) DO UPDATE SET " + ", ".join(
+    f"{column} = excluded.{column}"
+    for column in NotificationsProjection.column_types["notification_subscriptions"]
+    if column != "subscription_id"
+)
+
+
+class _Held:
+    """A run's rows (`NotificationsProjection._fold`): the subscriptions' (None:
+    none), which of them changed, and which the run started; the invoices asked
+    about; the notifications and contacts to write."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any] | None] = {}
+        self.changed: dict[str, None] = {}  # in the order first changed
+        self.started: set[str] = set()
+        self.invoices: dict[str, str] = {}
+        self.told: list[dict[str, Any]] = []
+        self.contacts: dict[str, dict[str, Any]] = {}
+
+
+def _earlier(held: int | None, t: int) -> int:
+    return t if held is None or held > t else held
 
 
 def notifications_of(

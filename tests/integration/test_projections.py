@@ -32,6 +32,7 @@ from projections.as_of import replay_user
 from projections.base import Writer
 from projections.read_side import ReadSide
 from projections.rebuild import _copy, rebuild, rebuild_all, scratch, share
+from projections.store import Cursor
 from scripts.cli import main
 from scripts.projection_commands import _follow, _rebuild_group, _start
 from tests import stripe_objects as so
@@ -564,6 +565,55 @@ def test_a_read_of_the_positions_made_while_the_runner_applied_is_not_shared(
     assert reads == 2
     read.tracked()
     assert reads == 2  # shared, once no commit came in between
+
+
+def test_notifications_folds_a_batch_in_a_few_statements_whatever_its_size(
+    feed: Feed, read: ReadSide, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notifications projection holds a batch's rows in memory: its
+    subscriptions' rows read in one query, then the subscriptions, notifications
+    and new contacts written in one statement each, however many events the batch
+    has (several statements an event before). What it writes is what events
+    applied one at a time write (a rebuild one log event a window), and what each
+    user is told."""
+    told: list[str] = []
+    for method in ("execute", "execute_many", "query"):
+        original = getattr(Cursor, method)
+
+        def spy(c: Any, statement: str, *args: Any, _original: Any = original) -> Any:
+            if re.search(r"\bnotification(s|_subscriptions|_contacts)_g\d", statement):
+                told.append(statement)
+            return _original(c, statement, *args)
+
+        monkeypatch.setattr(Cursor, method, spy)
+    users = [f"{USER[:-2]}{i:02d}" for i in range(8)]
+    for i, user in enumerate(users):
+        sub, cus = f"sub_{i}", f"cus_{i}"
+        feed("customer.created", so.customer(cus, user_id=user, email=f"{i}@ex.com"), T, False)
+        monthly, annual = "price_lisa_premium_monthly", "price_lisa_premium_annual"
+        steps = [
+            ("customer.subscription.created", so.subscription(sub, cus, price_id=monthly)),
+            ("invoice.paid", so.invoice(f"in_{i}a", cus, sub, status="paid")),
+            (
+                "customer.subscription.updated",
+                so.subscription(sub, cus, status="past_due", price_id=annual),
+            ),
+            ("invoice.payment_failed", so.invoice(f"in_{i}b", cus, sub, status="open")),
+            ("customer.subscription.updated", so.subscription(sub, cus, price_id=annual)),
+        ]
+        for n, (kind, obj) in enumerate(steps, 1):
+            feed(kind, obj, T + n, catch_up=False)
+    ledger.process_new()
+    read.catchup.run_once()  # one batch
+    assert len(told) <= 4, told
+    kinds = [n["kind"] for n in read.notifications(users[3])]
+    assert kinds == [
+        "activated", "features_granted", "plan_changed", "payment_failed", "payment_recovered"
+    ]  # fmt: skip
+    live = snapshot(read)
+    notifications = next(p for p in read.projections if p.name == "notifications")
+    rebuild_all(read.catchup, [notifications], batch_size=1)
+    assert snapshot(read) == live
 
 
 def test_two_runners_apply_each_event_once(

@@ -254,7 +254,7 @@ def test_rate_limit_hits_start_no_threads_and_counters_still_expire() -> None:
 
     from api.ratelimit import Limits, RateLimited
 
-    limits = Limits("1000/second", "5/minute", "5/minute")
+    limits = Limits("1000/minute", "5/minute", "5/minute")  # a slow machine: not per second
     time.sleep(0.05)  # the library's first timer, started in its __init__, has run
     before = threading.active_count()
     started: list[threading.Thread] = []
