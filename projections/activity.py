@@ -1,10 +1,11 @@
-"""SQL of subscription_status drawn from the status vocabulary: which of a user's
-subscriptions is their current one, and when the first payment failed; and the
-invoice -> subscription table that subscription_status and notifications each
-keep to find a failed payment's subscription."""
+"""What subscription_status and notifications share: which of a user's
+subscriptions is their current one (SQL drawn from the status vocabulary), when
+the first payment failed, and the invoice -> subscription table each keeps to
+find a failed payment's subscription."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ledger.domain.invoice import Invoice
@@ -27,9 +28,9 @@ def _rank_sql(column: str) -> str:
 CURRENT_ORDER = f"ORDER BY {_rank_sql('status')}, started_at DESC, subscription_id"
 
 
-def past_due_since_sql(column: str = "past_due_since") -> str:
-    """The earlier of what is held and :t (the first failed payment)."""
-    return f"CASE WHEN {column} IS NULL OR {column} > :t THEN :t ELSE {column} END"
+def earlier(held: int | None, t: int) -> int:
+    """When the first payment failed: the earlier of what is held and `t`."""
+    return t if held is None or held > t else held
 
 
 def record_invoice(w: Writer, table: str, e: Invoice.Recorded) -> None:
@@ -48,14 +49,44 @@ def record_invoice(w: Writer, table: str, e: Invoice.Recorded) -> None:
     w.memo.setdefault(table, {}).setdefault(row["invoice_id"], row["subscription_id"])
 
 
-def invoice_subscription(w: Writer, table: str, invoice_id: str) -> tuple[str, dict[str, Any]]:
-    """A condition on `subscription_id` naming the invoice's subscription, and its
-    parameters: by id when this batch recorded the invoice (`record_invoice`),
-    else read from `table` (no row: no subscription)."""
-    noted = w.memo.get(table, {}).get(invoice_id)
-    if noted is not None:
-        return "subscription_id = :subscription_id", {"subscription_id": noted}
-    return (
-        f"subscription_id = (SELECT subscription_id FROM {{{table}}} WHERE invoice_id = :id)",
-        {"id": invoice_id},
-    )
+def subscriptions_of(
+    w: Writer, table: str, events: Sequence[tuple[int, Any]]
+) -> tuple[set[str], dict[str, str]]:
+    """The subscriptions a run of events changes: those of its subscription events,
+    and those of its failed payments' invoices, found as `failed_subscription`
+    finds them (`record_invoice`'s note of the batch, this run's invoices, or
+    `table`, asked once for all the invoices recorded before the batch). Returns
+    them, and what `table` said (invoice -> subscription)."""
+    noted = w.memo.get(table, {})
+    subs: set[str] = set()
+    recorded: dict[str, str] = {}  # this run's invoices -> their Stripe subscription
+    asked: set[str] = set()
+    for _, e in events:
+        if isinstance(e, Subscription.Event):
+            subs.add(str(e.originator_id))
+        elif type(e) is Invoice.Recorded and e.stripe_subscription_id:
+            recorded.setdefault(str(e.originator_id), e.stripe_subscription_id)
+        elif type(e) is Invoice.PaymentFailed:
+            invoice = str(e.originator_id)
+            if invoice in noted:
+                subs.add(noted[invoice])
+            elif invoice in recorded:
+                subs.add(str(Subscription.create_id(recorded[invoice])))
+            else:
+                asked.add(invoice)
+    found: dict[str, str] = {}
+    if asked:
+        statement = f"SELECT invoice_id, subscription_id FROM {{{table}}} WHERE invoice_id IN (:in)"
+        rows = w.query_in(statement, sorted(asked))
+        found = {row["invoice_id"]: row["subscription_id"] for row in rows}
+        subs.update(found.values())
+    return subs, found
+
+
+def failed_subscription(
+    w: Writer, table: str, invoice_id: str, found: dict[str, str]
+) -> str | None:
+    """The subscription of an invoice whose payment failed: by `record_invoice`'s
+    note when this batch recorded it, else as `subscriptions_of` found it in
+    `table` (None: no subscription)."""
+    return w.memo.get(table, {}).get(invoice_id) or found.get(invoice_id)

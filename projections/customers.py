@@ -5,12 +5,13 @@ customers)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import singledispatchmethod
 from typing import Any
 
 from ledger.domain.customer import Customer
 from ledger.domain.user import User
-from projections.base import SqlProjection, Writer
+from projections.base import Held, SqlProjection, Writer
 from projections.store import Cursor
 
 
@@ -39,71 +40,77 @@ class CustomersProjection(SqlProjection):
     indexes = {"customers_user": "{customers} (user_id)"}
     reader_indexes = frozenset({"customers_user"})
 
+    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """The batch folded in memory: the rows of its customers and of the users
+        who created one read in one query each, changed by the handlers, written
+        back in one statement each."""
+        customers = Held(type(self), "customers", "customer_id")
+        users = Held(type(self), "customer_users", "user_uuid")
+        w.memo[_HELD] = customers, users
+        customers.load(w, {
+            str(Customer.create_id(e.stripe_customer_id)) if type(e) is User.CustomerCreated
+            else str(e.originator_id)
+            for _, e in events if type(e) is not User.Registered
+        })  # fmt: skip
+        users.load(w, {str(e.originator_id) for _, e in events if isinstance(e, User.Event)})
+        super().apply_all(events, w)
+        customers.write(w)
+        users.write(w)
+
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
         """Events of no interest change nothing."""
 
-    def _upsert(
-        self,
-        w: Writer,
-        customer_id: object,
-        cus: str,
-        user_id_sql: str,
-        registered: int,
-        **p: Any,
-    ) -> None:
-        w.execute(
-            "INSERT INTO {customers} (customer_id, stripe_customer_id, user_id, registered, "
-            f"position) VALUES (:id, :cus, {user_id_sql}, :registered, :position) "
-            "ON CONFLICT (customer_id) DO UPDATE "
-            "SET user_id = COALESCE({customers}.user_id, excluded.user_id), "
-            "registered = CASE WHEN excluded.registered = 1 THEN 1 "
-            "ELSE {customers}.registered END, "
-            "position = excluded.position",
-            id=str(customer_id),
-            cus=cus,
-            registered=registered,
-            position=w.position,
-            **p,
-        )
+    @staticmethod
+    def _start(w: Writer, customer_id: str, cus: str, user_id: str | None, registered: int) -> None:
+        """The customer's row, or what its start changes in the one there: the
+        user kept if known, `registered` once 1."""
+        customers, _ = w.memo[_HELD]
+        row = customers.rows.get(customer_id)
+        if row is None:
+            customers.add(
+                {"customer_id": customer_id, "stripe_customer_id": cus, "user_id": user_id,
+                 "email": None, "name": None, "registered": registered,
+                 "linked_user_id": None, "position": w.position}
+            )  # fmt: skip
+            return
+        customers.change(
+            customer_id, user_id=row["user_id"] if row["user_id"] is not None else user_id,
+            registered=registered or row["registered"], position=w.position,
+        )  # fmt: skip
 
     @apply.register
     def _(self, e: Customer.Registered, w: Writer) -> None:
-        self._upsert(w, e.originator_id, e.stripe_customer_id, "NULL", 1)
+        self._start(w, str(e.originator_id), e.stripe_customer_id, None, 1)
 
     @apply.register
     def _(self, e: Customer.DetailsChanged, w: Writer) -> None:
-        w.update(
-            "customers", "customer_id", e.originator_id, "email = :email, name = :name",
-            email=e.email, name=e.name,
-        )  # fmt: skip
+        customers, _ = w.memo[_HELD]
+        customers.change(str(e.originator_id), email=e.email, name=e.name, position=w.position)
 
     @apply.register
     def _(self, e: Customer.LinkedToUser, w: Writer) -> None:
-        w.update(
-            "customers", "customer_id", e.originator_id, "user_id = :u, linked_user_id = :u",
-            u=e.user_id,
-        )  # fmt: skip
+        customers, _ = w.memo[_HELD]
+        u = e.user_id
+        customers.change(str(e.originator_id), user_id=u, linked_user_id=u, position=w.position)
 
     @apply.register
     def _(self, e: User.Registered, w: Writer) -> None:
-        w.execute(
-            "INSERT INTO {customer_users} (user_uuid, user_id) VALUES (:uuid, :user_id) "
-            "ON CONFLICT (user_uuid) DO NOTHING",
-            uuid=str(e.originator_id),
-            user_id=e.user_id,
-        )
+        _, users = w.memo[_HELD]
+        if users.rows.get(str(e.originator_id)) is None:
+            users.add({"user_uuid": str(e.originator_id), "user_id": e.user_id})
 
     @apply.register
     def _(self, e: User.CustomerCreated, w: Writer) -> None:
-        self._upsert(
-            w,
-            Customer.create_id(e.stripe_customer_id),
-            e.stripe_customer_id,
-            "(SELECT user_id FROM {customer_users} WHERE user_uuid = :uuid)",
-            0,
-            uuid=str(e.originator_id),
-        )
+        _, users = w.memo[_HELD]
+        user = users.rows.get(str(e.originator_id))
+        self._start(
+            w, str(Customer.create_id(e.stripe_customer_id)), e.stripe_customer_id,
+            None if user is None else user["user_id"], 0,
+        )  # fmt: skip
+
+
+_HELD = "customers:held"  # (customers, users), in `Writer.memo`
 
 
 def customer_of(c: Cursor, user_id: str) -> dict[str, Any] | None:

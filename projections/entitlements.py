@@ -4,7 +4,7 @@ there is no active subscription)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import singledispatchmethod
 from typing import Any
 
@@ -12,7 +12,7 @@ from ledger.domain.catalog import Catalog
 from ledger.domain.gate import Gate, Holding
 from ledger.domain.money import Price
 from ledger.domain.subscription import Subscription
-from projections.base import SqlProjection, Writer
+from projections.base import Held, SqlProjection, Writer
 from projections.store import Cursor
 from projections.subscription_status import CURRENT
 
@@ -40,29 +40,30 @@ class EntitlementsProjection(SqlProjection):
             "limits": json.dumps(plan.limits, sort_keys=True),
         }
 
+    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """The batch folded in memory: the rows of its plan changes' subscriptions
+        read in one query, changed by the handlers, written back in one statement."""
+        rows = w.memo[_HELD] = Held(type(self), "entitlements", "subscription_id")
+        changes = Subscription.PlanChanged
+        rows.load(w, {str(e.originator_id) for _, e in events if type(e) is changes})
+        super().apply_all(events, w)
+        rows.write(w)
+
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
         """Events of no interest change nothing."""
 
     @apply.register
     def _(self, e: Subscription.Started, w: Writer) -> None:
-        w.execute(
-            "INSERT INTO {entitlements} (subscription_id, plan_id, tier, features, limits, "
-            "position) VALUES (:id, :plan_id, :tier, :features, :limits, :position)",
-            id=str(e.originator_id),
-            position=w.position,
-            **self._plan(e.price),
-        )
+        row = {"subscription_id": str(e.originator_id), "position": w.position}
+        w.memo[_HELD].add(row | self._plan(e.price))
 
     @apply.register
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
-        w.update(
-            "entitlements",
-            "subscription_id",
-            e.originator_id,
-            "plan_id = :plan_id, tier = :tier, features = :features, limits = :limits",
-            **self._plan(e.price),
-        )
+        w.memo[_HELD].change(str(e.originator_id), position=w.position, **self._plan(e.price))
+
+
+_HELD = "entitlements:held"  # in `Writer.memo`
 
 
 # The user's current subscription (as get-subscription picks it) and what its plan grants.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import singledispatchmethod
 from typing import Any
 
 from ledger.domain.customer import Customer
 from ledger.domain.invoice import Invoice
-from projections.base import SqlProjection, Writer
+from projections.base import Held, SqlProjection, Writer
 from projections.store import Cursor
 
 
@@ -33,74 +34,106 @@ class InvoiceHistoryProjection(SqlProjection):
     }
     reader_indexes = frozenset({"invoice_history_user_created"})
 
+    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """The batch folded in memory: the rows of its customers (theirs, and those
+        its invoices are recorded for) and of its invoices read in one query each,
+        changed by the handlers, written back in one statement each."""
+        customers = Held(type(self), "invoice_customers", "customer_id")
+        invoices = Held(type(self), "invoice_history", "invoice_id")
+        by_customer: dict[str, list[str]] = {}  # Stripe customer -> its invoices held
+        w.memo[_HELD] = customers, invoices, by_customer
+        customers.load(w, {
+            str(Customer.create_id(e.stripe_customer_id)) if type(e) is Invoice.Recorded
+            else str(e.originator_id)
+            for _, e in events if type(e) in _OF_CUSTOMERS
+        })  # fmt: skip
+        invoices.load(w, {str(e.originator_id) for _, e in events if type(e) in _OF_INVOICES})
+        for invoice, row in invoices.rows.items():
+            if row is not None:
+                by_customer.setdefault(row["stripe_customer_id"], []).append(invoice)
+        super().apply_all(events, w)
+        customers.write(w)
+        invoices.write(w)
+
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
         """Events of no interest change nothing."""
 
     @apply.register
     def _(self, e: Customer.Registered, w: Writer) -> None:
-        w.execute(
-            "INSERT INTO {invoice_customers} (customer_id, stripe_customer_id) VALUES (:id, :cus)",
-            id=str(e.originator_id),
-            cus=e.stripe_customer_id,
-        )
+        customers, _, _ = w.memo[_HELD]
+        customers.add(
+            {"customer_id": str(e.originator_id), "stripe_customer_id": e.stripe_customer_id,
+             "user_id": None}
+        )  # fmt: skip
 
     @apply.register
     def _(self, e: Customer.LinkedToUser, w: Writer) -> None:
-        w.execute(
-            "UPDATE {invoice_customers} SET user_id = :user_id WHERE customer_id = :id",
-            id=str(e.originator_id),
-            user_id=e.user_id,
-        )
+        """The customer's invoices are the user's: those the batch holds, and those
+        written before."""
+        customers, invoices, by_customer = w.memo[_HELD]
+        customer = customers.change(str(e.originator_id), user_id=e.user_id)
+        if customer is None:
+            return
+        cus = customer["stripe_customer_id"]
+        for invoice in by_customer.get(cus, ()):
+            invoices.change(invoice, user_id=e.user_id, position=w.position)
         w.execute(
             "UPDATE {invoice_history} SET user_id = :user_id, position = :position "
-            "WHERE stripe_customer_id = (SELECT stripe_customer_id FROM {invoice_customers} "
-            "WHERE customer_id = :id)",
-            id=str(e.originator_id),
+            "WHERE stripe_customer_id = :cus",
+            cus=cus,
             user_id=e.user_id,
             position=w.position,
         )
 
     @apply.register
     def _(self, e: Invoice.Recorded, w: Writer) -> None:
-        w.execute(
-            "INSERT INTO {invoice_history} (invoice_id, user_id, stripe_invoice_id, "
-            "stripe_customer_id, stripe_subscription_id, number, currency, amount_due, "
-            "amount_paid, status, attempt_count, period_start, period_end, "
-            "hosted_invoice_url, position, created) VALUES (:id, (SELECT user_id FROM "
-            "{invoice_customers} WHERE stripe_customer_id = :cus), :inv, :cus, :sub, :number, "
-            ":currency, :amount_due, 0, 'open', 0, :period_start, :period_end, :url, :position, "
-            ":created)",
-            id=str(e.originator_id),
-            inv=e.stripe_invoice_id,
-            cus=e.stripe_customer_id,
-            sub=e.stripe_subscription_id,
-            number=e.number,
-            currency=e.currency,
-            amount_due=e.amount_due,
-            period_start=e.period_start,
-            period_end=e.period_end,
-            url=e.hosted_invoice_url,
-            position=w.position,
-            created=e.created,
+        customers, invoices, by_customer = w.memo[_HELD]
+        customer = customers.rows.get(str(Customer.create_id(e.stripe_customer_id)))
+        by_customer.setdefault(e.stripe_customer_id, []).append(str(e.originator_id))
+        invoices.add(
+            {
+                "invoice_id": str(e.originator_id),
+                "user_id": None if customer is None else customer["user_id"],
+                "stripe_invoice_id": e.stripe_invoice_id,
+                "stripe_customer_id": e.stripe_customer_id,
+                "stripe_subscription_id": e.stripe_subscription_id,
+                "number": e.number,
+                "currency": e.currency,
+                "amount_due": e.amount_due,
+                "amount_paid": 0,
+                "status": "open",
+                "attempt_count": 0,
+                "period_start": e.period_start,
+                "period_end": e.period_end,
+                "paid_at": None,
+                "failed_at": None,
+                "hosted_invoice_url": e.hosted_invoice_url,
+                "position": w.position,
+                "created": e.created,
+            }
         )
 
     @apply.register
     def _(self, e: Invoice.Paid, w: Writer) -> None:
-        self._set(
-            w, e, "status = 'paid', amount_paid = :amount, paid_at = :t",
-            amount=e.amount_paid, t=e.stripe_created,
-        )  # fmt: skip
+        self._set(w, e, status="paid", amount_paid=e.amount_paid, paid_at=e.stripe_created)
 
     @apply.register
     def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
         self._set(
-            w, e, "status = 'payment_failed', failed_at = :t, attempt_count = :attempts",
-            t=e.stripe_created, attempts=e.attempt_count,
+            w, e, status="payment_failed", failed_at=e.stripe_created,
+            attempt_count=e.attempt_count,
         )  # fmt: skip
 
-    def _set(self, w: Writer, e: Any, assignments: str, **params: Any) -> None:
-        w.update("invoice_history", "invoice_id", e.originator_id, assignments, **params)
+    @staticmethod
+    def _set(w: Writer, e: Any, **values: Any) -> None:
+        _, invoices, _ = w.memo[_HELD]
+        invoices.change(str(e.originator_id), position=w.position, **values)
+
+
+_HELD = "invoice_history:held"  # (customers, invoices, by_customer), in `Writer.memo`
+_OF_CUSTOMERS = (Customer.Registered, Customer.LinkedToUser, Invoice.Recorded)
+_OF_INVOICES = (Invoice.Paid, Invoice.PaymentFailed)
 
 
 def invoices_of(c: Cursor, user_id: str) -> list[dict[str, Any]]:

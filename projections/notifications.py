@@ -19,8 +19,8 @@ from ledger.domain.invoice import Invoice
 from ledger.domain.money import Price
 from ledger.domain.status import DAY, Status, is_delinquent, is_live, is_terminal
 from ledger.domain.subscription import Subscription
-from projections.activity import record_invoice
-from projections.base import SqlProjection, Writer
+from projections.activity import earlier, failed_subscription, record_invoice, subscriptions_of
+from projections.base import Held, SqlProjection, Writer
 from projections.store import Cursor
 
 # An event can tell one subscription's user several things (plan_changed,
@@ -95,59 +95,25 @@ class NotificationsProjection(SqlProjection):
                 start = i
 
     def _fold(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
-        """The rows of the run's subscriptions read in one query (and, for failed
-        payments of invoices recorded before the batch, their subscriptions in
-        another), changed in memory by the handlers, and written back with the
-        notifications and the new contacts in one statement a table: a handful of
-        statements a run instead of several an event, with the rows they would
-        write one by one."""
+        """The rows of the run's subscriptions and customers' contacts read in one
+        query each (and, for failed payments of invoices recorded before the
+        batch, their subscriptions in another: `subscriptions_of`), changed in
+        memory by the handlers, and written back with the notifications in one
+        statement a table: a handful of statements a run instead of several an
+        event, with the rows they would write one by one."""
         if not events:
             return
-        held = w.memo[_HELD] = _Held()
-        noted = w.memo.get("notification_invoices", {})  # `record_invoice`'s
-        subs: set[str] = set()
-        recorded: dict[str, str] = {}  # invoice -> its Stripe subscription, this run's
-        asked: set[str] = set()  # the failed invoices recorded before the batch
-        for _, e in events:
-            if isinstance(e, Subscription.Event):
-                subs.add(str(e.originator_id))
-            elif type(e) is Invoice.Recorded and e.stripe_subscription_id:
-                recorded.setdefault(str(e.originator_id), e.stripe_subscription_id)
-            elif type(e) is Invoice.PaymentFailed:
-                invoice = str(e.originator_id)
-                if invoice in noted:
-                    subs.add(noted[invoice])
-                elif invoice in recorded:
-                    subs.add(str(Subscription.create_id(recorded[invoice])))
-                else:
-                    asked.add(invoice)
-        if asked:
-            held.invoices = {
-                row["invoice_id"]: row["subscription_id"]
-                for row in w.query_in(
-                    "SELECT invoice_id, subscription_id FROM {notification_invoices} "
-                    "WHERE invoice_id IN (:in)",
-                    sorted(asked),
-                )
-            }
-            subs.update(held.invoices.values())
-        held.rows = dict.fromkeys(subs)
-        if subs:
-            for row in w.query_in(
-                "SELECT * FROM {notification_subscriptions} WHERE subscription_id IN (:in)",
-                sorted(subs),
-            ):
-                held.rows[row["subscription_id"]] = row
+        held = w.memo[_HELD] = _Held(type(self))
+        subs, held.invoices = subscriptions_of(w, "notification_invoices", events)
+        held.subs.load(w, subs)
+        changed = (Customer.DetailsChanged, Customer.LinkedToUser)
+        held.contacts.load(w, {str(e.originator_id) for _, e in events if type(e) in changed})
         for position, event in events:
             w.position = position
             self.handler(type(event))(self, event, w)
-        w.insert_rows(
-            "notification_subscriptions",
-            [held.rows[sid] for sid in held.changed],
-            _UPSERT,
-        )
+        held.subs.write(w)
         w.insert_rows("notifications", held.told)
-        w.insert_rows("notification_contacts", list(held.contacts.values()))
+        held.contacts.write(w)
         del w.memo[_HELD]
 
     # --- helpers -------------------------------------------------------------------
@@ -167,7 +133,7 @@ class NotificationsProjection(SqlProjection):
         and a `detail`: its place among the event's is taken either way."""
         cursor = w.position * SLOTS + w.place(subscription_id)
         held: _Held = w.memo[_HELD]
-        row = held.rows.get(subscription_id)
+        row = held.subs.rows.get(subscription_id)
         if row is None or not detail:
             return
         held.told.append(
@@ -189,13 +155,9 @@ class NotificationsProjection(SqlProjection):
         return plan.id, [f for f in plan.features if f not in free], plan.grace_days
 
     @staticmethod
-    def _row(w: Writer, subscription_id: str) -> dict[str, Any] | None:
-        """The subscription's row as the batch holds it, marked to be written."""
-        held: _Held = w.memo[_HELD]
-        row = held.rows.get(subscription_id)
-        if row is not None:
-            held.changed[subscription_id] = None
-        return row
+    def _row(w: Writer, subscription_id: str, **values: Any) -> dict[str, Any] | None:
+        """The subscription's row as the run holds it, `values` set, to be written."""
+        return w.memo[_HELD].subs.change(subscription_id, **values)  # type: ignore[no-any-return]
 
     def _set_granting(
         self,
@@ -209,7 +171,7 @@ class NotificationsProjection(SqlProjection):
         """Tell the provisioning feed when the subscription starts or stops granting
         its features (if it has any beyond the free plan's), and hold that it does
         (`unless`: nothing changes)."""
-        row = w.memo[_HELD].rows.get(subscription_id)
+        row = w.memo[_HELD].subs.rows.get(subscription_id)
         turns = row is not None and row["granting"] == int(not granting) and not unless
         detail = None
         if turns and row["features"] != "[]":
@@ -220,7 +182,7 @@ class NotificationsProjection(SqlProjection):
         kind = "features_granted" if granting else "features_revoked"
         self._tell(w, subscription_id, kind, t, detail)
         if turns:
-            self._row(w, subscription_id)["granting"] = int(granting)  # type: ignore[index]
+            self._row(w, subscription_id, granting=int(granting))
 
     # --- handlers ------------------------------------------------------------------
 
@@ -234,20 +196,21 @@ class NotificationsProjection(SqlProjection):
         sid = str(e.originator_id)
         grants = is_live(e.status) or (e.status == Status.PAST_DUE and grace_days > 0)
         held: _Held = w.memo[_HELD]
-        held.rows[sid] = {
-            "subscription_id": sid,
-            "stripe_subscription_id": e.stripe_subscription_id,
-            "user_id": e.user_id,
-            "current_period_start": e.current_period_start,
-            "status": str(e.status),
-            "plan_id": plan_id,
-            "features": json.dumps(features),
-            "grace_days": grace_days,
-            "past_due_since": e.stripe_created if e.status == Status.PAST_DUE else None,
-            "granting": int(grants),
-            "grace_warned": 0,
-        }
-        held.changed[sid] = None
+        held.subs.add(
+            {
+                "subscription_id": sid,
+                "stripe_subscription_id": e.stripe_subscription_id,
+                "user_id": e.user_id,
+                "current_period_start": e.current_period_start,
+                "status": str(e.status),
+                "plan_id": plan_id,
+                "features": json.dumps(features),
+                "grace_days": grace_days,
+                "past_due_since": e.stripe_created if e.status == Status.PAST_DUE else None,
+                "granting": int(grants),
+                "grace_warned": 0,
+            }
+        )
         held.started.add(sid)
         if is_live(e.status):
             self._notify(w, sid, "activated", e.stripe_created, status=e.status)
@@ -267,7 +230,7 @@ class NotificationsProjection(SqlProjection):
         if row is not None:
             row["status"] = str(e.status)
             if e.status == Status.PAST_DUE:
-                row["past_due_since"] = _earlier(row["past_due_since"], t)
+                row["past_due_since"] = earlier(row["past_due_since"], t)
             elif is_live(e.status):
                 row["past_due_since"] = None
                 row["grace_warned"] = 0
@@ -387,13 +350,11 @@ class NotificationsProjection(SqlProjection):
     @apply.register
     def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
         """The grace counts from the first failed payment (as subscription_status does)."""
-        invoice = str(e.originator_id)
-        sid = w.memo.get("notification_invoices", {}).get(invoice)
-        if sid is None:
-            sid = w.memo[_HELD].invoices.get(invoice)
+        held: _Held = w.memo[_HELD]
+        sid = failed_subscription(w, "notification_invoices", str(e.originator_id), held.invoices)
         row = None if sid is None else self._row(w, sid)
         if row is not None:
-            row["past_due_since"] = _earlier(row["past_due_since"], e.stripe_created)
+            row["past_due_since"] = earlier(row["past_due_since"], e.stripe_created)
 
     @apply.register
     def _(self, e: Tick.Ticked, w: Writer) -> None:
@@ -411,69 +372,45 @@ class NotificationsProjection(SqlProjection):
         )
         for found in due:
             sid = found["subscription_id"]
-            row = held.rows.setdefault(sid, found)
+            row = held.subs.rows.setdefault(sid, found)
             ends = row["past_due_since"] + row["grace_days"] * DAY
             if e.at >= ends:
                 self._set_granting(w, sid, False, e.at, reason="grace_ended")
             elif not row["grace_warned"]:
                 self._notify(w, sid, "payment_grace_ending", e.at, grace_ends_at=ends)
-                self._row(w, sid)["grace_warned"] = 1  # type: ignore[index]
+                self._row(w, sid, grace_warned=1)
 
     # --- who to write to -----------------------------------------------------------
 
     @apply.register
     def _(self, e: Customer.Registered, w: Writer) -> None:
         cid = str(e.originator_id)
-        w.memo[_HELD].contacts[cid] = {
-            "customer_id": cid, "user_id": None, "email": None, "position": w.position,
-        }  # fmt: skip
+        w.memo[_HELD].contacts.add(
+            {"customer_id": cid, "user_id": None, "email": None, "position": w.position}
+        )
 
     @apply.register
     def _(self, e: Customer.DetailsChanged, w: Writer) -> None:
-        self._contact(w, e.originator_id, email=e.email)
+        contacts = w.memo[_HELD].contacts
+        contacts.change(str(e.originator_id), email=e.email, position=w.position)
 
     @apply.register
     def _(self, e: Customer.LinkedToUser, w: Writer) -> None:
-        self._contact(w, e.originator_id, user_id=e.user_id)
-
-    @staticmethod
-    def _contact(w: Writer, customer: object, **change: Any) -> None:
-        """Change the customer's contact row: the one held if this run registered
-        the customer, else the one written before (if any)."""
-        row = w.memo[_HELD].contacts.get(str(customer))
-        if row is not None:
-            row.update(change, position=w.position)
-            return
-        [(column, value)] = change.items()
-        w.update(
-            "notification_contacts", "customer_id", customer, f"{column} = :value", value=value
-        )
-
-
-# a run's subscription rows: those new inserted, the others' columns all replaced
-_UPSERT = "ON CONFLICT (subscription_id) DO UPDATE SET " + ", ".join(
-    f"{column} = excluded.{column}"
-    for column in NotificationsProjection.column_types["notification_subscriptions"]
-    if column != "subscription_id"
-)
+        contacts = w.memo[_HELD].contacts
+        contacts.change(str(e.originator_id), user_id=e.user_id, position=w.position)
 
 
 class _Held:
-    """A run's rows (`NotificationsProjection._fold`): the subscriptions' (None:
-    none), which of them changed, and which the run started; the invoices asked
-    about; the notifications and contacts to write."""
+    """A run's rows (`NotificationsProjection._fold`): the subscriptions', and
+    which of them the run started; the invoices asked about; the notifications
+    to write; the customers' contacts."""
 
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any] | None] = {}
-        self.changed: dict[str, None] = {}  # in the order first changed
+    def __init__(self, projection: type[SqlProjection]) -> None:
+        self.subs = Held(projection, "notification_subscriptions", "subscription_id")
         self.started: set[str] = set()
         self.invoices: dict[str, str] = {}
         self.told: list[dict[str, Any]] = []
-        self.contacts: dict[str, dict[str, Any]] = {}
-
-
-def _earlier(held: int | None, t: int) -> int:
-    return t if held is None or held > t else held
+        self.contacts = Held(projection, "notification_contacts", "customer_id")
 
 
 def notifications_of(

@@ -3,7 +3,7 @@ get-subscription answer, plus tier, trial end and the last position applied."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import singledispatchmethod
 from typing import Any
 
@@ -13,11 +13,12 @@ from ledger.domain.status import Status, grants_plan, is_live
 from ledger.domain.subscription import Subscription
 from projections.activity import (
     CURRENT_ORDER,
-    invoice_subscription,
-    past_due_since_sql,
+    earlier,
+    failed_subscription,
     record_invoice,
+    subscriptions_of,
 )
-from projections.base import SqlProjection, Writer
+from projections.base import Held, SqlProjection, Writer
 from projections.store import Cursor
 
 FIELDS = (
@@ -59,99 +60,88 @@ class SubscriptionStatusProjection(SqlProjection):
             "interval": price.interval if price else None,
         }  # fmt: skip
 
+    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """The batch folded in memory: its subscriptions' rows read in one query (and
+        the subscriptions of failed payments of invoices recorded before the batch
+        in another: `subscriptions_of`), changed by the handlers, written back in
+        one statement."""
+        rows = w.memo[_HELD] = Held(type(self), "subscription_status", "subscription_id")
+        subs, w.memo[_FOUND] = subscriptions_of(w, "subscription_invoices", events)
+        rows.load(w, subs)
+        super().apply_all(events, w)
+        rows.write(w)
+
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
         """Events of no interest change nothing."""
 
     @apply.register
     def _(self, e: Subscription.Started, w: Writer) -> None:
-        w.execute(
-            "INSERT INTO {subscription_status} (subscription_id, stripe_subscription_id, "
-            "stripe_customer_id, user_id, status, price_id, plan_id, plan_name, tier, amount, "
-            "currency, interval, current_period_start, current_period_end, "
-            "cancel_at_period_end, cancel_at, trial_end, started_at, past_due_since, "
-            "grace_days, position) VALUES (:id, :sub, :cus, :user_id, :status, :price_id, "
-            ":plan_id, :plan_name, :tier, :amount, :currency, :interval, :start, :end, "
-            ":cape, :cancel_at, :trial_end, :t, :past_due_since, :grace_days, :position)",
-            id=str(e.originator_id),
-            sub=e.stripe_subscription_id,
-            cus=e.stripe_customer_id,
-            user_id=e.user_id,
-            status=e.status,
-            start=e.current_period_start,
-            end=e.current_period_end,
-            cape=int(e.cancel_at_period_end),
-            cancel_at=e.cancel_at,
-            trial_end=e.trial_end,
-            t=e.stripe_created,
-            position=w.position,
-            past_due_since=e.stripe_created if e.status == Status.PAST_DUE else None,
-            **self._plan(e.price),
+        w.memo[_HELD].add(
+            {
+                "subscription_id": str(e.originator_id),
+                "stripe_subscription_id": e.stripe_subscription_id,
+                "stripe_customer_id": e.stripe_customer_id,
+                "user_id": e.user_id,
+                "status": str(e.status),
+                **self._plan(e.price),
+                "current_period_start": e.current_period_start,
+                "current_period_end": e.current_period_end,
+                "cancel_at_period_end": int(e.cancel_at_period_end),
+                "cancel_at": e.cancel_at,
+                "trial_end": e.trial_end,
+                "ended_at": None,
+                "started_at": e.stripe_created,
+                "past_due_since": e.stripe_created if e.status == Status.PAST_DUE else None,
+                "position": w.position,
+            }
         )
 
-    def _set(self, w: Writer, e: Any, assignments: str, **params: Any) -> None:
-        w.update("subscription_status", "subscription_id", e.originator_id, assignments, **params)
+    @staticmethod
+    def _set(w: Writer, e: Any, **values: Any) -> dict[str, Any] | None:
+        """The subscription's row (None: none) with `values` and the event's position."""
+        return w.memo[_HELD].change(str(e.originator_id), position=w.position, **values)  # type: ignore[no-any-return]
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
+        row = self._set(w, e, status=str(e.status))
+        if row is None:
+            return
         if e.status == Status.PAST_DUE:
-            since = past_due_since_sql()
+            row["past_due_since"] = earlier(row["past_due_since"], e.stripe_created)
         elif is_live(e.status):
-            since = "NULL"
-        else:
-            since = "past_due_since"
-        self._set(
-            w, e, f"status = :status, past_due_since = {since}", status=e.status, t=e.stripe_created
-        )
+            row["past_due_since"] = None
 
     @apply.register
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
-        self._set(
-            w,
-            e,
-            "price_id = :price_id, plan_id = :plan_id, plan_name = :plan_name, "
-            "tier = :tier, grace_days = :grace_days, amount = :amount, "
-            "currency = :currency, interval = :interval",
-            **self._plan(e.price),
-        )
+        self._set(w, e, **self._plan(e.price))
 
     @apply.register
     def _(self, e: Subscription.PeriodChanged, w: Writer) -> None:
         self._set(
-            w,
-            e,
-            "current_period_start = :start, current_period_end = :end",
-            start=e.current_period_start,
-            end=e.current_period_end,
-        )
+            w, e, current_period_start=e.current_period_start,
+            current_period_end=e.current_period_end,
+        )  # fmt: skip
 
     @apply.register
     def _(self, e: Subscription.TrialChanged, w: Writer) -> None:
-        self._set(w, e, "trial_end = :trial_end", trial_end=e.trial_end)
+        self._set(w, e, trial_end=e.trial_end)
 
     @apply.register
     def _(self, e: Subscription.CancellationScheduled, w: Writer) -> None:
-        self._set(
-            w,
-            e,
-            "cancel_at_period_end = :cape, cancel_at = :cancel_at",
-            cape=int(e.at_period_end),
-            cancel_at=e.cancel_at,
-        )
+        self._set(w, e, cancel_at_period_end=int(e.at_period_end), cancel_at=e.cancel_at)
 
     @apply.register
     def _(self, e: Subscription.CancellationWithdrawn, w: Writer) -> None:
-        self._set(w, e, "cancel_at_period_end = 0, cancel_at = NULL")
+        self._set(w, e, cancel_at_period_end=0, cancel_at=None)
 
     @apply.register
     def _(self, e: Subscription.Ended, w: Writer) -> None:
-        self._set(
-            w, e, "status = :status, ended_at = :ended_at", status=e.status, ended_at=e.ended_at
-        )
+        self._set(w, e, status=str(e.status), ended_at=e.ended_at)
 
     @apply.register
     def _(self, e: Subscription.LinkedToUser, w: Writer) -> None:
-        self._set(w, e, "user_id = :user_id", user_id=e.user_id)
+        self._set(w, e, user_id=e.user_id)
 
     @apply.register
     def _(self, e: Invoice.Recorded, w: Writer) -> None:
@@ -159,15 +149,14 @@ class SubscriptionStatusProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
-        which, params = invoice_subscription(w, "subscription_invoices", str(e.originator_id))
-        w.execute(
-            "UPDATE {subscription_status} SET past_due_since = "
-            + past_due_since_sql()
-            + f", position = :position WHERE {which}",
-            t=e.stripe_created,
-            position=w.position,
-            **params,
-        )
+        found = w.memo[_FOUND]
+        sid = failed_subscription(w, "subscription_invoices", str(e.originator_id), found)
+        row = None if sid is None else w.memo[_HELD].change(sid, position=w.position)
+        if row is not None:
+            row["past_due_since"] = earlier(row["past_due_since"], e.stripe_created)
+
+
+_HELD, _FOUND = "subscription_status:held", "subscription_status:found"  # in `Writer.memo`
 
 
 CURRENT = f"SELECT * FROM subscription_status WHERE user_id = :user_id {CURRENT_ORDER} LIMIT 1"

@@ -9,6 +9,7 @@ import multiprocessing
 import re
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -567,25 +568,34 @@ def test_a_read_of_the_positions_made_while_the_runner_applied_is_not_shared(
     assert reads == 2  # shared, once no commit came in between
 
 
-def test_notifications_folds_a_batch_in_a_few_statements_whatever_its_size(
+FOLDED = (  # the tables of the projections that fold a batch in memory
+    "notifications", "notification_subscriptions", "notification_contacts",
+    "subscription_status", "entitlements", "customers", "invoice_customers", "invoice_history",
+)  # fmt: skip
+
+
+def test_the_projections_fold_a_batch_in_a_few_statements_whatever_its_size(
     feed: Feed, read: ReadSide, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The notifications projection holds a batch's rows in memory: its
-    subscriptions' rows read in one query, then the subscriptions, notifications
-    and new contacts written in one statement each, however many events the batch
-    has (several statements an event before). What it writes is what events
-    applied one at a time write (a rebuild one log event a window), and what each
-    user is told."""
-    told: list[str] = []
+    """notifications, subscription_status, entitlements, customers and
+    invoice_history hold a batch's rows in memory: the rows it changes read in one
+    query a table, then written back in one statement a table, however many
+    events the batch has (one or more statements an event before). A customer's
+    link to its user also names the invoices written before. What they write is
+    what events applied one at a time write (a rebuild one log event a window),
+    and what each user reads."""
+    named: Counter[str] = Counter()
     for method in ("execute", "execute_many", "query"):
         original = getattr(Cursor, method)
 
         def spy(c: Any, statement: str, *args: Any, _original: Any = original) -> Any:
-            if re.search(r"\bnotification(s|_subscriptions|_contacts)_g\d", statement):
-                told.append(statement)
+            named.update(t for t in re.findall(r"\b(\w+)_g\d+\b", statement) if t in FOLDED)
             return _original(c, statement, *args)
 
         monkeypatch.setattr(Cursor, method, spy)
+    # an invoice before its customer: the link names it in the table
+    feed("invoice.paid", so.invoice("in_0z", "cus_0", "sub_0", status="paid"), T)
+    named.clear()
     users = [f"{USER[:-2]}{i:02d}" for i in range(8)]
     for i, user in enumerate(users):
         sub, cus = f"sub_{i}", f"cus_{i}"
@@ -605,14 +615,20 @@ def test_notifications_folds_a_batch_in_a_few_statements_whatever_its_size(
             feed(kind, obj, T + n, catch_up=False)
     ledger.process_new()
     read.catchup.run_once()  # one batch
-    assert len(told) <= 4, told
+    links = len(users)  # invoice_history: one UPDATE a customer linked
+    assert all(named[t] <= 2 + links * (t == "invoice_history") for t in FOLDED), named
+    assert sum(named.values()) <= 2 * len(FOLDED) + links, named  # 316 before
     kinds = [n["kind"] for n in read.notifications(users[3])]
     assert kinds == [
         "activated", "features_granted", "plan_changed", "payment_failed", "payment_recovered"
     ]  # fmt: skip
+    assert sorted(i["stripe_invoice_id"] for i in read.invoices(users[0])) == [
+        "in_0a", "in_0b", "in_0z"
+    ]  # fmt: skip
+    assert read.status(users[5])["status"] == "active"
+    assert read.customer(users[5])["email"] == "5@ex.com"  # type: ignore[index]
     live = snapshot(read)
-    notifications = next(p for p in read.projections if p.name == "notifications")
-    rebuild_all(read.catchup, [notifications], batch_size=1)
+    rebuild_all(read.catchup, read.projections, batch_size=1)
     assert snapshot(read) == live
 
 
