@@ -166,11 +166,8 @@ class Writer:
         """`query` of a statement naming a list as `IN (:in)`: each of `values` (at
         least one) a parameter, the list padded with its last to a power of two, so
         that every length of list takes one of a few texts (each bound once)."""
-        listed = list(values)
-        listed += [listed[-1]] * ((1 << (len(listed) - 1).bit_length()) - len(listed))
-        names = {f"in{i}": value for i, value in enumerate(listed)}
-        marks = ", ".join(f":{name}" for name in names)
-        return self.query(statement.replace("(:in)", f"({marks})"), **names, **params)
+        statement, names = _listed(statement, values)
+        return self.query(statement, **names, **params)
 
     def update(self, table: str, key: str, row: object, assignments: str, **params: Any) -> None:
         """Change the row of `table` whose `key` is `row`, and stamp it with the
@@ -180,6 +177,15 @@ class Writer:
             f"UPDATE {{{table}}} SET {assignments}, position = :position WHERE {key} = :row",
             **params,
         )
+
+
+def _listed(statement: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """The statement with its `IN (:in)` naming each of `values` (at least one),
+    padded with the last to a power of two, and those parameters."""
+    listed = list(values)
+    listed += [listed[-1]] * ((1 << (len(listed) - 1).bit_length()) - len(listed))
+    names = {f"in{i}": value for i, value in enumerate(listed)}
+    return statement.replace("(:in)", "(" + ", ".join(f":{n}" for n in names) + ")"), names
 
 
 class Held:
@@ -196,6 +202,7 @@ class Held:
         )
         self.rows: dict[str, dict[str, Any] | None] = {}  # None: no row
         self.changed: dict[str, None] = {}  # the keys to write, in the order first changed
+        self.dropped: dict[str, None] = {}  # the keys to delete (before writing)
 
     def load(self, w: Writer, keys: Collection[str]) -> None:
         """Read the rows of those of `keys` not held yet."""
@@ -221,9 +228,21 @@ class Held:
         self.rows[key] = row
         self.changed[key] = None
 
+    def drop(self, key: str) -> None:
+        """The row of `key` deleted (if it has one)."""
+        if self.rows.get(key) is not None:
+            self.rows[key] = None
+            self.changed.pop(key, None)
+            self.dropped[key] = None
+
     def write(self, w: Writer) -> None:
+        if self.dropped:
+            delete = f"DELETE FROM {{{self.table}}} WHERE {self.key} IN (:in)"
+            statement, names = _listed(delete, sorted(self.dropped))
+            w.execute(statement, **names)
         w.insert_rows(self.table, [self.rows[k] for k in self.changed], self._upsert)
         self.changed.clear()
+        self.dropped.clear()
 
 
 class SqlProjection(Projection[ViewStore]):

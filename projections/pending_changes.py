@@ -4,12 +4,13 @@ the subscription ends, or the user withdraws it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import singledispatchmethod
 from typing import Any
 
 from ledger.domain.subscription import Subscription
 from ledger.domain.user import User
-from projections.base import SqlProjection, Writer
+from projections.base import Held, SqlProjection, Writer
 from projections.store import Cursor
 
 
@@ -24,53 +25,63 @@ class PendingChangesProjection(SqlProjection):
         ),
     }
 
+    def apply_all(self, events: Sequence[tuple[int, Any]], w: Writer) -> None:
+        """The batch folded in memory: its subscriptions' rows read in one query,
+        changed by the handlers, written back (and deleted) in a statement each."""
+        rows = w.memo[_HELD] = Held(type(self), "pending_changes", "subscription_id")
+        rows.load(w, {_subscription(e) for _, e in events})
+        super().apply_all(events, w)
+        rows.write(w)
+
     @singledispatchmethod
     def apply(self, event: Any, w: Writer) -> None:
         """Events of no interest change nothing."""
 
-    def _drop(self, w: Writer, subscription_id: object, condition: str = "", **p: Any) -> None:
-        w.execute(
-            "DELETE FROM {pending_changes} WHERE subscription_id = :id" + condition,
-            id=str(subscription_id),
-            **p,
-        )
-
     @apply.register
     def _(self, e: User.PlanChangeRequested, w: Writer) -> None:
-        subscription_id = Subscription.create_id(e.stripe_subscription_id)
+        rows: Held = w.memo[_HELD]
         if e.change != "downgrade":  # an upgrade replaces whatever was pending
-            self._drop(w, subscription_id)
+            rows.drop(_subscription(e))
             return
         found = self.catalog.find(e.to_price_id)
-        w.execute(
-            "INSERT INTO {pending_changes} (subscription_id, stripe_subscription_id, price_id, "
-            "plan_id, effective_at, stripe_schedule_id, position) VALUES (:id, :sub, :price, "
-            ":plan, :at, :schedule, :position) ON CONFLICT (subscription_id) DO UPDATE SET "
-            "price_id = excluded.price_id, plan_id = excluded.plan_id, "
-            "effective_at = excluded.effective_at, stripe_schedule_id = "
-            "excluded.stripe_schedule_id, position = excluded.position",
-            id=str(subscription_id),
-            sub=e.stripe_subscription_id,
-            price=e.to_price_id,
-            plan=found[0].id if found else None,
-            at=e.effective_at,
-            schedule=e.stripe_schedule_id,
-            position=w.position,
+        rows.add(
+            {
+                "subscription_id": _subscription(e),
+                "stripe_subscription_id": e.stripe_subscription_id,
+                "price_id": e.to_price_id,
+                "plan_id": found[0].id if found else None,
+                "effective_at": e.effective_at,
+                "stripe_schedule_id": e.stripe_schedule_id,
+                "position": w.position,
+            }
         )
 
     @apply.register
     def _(self, e: User.ResumeRequested, w: Writer) -> None:
         if e.released_schedule_id is not None:
-            self._drop(w, Subscription.create_id(e.stripe_subscription_id))
+            w.memo[_HELD].drop(_subscription(e))
 
     @apply.register
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
-        if e.price is not None:  # the change took effect
-            self._drop(w, e.originator_id, " AND price_id = :price", price=e.price.stripe_price_id)
+        rows: Held = w.memo[_HELD]
+        row = rows.rows.get(str(e.originator_id))
+        if e.price is not None and row is not None and row["price_id"] == e.price.stripe_price_id:
+            rows.drop(str(e.originator_id))  # the change took effect
 
     @apply.register
     def _(self, e: Subscription.Ended, w: Writer) -> None:
-        self._drop(w, e.originator_id)
+        w.memo[_HELD].drop(str(e.originator_id))
+
+
+_HELD = "pending_changes:held"  # in `Writer.memo`
+
+
+def _subscription(e: Any) -> str:
+    """The id of the subscription the event is about (a user's request names it by
+    its Stripe id)."""
+    if isinstance(e, User.Event):
+        return str(Subscription.create_id(e.stripe_subscription_id))
+    return str(e.originator_id)
 
 
 def pending_change_of(c: Cursor, subscription_id: str, now: float) -> dict[str, Any] | None:
