@@ -579,12 +579,12 @@ def test_the_projections_fold_a_batch_in_a_few_statements_whatever_its_size(
     feed: Feed, read: ReadSide, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """notifications, subscription_status, entitlements, customers,
-    invoice_history and pending_changes hold a batch's rows in memory: the rows it changes read in one
-    query a table, then written back in one statement a table, however many
-    events the batch has (one or more statements an event before). A customer's
-    link to its user also names the invoices written before. What they write is
-    what events applied one at a time write (a rebuild one log event a window),
-    and what each user reads."""
+    invoice_history and pending_changes hold a batch's rows in memory: the rows
+    it changes read in one query a table, then written back in one statement a
+    table, however many events the batch has (one or more statements an event
+    before). A customer's link to its user also names the invoices written
+    before. What they write is what events applied one at a time write (a
+    rebuild one log event a window), and what each user reads."""
     named: Counter[str] = Counter()
     for method in ("execute", "execute_many", "query"):
         original = getattr(Cursor, method)
