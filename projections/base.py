@@ -215,8 +215,9 @@ class Held:
 
     def change(self, key: str, **values: Any) -> dict[str, Any] | None:
         """The row of `key`, `values` set in it and to be written (None: it has no
-        row, and nothing changes)."""
-        row = self.rows.get(key)
+        row, and nothing changes). A key the run neither loaded nor added is a
+        KeyError: its change would otherwise be lost without a word."""
+        row = self.rows[key]
         if row is not None:
             row.update(values)
             self.changed[key] = None
@@ -229,8 +230,8 @@ class Held:
         self.changed[key] = None
 
     def drop(self, key: str) -> None:
-        """The row of `key` deleted (if it has one)."""
-        if self.rows.get(key) is not None:
+        """The row of `key` deleted (nothing to do if it is known to have none)."""
+        if key not in self.rows or self.rows[key] is not None:
             self.rows[key] = None
             self.changed.pop(key, None)
             self.dropped[key] = None

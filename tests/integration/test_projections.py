@@ -30,10 +30,11 @@ from ledger.stripe.payloads import read_delivery
 from projections import read_side
 from projections import rebuild as rebuild_module
 from projections.as_of import replay_user
-from projections.base import Writer
+from projections.base import Held, Writer
 from projections.read_side import ReadSide
 from projections.rebuild import _copy, rebuild, rebuild_all, scratch, share
 from projections.store import Cursor
+from projections.subscription_status import SubscriptionStatusProjection
 from scripts.cli import main
 from scripts.projection_commands import _follow, _rebuild_group, _start
 from tests import stripe_objects as so
@@ -631,6 +632,19 @@ def test_the_projections_fold_a_batch_in_a_few_statements_whatever_its_size(
     live = snapshot(read)
     rebuild_all(read.catchup, read.projections, batch_size=1)
     assert snapshot(read) == live
+
+
+def test_held_rows_refuse_a_change_never_loaded_and_delete_what_they_did_not_read() -> None:
+    """A handler's change of a row its batch never loaded would be lost without a
+    word: it raises instead. A row dropped without being read is still deleted."""
+    held = Held(SubscriptionStatusProjection, "subscription_status", "subscription_id")
+    held.rows["known"] = None  # loaded: no row
+    assert held.change("known", status="active") is None
+    with pytest.raises(KeyError):
+        held.change("never_loaded", status="active")
+    held.drop("known")  # known to have none: nothing to delete
+    held.drop("never_read")
+    assert list(held.dropped) == ["never_read"]
 
 
 def test_two_runners_apply_each_event_once(
