@@ -20,9 +20,13 @@ run: $(STAMP)
 process: $(STAMP)
 	$(BIN)/ledger process
 
+# Two test processes (pytest-xdist): each test makes its own databases, ports and
+# folders. More would share PostgreSQL's 100 connections with servers under test.
+TEST_JOBS ?= 2
+
 test: $(STAMP)
 	@bash scripts/ensure-postgres.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@bash scripts/ensure-postgres.sh
