@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -108,16 +109,23 @@ NOTIFIED = 0.5  # seconds between a watcher's turns while the store wakes it
 class Wakeup:
     """A watcher's pause between two turns: until it is woken, or its `interval`
     has passed; while `notified()` (a listener is listening for what it watches),
-    the timer is only a safety net and runs every `NOTIFIED` seconds."""
+    the timer is only a safety net and runs every `NOTIFIED` seconds. `spaced`:
+    two turns are at least `interval` apart however often it is woken (the
+    wake-ups between them make one turn)."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, *, spaced: bool = False) -> None:
         self.interval = interval
+        self.spaced = spaced
         self.notified: Callable[[], bool] = lambda: False
         self._event = threading.Event()
+        self._turn = 0.0  # when the last pause ended
 
     def wake(self) -> None:
         self._event.set()
 
     def pause(self) -> None:
         self._event.wait(NOTIFIED if self.notified() else self.interval)
+        if self.spaced and (rest := self._turn + self.interval - time.monotonic()) > 0:
+            time.sleep(rest)
         self._event.clear()
+        self._turn = time.monotonic()
