@@ -29,10 +29,11 @@ from eventsourcing.system import Follower
 from eventsourcing.utils import get_topic
 
 from ledger.domain.clock import Tick
-from ledger.domain.receipt import Outcome, Receipt
+from ledger.domain.receipt import Delivery, Outcome, Receipt
 from ledger.domain.usage import Usage, UsageRecord
 from ledger.personal import PersonalData, Plain
 from ledger.store.library import LeanMapper, collect, record_and_notify
+from ledger.store.receipt_rows import ReceiptRows
 from ledger.store.transcodings import PriceAsDict
 from ledger.store.usage_rows import UsageRows
 from ledger.stripe.translator import Payload, aggregates_named, read_event, translate
@@ -184,22 +185,25 @@ class Ledger(Follower[UUID]):
     def stored_events(self, items: Sequence[NewAggregate]) -> list[StoredEvent]:
         """New aggregates' events as `save` would store them: the one place stage
         one (`record`, or the writer on the event loop, which inserts them itself)
-        turns what it records into rows of the log. A usage record's one row is
-        written directly (`UsageRows`: the mapper's bytes, no event or aggregate
-        built). Deliveries' bodies about a customer are encrypted here, whichever
-        writer inserts them."""
+        turns what it records into rows of the log. A delivery's receipt and a
+        usage record are one row each, written directly (`ReceiptRows`,
+        `UsageRows`: the mapper's bytes, no event or aggregate built).
+        Deliveries' bodies about a customer are encrypted here, whichever writer
+        inserts them."""
         items = self.personal.protect_deliveries(items)
-        # One time for the usage records of a call: made in the same instant.
-        usage = UsageRows(self.mapper, UsageRecord.Recorded.create_timestamp())
-        return [
-            row
-            for i in items
-            for row in (
-                [usage.row(i)]
-                if isinstance(i, Usage)
-                else [self.mapper.to_stored_event(e) for e in i.new_aggregate().collect_events()]
-            )
-        ]
+        # One time for the receipts and usage records of a call: made in the same instant.
+        now = UsageRecord.Recorded.create_timestamp()
+        usage, receipts = UsageRows(self.mapper, now), ReceiptRows(self.mapper, now)
+        rows = []
+        for i in items:
+            if type(i) is Delivery:
+                rows.append(receipts.row(i))
+            elif isinstance(i, Usage):
+                rows.append(usage.row(i))
+            else:
+                events = i.new_aggregate().collect_events()
+                rows.extend(self.mapper.to_stored_event(e) for e in events)
+        return rows
 
     def receipt(self, stripe_event_id: str) -> Receipt:
         try:
