@@ -15,7 +15,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import replace
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -130,7 +129,7 @@ class Intake:
         not answer within the write timeout (if the write still lands, Stripe's
         retry is answered as a duplicate)."""
         signed_at = verify_signature(body, signature_header, self._secrets, self._tolerance)
-        delivery = replace(read_delivery(body), signature_time=signed_at)
+        delivery = read_delivery(body, signed_at)
         return (await self._committer.commit([delivery], self._write_timeout))[0]
 
 

@@ -60,11 +60,12 @@ def test_healthz_and_readyz(client: TestClient) -> None:
 
 
 def test_a_signed_delivery_is_recorded_byte_for_byte(client: TestClient, ledger: Ledger) -> None:
-    body = started()
-    answer = post(client, body)
+    body, signed_at = started(), int(time.time()) - 7
+    answer = post(client, body, timestamp=signed_at)
     assert answer.status_code == 200
     assert answer.json() == {"received": True, "duplicate": False}
     [receipt] = receipts(ledger)
+    assert receipt.signature_time == signed_at  # its Stripe-Signature's t=
     assert receipt.payload.startswith("pd1:cus_A:")  # about a customer: stored encrypted
     assert ledger.personal.reveal(receipt.payload).encode() == body
     assert (receipt.stripe_event_id, receipt.event_type) == (
