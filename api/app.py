@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         collector.tune()  # in every worker: each is a process of its own
         signature.prepare()
-        parts = Parts(settings, pool_size=8)
+        parts = Parts(settings)
         try:
             parts.start()
             await parts.read.open_async()

@@ -36,11 +36,9 @@ class Parts:
         self,
         settings: Settings | None = None,
         *,
-        pool_size: int = 5,
         projections: Sequence[str] | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self._pool_size = pool_size
         self._projections = projections  # names; None: every projection
         self._closers: list[Callable[[], None]] = []
 
@@ -50,7 +48,7 @@ class Parts:
 
     @cached_property
     def ledger(self) -> Ledger:
-        ledger = open_ledger(self.settings, pool_size=self._pool_size)
+        ledger = open_ledger(self.settings)
         self._closers.append(ledger.close)
         return ledger
 
@@ -133,6 +131,7 @@ class Parts:
             self.settings.database_url,
             names=self._projections,
             interval=self.settings.processor_interval_seconds,
+            pool_size=self.settings.postgres_pool_size,
         )
         self._closers.append(read.close)
         return read

@@ -9,10 +9,11 @@ from ledger.store.keys import KeyTable
 from ledger.store.url import Store
 
 
-def open_ledger(settings: Settings, *, pool_size: int = 5) -> Ledger:
-    """Opens (and on first use creates) the event store named by DATABASE_URL."""
+def open_ledger(settings: Settings, *, pool_size: int | None = None) -> Ledger:
+    """Opens (and on first use creates) the event store named by DATABASE_URL;
+    its pool of `pool_size` connections (LEDGER_DB_POOL_SIZE by default)."""
     store = Store(settings.database_url)
-    env = store.env(pool_size=pool_size)
+    env = store.env(pool_size=pool_size or settings.postgres_pool_size)
     env["CREATE_TABLE"] = "y"
     env["PROCESS_RECORDER_TOPIC"] = (
         "ledger.store.recorders:BinaryProcessRecorder"

@@ -71,10 +71,12 @@ class ReadSide:
         names: Sequence[str] | None = None,
         store: ViewStore | None = None,
         interval: float = 0.5,
+        pool_size: int = 8,
     ) -> None:
         self.catalog = catalog
         self.ledger = ledger  # its cipher reveals the personal values held encrypted
-        self.store = store or ViewStore(database_url)
+        self.store = store or ViewStore(database_url, pool_size=pool_size)
+        self._pool_size = pool_size
         unknown = set(names or ()) - set(PROJECTIONS)
         if unknown:
             raise KeyError(
@@ -285,8 +287,8 @@ class ReadSide:
         if self.store.is_postgres and self._async_pool is None:
             self._async_pool = AsyncConnectionPool(
                 self.store.conninfo,
-                min_size=2,
-                max_size=8,
+                min_size=min(2, self._pool_size),
+                max_size=self._pool_size,
                 timeout=2,  # a request waits at most this long for a connection
                 open=False,
                 kwargs={"row_factory": dict_row, "autocommit": True, "prepare_threshold": 0},

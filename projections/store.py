@@ -36,7 +36,9 @@ GENERATIONS_DDL = (
 
 
 class ViewStore:
-    def __init__(self, database_url: str | None = None, *, memory: bool = False) -> None:
+    def __init__(
+        self, database_url: str | None = None, *, memory: bool = False, pool_size: int = 8
+    ) -> None:
         self._memory = memory
         self._url = database_url or ""
         self._local = threading.local()
@@ -52,7 +54,7 @@ class ViewStore:
             store = Store(database_url or "")
             self.is_postgres = store.is_postgres
             if self.is_postgres:
-                env = store.env(pool_size=8)
+                env = store.env(pool_size=pool_size)
             else:
                 self._sqlite_path = str(store.sibling_sqlite("projections"))
                 env = store.env(sqlite_path=Path(self._sqlite_path))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,10 @@ from ledger.stripe.translator import TRANSLATORS
 from scripts.dev.loadgen import MASTER_KEY
 
 WEBHOOK_SECRET = "whsec_test_" + "a" * 32
+# Two test processes (make test) share one PostgreSQL of 100 connections, with the
+# servers and background processes their tests start (which inherit this): pools of
+# 4, not the default 8. Tests that need another size set it themselves.
+os.environ.setdefault("LEDGER_DB_POOL_SIZE", "4")
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 
 # Timing is the machine's business, not the property's: no deadline, no "too slow".
@@ -30,6 +35,20 @@ hypothesis_settings.register_profile(
     "ci", deadline=None, suppress_health_check=_RELAXED, derandomize=True, print_blob=True
 )
 hypothesis_settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "default")
+
+
+@pytest.fixture(autouse=True)
+def _alone_or_together(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """A test marked `alone` (e.g. six processes on one PostgreSQL) runs while no
+    other test does; the others run side by side. A lock file the test processes
+    share: exclusive for the one, shared for the others."""
+    root = tmp_path_factory.getbasetemp().parent  # the same for every xdist worker
+    mode = fcntl.LOCK_EX if request.node.get_closest_marker("alone") else fcntl.LOCK_SH
+    with open(root / "alone.lock", "a") as lock:
+        fcntl.flock(lock, mode)
+        yield
 
 
 def postgres_available() -> bool:

@@ -32,8 +32,9 @@ class Store:
         # sqlite:///var/ledger.db is relative, sqlite:////abs/ledger.db absolute
         return Path(unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path))
 
-    def env(self, *, pool_size: int = 5, sqlite_path: Path | None = None) -> dict[str, str]:
-        """Environment for an eventsourcing Application, recorder or factory."""
+    def env(self, *, pool_size: int = 8, sqlite_path: Path | None = None) -> dict[str, str]:
+        """Environment for an eventsourcing Application, recorder or factory (on
+        PostgreSQL a pool of `pool_size` connections, and as many more for a moment)."""
         if self.is_postgres:
             parsed = urlparse(self.url)
             query = parse_qs(parsed.query)
@@ -45,7 +46,7 @@ class Store:
                 "POSTGRES_USER": unquote(parsed.username or "postgres"),
                 "POSTGRES_PASSWORD": unquote(parsed.password or ""),
                 "POSTGRES_POOL_SIZE": str(pool_size),
-                "POSTGRES_MAX_OVERFLOW": "10",
+                "POSTGRES_MAX_OVERFLOW": str(pool_size),
                 "POSTGRES_CONNECT_TIMEOUT": "2",
                 "POSTGRES_LOCK_TIMEOUT": "10",
                 # No pre-ping (a round trip per checkout): a dead connection fails its

@@ -21,11 +21,14 @@ from ledger.opening import open_ledger
 from scripts.dev import loadgen
 from tests.conftest import WEBHOOK_SECRET, make_settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 DELIVERIES = 1500
 SETTLE_WITHIN = 90.0  # seconds, after the last answer
-SPLIT = {"LEDGER_PROCESSOR": "off", "LEDGER_PROJECTIONS": "off"}
+# Six processes on one server of 100 connections (and the other test process's
+# beside them): three a pool, as the README's "Connections" advises.
+POOLS = {"LEDGER_DB_POOL_SIZE": "3"}
+SPLIT = {"LEDGER_PROCESSOR": "off", "LEDGER_PROJECTIONS": "off", **POOLS}
 
 
 def lag(port: int) -> int:
@@ -52,8 +55,8 @@ def test_two_of_each_process_lose_nothing_and_apply_nothing_twice(
         ]
         processes += apis
         for i in range(2):
-            processes.append(loadgen.start_processor(postgres_url, log_path=tmp_path / f"two{i}"))
-            processes.append(loadgen.start_projections(postgres_url, log_path=tmp_path / f"p{i}"))
+            for start, name in ((loadgen.start_processor, "two"), (loadgen.start_projections, "p")):
+                processes.append(start(postgres_url, POOLS, log_path=tmp_path / f"{name}{i}"))
 
         async def load() -> list[loadgen.LoadResult]:
             halves = (deliveries[0::2] + retried, deliveries[1::2] + retried)
