@@ -6,10 +6,12 @@ an upgrade changes any of them; pyproject.toml pins the versions they were read 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from functools import singledispatchmethod
+from json.encoder import encode_basestring  # what json writes a str as, ensure_ascii=False
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.persistence import Mapper, find_id_convertor
+from eventsourcing.persistence import Mapper, StoredEvent, find_id_convertor
 from eventsourcing.utils import resolve_topic
 
 if TYPE_CHECKING:  # the ledger on SQLite never loads the PostgreSQL modules
@@ -190,3 +192,24 @@ class LeanMapper(Mapper[Any]):
         event = object.__new__(cls)
         object.__setattr__(event, "__dict__", state)
         return event
+
+    def stored_json(self, originator_id: Any, topic: str, state: str) -> StoredEvent:
+        """The row of a first event whose state, as the transcoder writes it, is the
+        JSON text `state` (the rows stage one writes directly: `ReceiptRows`,
+        `UsageRows`), compressed and encrypted as `to_stored_event` does."""
+        data = state.encode()
+        if self.compressor:
+            data = self.compressor.compress(data)
+        if self.cipher:
+            data = self.cipher.encrypt(data)
+        return StoredEvent(originator_id, 1, topic, data)
+
+
+def timestamp_json(timestamp: datetime) -> str:
+    """An event's state as the transcoder writes it, up to its timestamp (the
+    first of its fields)."""
+    return (
+        '{"timestamp":{"_type_":"datetime_iso","_data_":'
+        + encode_basestring(timestamp.isoformat())
+        + "}"
+    )

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from json.encoder import encode_basestring  # what json writes a str as, ensure_ascii=False
-from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from ledger.domain.receipt import Delivery, Receipt, Source
+from ledger.store.library import LeanMapper, timestamp_json
 
 TOPIC = get_topic(Receipt.Received)
-_HEAD = '{"timestamp":{"_type_":"datetime_iso","_data_":'
 _ORIGIN = ',"originator_topic":' + encode_basestring(Receipt.TOPIC) + ',"stripe_event_id":'
 _TAIL = f',"class_version":{Receipt.Received.class_version}}}'
 
@@ -32,9 +31,9 @@ class ReceiptRows:
     """Rows of receipts made at one `timestamp` (one call of
     `Ledger.stored_events`, one group of deliveries)."""
 
-    def __init__(self, mapper: Any, timestamp: datetime) -> None:
+    def __init__(self, mapper: LeanMapper, timestamp: datetime) -> None:
         self._mapper = mapper
-        self._head = f"{_HEAD}{encode_basestring(timestamp.isoformat())}}}{_ORIGIN}"
+        self._head = timestamp_json(timestamp) + _ORIGIN
 
     def row(self, delivery: Delivery) -> StoredEvent:
         """The row of the receipt's one event. Falls back on the mapper for what
@@ -60,9 +59,5 @@ class ReceiptRows:
             f'"payload":{encode_basestring(d.payload)},'
             f'"source":{encode_basestring(d.source.value)},'
             f'"signature_time":{_optional(d.signature_time)}{_TAIL}'
-        ).encode()
-        if self._mapper.compressor:
-            state = self._mapper.compressor.compress(state)
-        if self._mapper.cipher:
-            state = self._mapper.cipher.encrypt(state)
-        return StoredEvent(d.aggregate_id, 1, TOPIC, state)
+        )
+        return self._mapper.stored_json(d.aggregate_id, TOPIC, state)

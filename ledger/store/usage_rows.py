@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from json.encoder import encode_basestring  # what json writes a str as, ensure_ascii=False
-from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from ledger.domain.usage import Usage, UsageRecord
+from ledger.store.library import LeanMapper, timestamp_json
 
 TOPIC = get_topic(UsageRecord.Recorded)
-_HEAD = '{"timestamp":{"_type_":"datetime_iso","_data_":'
 _ORIGIN = ',"originator_topic":' + encode_basestring(UsageRecord.TOPIC) + ',"user_id":'
 
 
@@ -25,9 +24,9 @@ class UsageRows:
     `Ledger.stored_events`): the timestamp, and each user id and metric name, are
     written as JSON once for all of them."""
 
-    def __init__(self, mapper: Any, timestamp: datetime) -> None:
+    def __init__(self, mapper: LeanMapper, timestamp: datetime) -> None:
         self._mapper = mapper
-        self._head = f"{_HEAD}{encode_basestring(timestamp.isoformat())}}}{_ORIGIN}"
+        self._head = timestamp_json(timestamp) + _ORIGIN
         self._written: dict[str, str] = {}  # a user id or metric name, as JSON
 
     def _json(self, value: str) -> str:
@@ -53,9 +52,5 @@ class UsageRows:
             f'"quantity":{usage.quantity},'
             f'"idempotency_key":{encode_basestring(usage.idempotency_key)},'
             f'"occurred_at":{usage.occurred_at}}}'
-        ).encode()
-        if self._mapper.compressor:
-            state = self._mapper.compressor.compress(state)
-        if self._mapper.cipher:
-            state = self._mapper.cipher.encrypt(state)
-        return StoredEvent(usage.aggregate_id, 1, TOPIC, state)
+        )
+        return self._mapper.stored_json(usage.aggregate_id, TOPIC, state)
