@@ -131,7 +131,7 @@ class Parts:
             self.settings.database_url,
             names=self._projections,
             interval=self.settings.processor_interval_seconds,
-            pool_size=self.settings.postgres_pool_size,
+            pool_size=self.settings.db_pool_size,
         )
         self._closers.append(read.close)
         return read

@@ -32,7 +32,7 @@ from ledger.domain.clock import Tick
 from ledger.domain.receipt import Delivery, Outcome, Receipt
 from ledger.domain.usage import Usage, UsageRecord
 from ledger.personal import PersonalData, Plain
-from ledger.store.library import LeanMapper, collect, record_and_notify
+from ledger.store.library import LeanMapper, collect, record_and_notify, timestamp_json
 from ledger.store.receipt_rows import ReceiptRows
 from ledger.store.transcodings import PriceAsDict
 from ledger.store.usage_rows import UsageRows
@@ -175,9 +175,9 @@ class Ledger(Follower[UUID]):
         (then nothing of this call is). Returns their positions in the log.
         A delivery's body about a customer is stored encrypted with that
         customer's key, whichever path records it; usage records carry no
-        personal data. Their rows are `stored_events`', as the writer on the
-        event loop inserts them: the library's `save` would build each aggregate
-        and event only to write the same bytes."""
+        personal data. The rows are `stored_events`, as the writer on the event
+        loop inserts them (the library's `save` would build each aggregate and
+        event only to write the same bytes)."""
         return list(self.recorder.insert_events(self.stored_events(items)) or [])
 
     def stored_events(self, items: Sequence[NewAggregate]) -> list[StoredEvent]:
@@ -189,8 +189,8 @@ class Ledger(Follower[UUID]):
         Deliveries' bodies about a customer are encrypted here, whichever writer
         inserts them."""
         items = self.personal.protect_deliveries(items)
-        # One time for the receipts and usage records of a call: made in the same instant.
-        now = UsageRecord.Recorded.create_timestamp()
+        # One time for the receipts and usage records of a call, written as JSON once.
+        now = timestamp_json(UsageRecord.Recorded.create_timestamp())
         usage, receipts = UsageRows(self.mapper, now), ReceiptRows(self.mapper, now)
         rows = []
         for i in items:

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # projections', the API's async reads'); as many more may open for a moment.
     # (Not LEDGER_POSTGRES_POOL_SIZE: the eventsourcing library reads that name, its
     # own setting prefixed with the application's, for the log's pool alone.)
-    postgres_pool_size: int = Field(8, ge=1, le=100, alias="LEDGER_DB_POOL_SIZE")
+    db_pool_size: int = Field(8, ge=1, le=100, alias="LEDGER_DB_POOL_SIZE")
     retry_attempts: int = Field(5, ge=1, alias="LEDGER_RETRY_ATTEMPTS")
     retry_base_seconds: float = Field(2.0, ge=0, alias="LEDGER_RETRY_BASE_SECONDS")
     # List calls of `ledger backfill` / `reconcile`: Stripe allows ~100 reads/s live, 25 in test.

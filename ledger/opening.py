@@ -13,7 +13,7 @@ def open_ledger(settings: Settings, *, pool_size: int | None = None) -> Ledger:
     """Opens (and on first use creates) the event store named by DATABASE_URL;
     its pool of `pool_size` connections (LEDGER_DB_POOL_SIZE by default)."""
     store = Store(settings.database_url)
-    env = store.env(pool_size=pool_size or settings.postgres_pool_size)
+    env = store.env(pool_size=pool_size or settings.db_pool_size)
     env["CREATE_TABLE"] = "y"
     env["PROCESS_RECORDER_TOPIC"] = (
         "ledger.store.recorders:BinaryProcessRecorder"

@@ -7,14 +7,13 @@ tests/unit/test_receipt_rows.py holds it to the mapper's output, byte for byte."
 
 from __future__ import annotations
 
-from datetime import datetime
 from json.encoder import encode_basestring  # what json writes a str as, ensure_ascii=False
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from ledger.domain.receipt import Delivery, Receipt, Source
-from ledger.store.library import LeanMapper, timestamp_json
+from ledger.store.library import LeanMapper
 
 TOPIC = get_topic(Receipt.Received)
 _ORIGIN = ',"originator_topic":' + encode_basestring(Receipt.TOPIC) + ',"stripe_event_id":'
@@ -31,9 +30,10 @@ class ReceiptRows:
     """Rows of receipts made at one `timestamp` (one call of
     `Ledger.stored_events`, one group of deliveries)."""
 
-    def __init__(self, mapper: LeanMapper, timestamp: datetime) -> None:
+    def __init__(self, mapper: LeanMapper, timestamp: str) -> None:
+        """`timestamp`: the rows' time as their JSON begins (`timestamp_json`)."""
         self._mapper = mapper
-        self._head = timestamp_json(timestamp) + _ORIGIN
+        self._head = timestamp + _ORIGIN
 
     def row(self, delivery: Delivery) -> StoredEvent:
         """The row of the receipt's one event. Falls back on the mapper for what

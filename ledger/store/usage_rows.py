@@ -6,14 +6,13 @@ tests/unit/test_usage_record.py holds it to the mapper's output, byte for byte."
 
 from __future__ import annotations
 
-from datetime import datetime
 from json.encoder import encode_basestring  # what json writes a str as, ensure_ascii=False
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from ledger.domain.usage import Usage, UsageRecord
-from ledger.store.library import LeanMapper, timestamp_json
+from ledger.store.library import LeanMapper
 
 TOPIC = get_topic(UsageRecord.Recorded)
 _ORIGIN = ',"originator_topic":' + encode_basestring(UsageRecord.TOPIC) + ',"user_id":'
@@ -24,9 +23,10 @@ class UsageRows:
     `Ledger.stored_events`): the timestamp, and each user id and metric name, are
     written as JSON once for all of them."""
 
-    def __init__(self, mapper: LeanMapper, timestamp: datetime) -> None:
+    def __init__(self, mapper: LeanMapper, timestamp: str) -> None:
+        """`timestamp`: the rows' time as their JSON begins (`timestamp_json`)."""
         self._mapper = mapper
-        self._head = timestamp_json(timestamp) + _ORIGIN
+        self._head = timestamp + _ORIGIN
         self._written: dict[str, str] = {}  # a user id or metric name, as JSON
 
     def _json(self, value: str) -> str:

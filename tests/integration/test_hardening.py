@@ -216,3 +216,24 @@ def test_the_token_watch_reads_only_what_is_new(ledger: Ledger) -> None:
     watch.poll()
     assert forgotten == [user.id]
     assert watch._cursor == ledger.recorder.max_notification_id()
+
+
+def test_the_token_watch_woken_by_every_commit_reads_once_an_interval(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL every commit to the log wakes the watch (in a burst, every
+    group of deliveries); it reads the log at most once an interval all the same,
+    and the reads go on while the wake-ups do."""
+    watch = TokenWatch(ledger, lambda ids: None, interval=0.1)
+    watch.wakeup.notified = lambda: True  # as while the store's listener listens
+    polls: list[float] = []
+    monkeypatch.setattr(watch, "poll", lambda: polls.append(time.monotonic()))
+    watch.start()
+    try:
+        until = time.monotonic() + 0.55
+        while time.monotonic() < until:
+            watch.wakeup.wake()  # a commit every millisecond
+            time.sleep(0.001)
+    finally:
+        watch.stop()
+    assert 3 <= len(polls) <= 7, len(polls)  # about one every 0.1 s, not hundreds

@@ -10,6 +10,8 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +79,18 @@ def revealed(ledger: Ledger, aggregate: Any) -> Any:
             if value is not None:
                 setattr(aggregate, field, ledger.personal.reveal(value))
     return aggregate
+
+
+def test_record_answers_the_positions_and_records_all_or_nothing(ledger: Ledger) -> None:
+    """`Ledger.record` (the writer thread's; SQLite's stage one) writes the rows
+    directly: its answer is each receipt's position in the log, and a group with
+    one receipt already recorded raises and records none of the others."""
+    positions = ledger.record([delivery("evt_pos_1"), delivery("evt_pos_2", sub="sub_2")])
+    log = ledger.recorder.select_notifications(start=1, limit=100)
+    assert positions == [n.id for n in log if n.topic == get_topic(Receipt.Received)]
+    with pytest.raises(IntegrityError):
+        ledger.record([delivery("evt_pos_3", sub="sub_3"), delivery("evt_pos_1")])
+    assert [e.stripe_event_id for e in receipt_events(ledger)] == ["evt_pos_1", "evt_pos_2"]
 
 
 def test_a_duplicate_inside_one_group_is_answered_without_failing_the_others(

@@ -31,10 +31,10 @@ deliveries = st.builds(
 def _as_the_mapper_writes(ledger: Ledger, delivery: Delivery, row: StoredEvent) -> StoredEvent:
     [event] = delivery.new_aggregate().collect_events()
     assert type(event) is Receipt.Received
-    # the same instant as the row's (each is made at its own)
-    made = json.loads(ledger.mapper.to_stored_event(event).state)["timestamp"]["_data_"]
-    wanted = json.loads(row.state)["timestamp"]["_data_"]
     stored = ledger.mapper.to_stored_event(event)
+    # the same instant as the row's (each is made at its own)
+    made = json.loads(stored.state)["timestamp"]["_data_"]
+    wanted = json.loads(row.state)["timestamp"]["_data_"]
     return dataclasses.replace(stored, state=stored.state.replace(made.encode(), wanted.encode()))
 
 
