@@ -11,7 +11,8 @@ from functools import singledispatchmethod
 from json.encoder import encode_basestring  # what json writes a str as, ensure_ascii=False
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.persistence import Mapper, StoredEvent, find_id_convertor
+import orjson
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent, find_id_convertor
 from eventsourcing.utils import resolve_topic
 
 if TYPE_CHECKING:  # the ledger on SQLite never loads the PostgreSQL modules
@@ -161,12 +162,13 @@ class LeanMapper(Mapper[Any]):
     projection or a rebuild decodes millions of events of a few dozen types. The
     steps after decoding are the library's (`Mapper.to_domain_event`): the id
     and version set, `class_version` upcast, the event made without `__init__`.
-    A mapper with a cipher or a compressor, and an event that fails to decode,
-    go through the library's own."""
+    Its state is decoded by `json_decoder`. A mapper with a cipher or a
+    compressor, and an event that fails to decode, go through the library's own."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._kinds: dict[tuple[str, type], tuple[type, int, Any]] = {}
+        self._decode = json_decoder(self.transcoder)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         if self.cipher or self.compressor:
@@ -180,7 +182,7 @@ class LeanMapper(Mapper[Any]):
             kind = self._kinds[key] = (cls, version, find_id_convertor(cls, key[1]))
         cls, version, convert = kind
         try:
-            state = self.transcoder.decode(stored_event.state)
+            state = self._decode(stored_event.state)
         except Exception:  # the library's error, with the event named
             return super().to_domain_event(stored_event)
         state["originator_id"] = convert(originator_id)
@@ -203,6 +205,61 @@ class LeanMapper(Mapper[Any]):
         if self.cipher:
             data = self.cipher.encrypt(data)
         return StoredEvent(originator_id, 1, topic, data)
+
+
+class _Float(ValueError):
+    """A number orjson parsed as a float: the library's parser decides what it is."""
+
+
+def json_decoder(transcoder: Any) -> Any:
+    """What the library's `JSONTranscoder.decode` answers, from orjson's parse (half
+    the time): each object of two keys `_type_` and `_data_` replaced by what its
+    registered transcoding decodes, innermost first, as the library's
+    `_decode_obj` hook does. What orjson refuses and the standard parser takes
+    (NaN, lone surrogates) raises here, and so does any number orjson made a float:
+    it makes one of an integer past 64 bits too, where the standard parser keeps
+    the integer (the ledger's events hold no floats but a failed receipt's retry
+    time). `LeanMapper` then goes through the library's mapper. Any other
+    transcoder decodes as itself."""
+    if type(transcoder) is not JSONTranscoder:
+        return transcoder.decode
+    names, loads = transcoder.names, orjson.loads
+
+    def restore(d: dict[str, Any]) -> Any:
+        for key, value in d.items():
+            kind = type(value)
+            if kind is dict:
+                d[key] = restore(value)
+            elif kind is list:
+                restore_all(value)
+            elif kind is float:
+                raise _Float
+        if len(d) == 2 and "_type_" in d and "_data_" in d:
+            return names[d["_type_"]].decode(d["_data_"])  # KeyError: not registered
+        return d
+
+    def restore_all(items: list[Any]) -> None:
+        for i, value in enumerate(items):
+            kind = type(value)
+            if kind is dict:
+                items[i] = restore(value)
+            elif kind is list:
+                restore_all(value)
+            elif kind is float:
+                raise _Float
+
+    def decode(data: bytes) -> Any:
+        value = loads(data)
+        kind = type(value)
+        if kind is dict:
+            return restore(value)
+        if kind is list:
+            restore_all(value)
+        elif kind is float:
+            raise _Float
+        return value
+
+    return decode
 
 
 def timestamp_json(timestamp: datetime) -> str:
