@@ -44,8 +44,9 @@ def _array(kind: str, values: list[Any]) -> list[Any]:
 class Writer:
     """A projection's handle on its tables inside one transaction. Statements name
     tables as {table}; they are bound to the generation being written. Rows given
-    to `insert_later` are written together (PostgreSQL: one statement a table)
-    before the next statement that names their table, and at the batch's end."""
+    to `insert_later` are written together (one statement a table: on PostgreSQL
+    unnested arrays, on SQLite `executemany`) before the next statement that names
+    their table, and at the batch's end."""
 
     def __init__(
         self,
@@ -98,15 +99,13 @@ class Writer:
         """Rows into {table}, each with the same columns, `conflict` after (e.g.
         "ON CONFLICT DO NOTHING"): on PostgreSQL one statement for them all (an
         array a column, of the column's type in `types`, unnested), else one
-        statement run for each."""
+        statement run for each (`executemany`)."""
         if not rows:
             return
         columns = tuple(rows[0])
         statement = self._insert(table, columns, conflict)
         if self.postgres:
             self.execute(statement, **self.arrays(table, columns, rows))
-        elif len(rows) == 1:  # SQLite holds no rows back (`insert_later`): nothing to flush
-            self.cursor.execute(self._bind(statement), rows[0])
         else:
             self.execute_many(statement, rows)
 
@@ -139,11 +138,7 @@ class Writer:
 
     def insert_later(self, table: str, row: Mapping[str, Any], conflict: str = "") -> None:
         """A row for `insert_rows`, written with the others of its table before the
-        next statement that names the table, or at the batch's end (`flush`); on
-        SQLite, at once."""
-        if not self.postgres:
-            self.insert_rows(table, [row], conflict)
-            return
+        next statement that names the table, or at the batch's end (`flush`)."""
         self._later.setdefault(table, (conflict, []))[1].append(row)
 
     def flush(self, statement: str | None = None) -> None:

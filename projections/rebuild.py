@@ -116,6 +116,7 @@ def rebuild_all(
                     events, w = shares[p.name], writers[p.name]
                     w.memo = {}  # its notes are a batch's
                     p.apply_all(events, w)
+                    w.flush()
                     applied[p.name] += len(events)
                     events.clear()
                 position = stop

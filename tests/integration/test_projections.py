@@ -428,9 +428,8 @@ def test_webhook_health_changes_receipts_of_earlier_batches_as_one_by_one(
 def test_rows_inserted_later_are_there_for_the_next_statement_on_their_table(
     read: ReadSide,
 ) -> None:
-    """`Writer.insert_later` holds rows (on PostgreSQL) until a statement names
-    their table, or the batch ends; then they go in one statement, conflicts
-    skipped as asked."""
+    """`Writer.insert_later` holds rows until a statement names their table, or
+    the batch ends; then they go in one statement, conflicts skipped as asked."""
     names = {t: f"later_{t}_{next(_prefixes)}" for t in ("a", "b")}
     types = {"k": "text", "n": "bigint"}
     with read.store.transaction(pipeline=False) as c:
@@ -448,7 +447,7 @@ def test_rows_inserted_later_are_there_for_the_next_statement_on_their_table(
             w.flush()
             after = c.query(f"SELECT k, n FROM {names['b']}")
         assert [(r["k"], r["n"]) for r in seen] == [("a0", 0), ("a1", 1), ("a2", 2)]
-        assert held == (0 if read.store.is_postgres else 1)  # SQLite: written at once
+        assert held == 0
         assert [(r["k"], r["n"]) for r in after] == [("b0", None)]
     finally:
         with read.store.transaction(pipeline=False) as c:
