@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ledger.domain.ids import id_text
 from ledger.domain.invoice import Invoice
 from ledger.domain.status import LAST_RANK, Status, current_rank
 from ledger.domain.subscription import Subscription
@@ -42,8 +43,8 @@ def record_invoice(w: Writer, table: str, e: Invoice.Recorded) -> None:
     if e.stripe_subscription_id is None:
         return
     row = {
-        "invoice_id": str(e.originator_id),
-        "subscription_id": str(Subscription.create_id(e.stripe_subscription_id)),
+        "invoice_id": id_text(e.originator_id),
+        "subscription_id": id_text(Subscription.create_id(e.stripe_subscription_id)),
     }
     w.insert_later(table, row, "ON CONFLICT (invoice_id) DO NOTHING")
     w.memo.setdefault(table, {}).setdefault(row["invoice_id"], row["subscription_id"])
@@ -63,15 +64,15 @@ def subscriptions_of(
     asked: set[str] = set()
     for _, e in events:
         if isinstance(e, Subscription.Event):
-            subs.add(str(e.originator_id))
+            subs.add(id_text(e.originator_id))
         elif type(e) is Invoice.Recorded and e.stripe_subscription_id:
-            recorded.setdefault(str(e.originator_id), e.stripe_subscription_id)
+            recorded.setdefault(id_text(e.originator_id), e.stripe_subscription_id)
         elif type(e) is Invoice.PaymentFailed:
-            invoice = str(e.originator_id)
+            invoice = id_text(e.originator_id)
             if invoice in noted:
                 subs.add(noted[invoice])
             elif invoice in recorded:
-                subs.add(str(Subscription.create_id(recorded[invoice])))
+                subs.add(id_text(Subscription.create_id(recorded[invoice])))
             else:
                 asked.add(invoice)
     found: dict[str, str] = {}

@@ -10,6 +10,7 @@ from functools import singledispatchmethod
 from typing import Any
 
 from ledger.domain.customer import Customer
+from ledger.domain.ids import id_text
 from ledger.domain.user import User
 from projections.base import Held, SqlProjection, Writer
 from projections.store import Cursor
@@ -48,11 +49,11 @@ class CustomersProjection(SqlProjection):
         users = Held(type(self), "customer_users", "user_uuid")
         w.memo[_HELD] = customers, users
         customers.load(w, {
-            str(Customer.create_id(e.stripe_customer_id)) if type(e) is User.CustomerCreated
-            else str(e.originator_id)
+            id_text(Customer.create_id(e.stripe_customer_id)) if type(e) is User.CustomerCreated
+            else id_text(e.originator_id)
             for _, e in events if type(e) is not User.Registered
         })  # fmt: skip
-        users.load(w, {str(e.originator_id) for _, e in events if isinstance(e, User.Event)})
+        users.load(w, {id_text(e.originator_id) for _, e in events if isinstance(e, User.Event)})
         super().apply_all(events, w)
         customers.write(w)
         users.write(w)
@@ -81,31 +82,31 @@ class CustomersProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Customer.Registered, w: Writer) -> None:
-        self._start(w, str(e.originator_id), e.stripe_customer_id, None, 1)
+        self._start(w, id_text(e.originator_id), e.stripe_customer_id, None, 1)
 
     @apply.register
     def _(self, e: Customer.DetailsChanged, w: Writer) -> None:
         customers, _ = w.memo[_HELD]
-        customers.change(str(e.originator_id), email=e.email, name=e.name, position=w.position)
+        customers.change(id_text(e.originator_id), email=e.email, name=e.name, position=w.position)
 
     @apply.register
     def _(self, e: Customer.LinkedToUser, w: Writer) -> None:
         customers, _ = w.memo[_HELD]
         u = e.user_id
-        customers.change(str(e.originator_id), user_id=u, linked_user_id=u, position=w.position)
+        customers.change(id_text(e.originator_id), user_id=u, linked_user_id=u, position=w.position)
 
     @apply.register
     def _(self, e: User.Registered, w: Writer) -> None:
         _, users = w.memo[_HELD]
-        if users.rows.get(str(e.originator_id)) is None:
-            users.add({"user_uuid": str(e.originator_id), "user_id": e.user_id})
+        if users.rows.get(id_text(e.originator_id)) is None:
+            users.add({"user_uuid": id_text(e.originator_id), "user_id": e.user_id})
 
     @apply.register
     def _(self, e: User.CustomerCreated, w: Writer) -> None:
         _, users = w.memo[_HELD]
-        user = users.rows.get(str(e.originator_id))
+        user = users.rows.get(id_text(e.originator_id))
         self._start(
-            w, str(Customer.create_id(e.stripe_customer_id)), e.stripe_customer_id,
+            w, id_text(Customer.create_id(e.stripe_customer_id)), e.stripe_customer_id,
             None if user is None else user["user_id"], 0,
         )  # fmt: skip
 

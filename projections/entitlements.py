@@ -10,6 +10,7 @@ from typing import Any
 
 from ledger.domain.catalog import Catalog
 from ledger.domain.gate import Gate, Holding
+from ledger.domain.ids import id_text
 from ledger.domain.money import Price
 from ledger.domain.subscription import Subscription
 from projections.base import Held, SqlProjection, Writer
@@ -45,7 +46,7 @@ class EntitlementsProjection(SqlProjection):
         read in one query, changed by the handlers, written back in one statement."""
         rows = w.memo[_HELD] = Held(type(self), "entitlements", "subscription_id")
         changes = Subscription.PlanChanged
-        rows.load(w, {str(e.originator_id) for _, e in events if type(e) is changes})
+        rows.load(w, {id_text(e.originator_id) for _, e in events if type(e) is changes})
         super().apply_all(events, w)
         rows.write(w)
 
@@ -55,12 +56,12 @@ class EntitlementsProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Subscription.Started, w: Writer) -> None:
-        row = {"subscription_id": str(e.originator_id), "position": w.position}
+        row = {"subscription_id": id_text(e.originator_id), "position": w.position}
         w.memo[_HELD].add(row | self._plan(e.price))
 
     @apply.register
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
-        w.memo[_HELD].change(str(e.originator_id), position=w.position, **self._plan(e.price))
+        w.memo[_HELD].change(id_text(e.originator_id), position=w.position, **self._plan(e.price))
 
 
 _HELD = "entitlements:held"  # in `Writer.memo`

@@ -7,6 +7,7 @@ from functools import singledispatchmethod
 from typing import Any
 
 from ledger.domain.customer import Customer
+from ledger.domain.ids import id_text
 from ledger.domain.invoice import Invoice
 from projections.base import Held, SqlProjection, Writer
 from projections.store import Cursor
@@ -43,11 +44,11 @@ class InvoiceHistoryProjection(SqlProjection):
         by_customer: dict[str, list[str]] = {}  # Stripe customer -> its invoices held
         w.memo[_HELD] = customers, invoices, by_customer
         customers.load(w, {
-            str(Customer.create_id(e.stripe_customer_id)) if type(e) is Invoice.Recorded
-            else str(e.originator_id)
+            id_text(Customer.create_id(e.stripe_customer_id)) if type(e) is Invoice.Recorded
+            else id_text(e.originator_id)
             for _, e in events if type(e) in _OF_CUSTOMERS
         })  # fmt: skip
-        invoices.load(w, {str(e.originator_id) for _, e in events if type(e) in _OF_INVOICES})
+        invoices.load(w, {id_text(e.originator_id) for _, e in events if type(e) in _OF_INVOICES})
         for invoice, row in invoices.rows.items():
             if row is not None:
                 by_customer.setdefault(row["stripe_customer_id"], []).append(invoice)
@@ -63,7 +64,7 @@ class InvoiceHistoryProjection(SqlProjection):
     def _(self, e: Customer.Registered, w: Writer) -> None:
         customers, _, _ = w.memo[_HELD]
         customers.add(
-            {"customer_id": str(e.originator_id), "stripe_customer_id": e.stripe_customer_id,
+            {"customer_id": id_text(e.originator_id), "stripe_customer_id": e.stripe_customer_id,
              "user_id": None}
         )  # fmt: skip
 
@@ -72,7 +73,7 @@ class InvoiceHistoryProjection(SqlProjection):
         """The customer's invoices are the user's: those the batch holds, and those
         written before."""
         customers, invoices, by_customer = w.memo[_HELD]
-        customer = customers.change(str(e.originator_id), user_id=e.user_id)
+        customer = customers.change(id_text(e.originator_id), user_id=e.user_id)
         if customer is None:
             return
         cus = customer["stripe_customer_id"]
@@ -89,11 +90,11 @@ class InvoiceHistoryProjection(SqlProjection):
     @apply.register
     def _(self, e: Invoice.Recorded, w: Writer) -> None:
         customers, invoices, by_customer = w.memo[_HELD]
-        customer = customers.rows.get(str(Customer.create_id(e.stripe_customer_id)))
-        by_customer.setdefault(e.stripe_customer_id, []).append(str(e.originator_id))
+        customer = customers.rows.get(id_text(Customer.create_id(e.stripe_customer_id)))
+        by_customer.setdefault(e.stripe_customer_id, []).append(id_text(e.originator_id))
         invoices.add(
             {
-                "invoice_id": str(e.originator_id),
+                "invoice_id": id_text(e.originator_id),
                 "user_id": None if customer is None else customer["user_id"],
                 "stripe_invoice_id": e.stripe_invoice_id,
                 "stripe_customer_id": e.stripe_customer_id,
@@ -128,7 +129,7 @@ class InvoiceHistoryProjection(SqlProjection):
     @staticmethod
     def _set(w: Writer, e: Any, **values: Any) -> None:
         _, invoices, _ = w.memo[_HELD]
-        invoices.change(str(e.originator_id), position=w.position, **values)
+        invoices.change(id_text(e.originator_id), position=w.position, **values)
 
 
 _HELD = "invoice_history:held"  # (customers, invoices, by_customer), in `Writer.memo`

@@ -15,6 +15,7 @@ from typing import Any
 
 from ledger.domain.clock import Tick
 from ledger.domain.customer import Customer
+from ledger.domain.ids import id_text
 from ledger.domain.invoice import Invoice
 from ledger.domain.money import Price
 from ledger.domain.status import DAY, Status, is_delinquent, is_live, is_terminal
@@ -107,7 +108,7 @@ class NotificationsProjection(SqlProjection):
         subs, held.invoices = subscriptions_of(w, "notification_invoices", events)
         held.subs.load(w, subs)
         changed = (Customer.DetailsChanged, Customer.LinkedToUser)
-        held.contacts.load(w, {str(e.originator_id) for _, e in events if type(e) in changed})
+        held.contacts.load(w, {id_text(e.originator_id) for _, e in events if type(e) in changed})
         for position, event in events:
             w.position = position
             self.handler(type(event))(self, event, w)
@@ -193,7 +194,7 @@ class NotificationsProjection(SqlProjection):
     @apply.register
     def _(self, e: Subscription.Started, w: Writer) -> None:
         plan_id, features, grace_days = self._features(e.price)
-        sid = str(e.originator_id)
+        sid = id_text(e.originator_id)
         grants = is_live(e.status) or (e.status == Status.PAST_DUE and grace_days > 0)
         held: _Held = w.memo[_HELD]
         held.subs.add(
@@ -219,7 +220,7 @@ class NotificationsProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
-        sid, t = str(e.originator_id), e.stripe_created
+        sid, t = id_text(e.originator_id), e.stripe_created
         if is_live(e.status) and is_delinquent(e.previous_status):
             self._notify(w, sid, "payment_recovered", t, status=e.status)
         elif is_live(e.status) and not is_live(e.previous_status):
@@ -244,7 +245,7 @@ class NotificationsProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
-        sid, t = str(e.originator_id), e.stripe_created
+        sid, t = id_text(e.originator_id), e.stripe_created
         row = self._row(w, sid)
         if row is None:
             return
@@ -269,7 +270,7 @@ class NotificationsProjection(SqlProjection):
         start = e.current_period_start
         if start is None:
             return
-        sid = str(e.originator_id)
+        sid = id_text(e.originator_id)
         row = self._row(w, sid)
         held = None if row is None else row["current_period_start"]
         self._notify(
@@ -281,23 +282,23 @@ class NotificationsProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Subscription.TrialEndingSoon, w: Writer) -> None:
-        sid = str(e.originator_id)
+        sid = id_text(e.originator_id)
         self._notify(w, sid, "trial_ending", e.stripe_created, trial_end=e.trial_end)
 
     @apply.register
     def _(self, e: Subscription.CancellationScheduled, w: Writer) -> None:
         self._notify(
-            w, str(e.originator_id), "cancellation_scheduled", e.stripe_created,
+            w, id_text(e.originator_id), "cancellation_scheduled", e.stripe_created,
             at_period_end=e.at_period_end, cancel_at=e.cancel_at,
         )  # fmt: skip
 
     @apply.register
     def _(self, e: Subscription.CancellationWithdrawn, w: Writer) -> None:
-        self._notify(w, str(e.originator_id), "cancellation_withdrawn", e.stripe_created)
+        self._notify(w, id_text(e.originator_id), "cancellation_withdrawn", e.stripe_created)
 
     @apply.register
     def _(self, e: Subscription.Ended, w: Writer) -> None:
-        sid, t = str(e.originator_id), e.stripe_created
+        sid, t = id_text(e.originator_id), e.stripe_created
         # Stripe's last word on a subscription also clears its cancellation: that is
         # no withdrawal to tell of (one state's events are saved together).
         since, upto = (w.position - 10) * SLOTS, w.position * SLOTS
@@ -326,7 +327,7 @@ class NotificationsProjection(SqlProjection):
     def _(self, e: Subscription.LinkedToUser, w: Writer) -> None:
         """The subscription's notifications so far are its user's too: those held,
         and those written before, if the subscription has been known before."""
-        sid = str(e.originator_id)
+        sid = id_text(e.originator_id)
         row = self._row(w, sid)
         if row is None:
             return
@@ -351,7 +352,9 @@ class NotificationsProjection(SqlProjection):
     def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
         """The grace counts from the first failed payment (as subscription_status does)."""
         held: _Held = w.memo[_HELD]
-        sid = failed_subscription(w, "notification_invoices", str(e.originator_id), held.invoices)
+        sid = failed_subscription(
+            w, "notification_invoices", id_text(e.originator_id), held.invoices
+        )
         row = None if sid is None else self._row(w, sid)
         if row is not None:
             row["past_due_since"] = earlier(row["past_due_since"], e.stripe_created)
@@ -384,7 +387,7 @@ class NotificationsProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Customer.Registered, w: Writer) -> None:
-        cid = str(e.originator_id)
+        cid = id_text(e.originator_id)
         w.memo[_HELD].contacts.add(
             {"customer_id": cid, "user_id": None, "email": None, "position": w.position}
         )
@@ -392,12 +395,12 @@ class NotificationsProjection(SqlProjection):
     @apply.register
     def _(self, e: Customer.DetailsChanged, w: Writer) -> None:
         contacts = w.memo[_HELD].contacts
-        contacts.change(str(e.originator_id), email=e.email, position=w.position)
+        contacts.change(id_text(e.originator_id), email=e.email, position=w.position)
 
     @apply.register
     def _(self, e: Customer.LinkedToUser, w: Writer) -> None:
         contacts = w.memo[_HELD].contacts
-        contacts.change(str(e.originator_id), user_id=e.user_id, position=w.position)
+        contacts.change(id_text(e.originator_id), user_id=e.user_id, position=w.position)
 
 
 class _Held:

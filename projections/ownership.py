@@ -10,7 +10,7 @@ from uuid import UUID
 
 from ledger.domain.checkout import Checkout
 from ledger.domain.customer import Customer
-from ledger.domain.ids import user_uuid
+from ledger.domain.ids import id_text, user_uuid
 from ledger.domain.invoice import Invoice
 from ledger.domain.subscription import Subscription
 from projections.base import SqlProjection, Writer
@@ -42,7 +42,7 @@ class OwnershipProjection(SqlProjection):
             return
         w.insert_later(
             "owners",
-            {"aggregate_id": str(aggregate_id), "user_id": user_id, "kind": kind,
+            {"aggregate_id": id_text(aggregate_id), "user_id": user_id, "kind": kind,
              "position": w.position},
             "ON CONFLICT DO NOTHING",
         )  # fmt: skip
@@ -69,12 +69,12 @@ class OwnershipProjection(SqlProjection):
 
     @apply.register
     def _(self, e: Invoice.Recorded, w: Writer) -> None:
-        subscription = e.stripe_subscription_id
+        sub = e.stripe_subscription_id
         w.insert_later(
             "invoice_parties",
-            {"invoice_id": str(e.originator_id),
-             "customer_id": str(Customer.create_id(e.stripe_customer_id)),
-             "subscription_id": str(Subscription.create_id(subscription)) if subscription else None,
+            {"invoice_id": id_text(e.originator_id),
+             "customer_id": id_text(Customer.create_id(e.stripe_customer_id)),
+             "subscription_id": id_text(Subscription.create_id(sub)) if sub else None,
              "position": w.position},
             "ON CONFLICT DO NOTHING",
         )  # fmt: skip

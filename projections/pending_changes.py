@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from functools import singledispatchmethod
 from typing import Any
 
+from ledger.domain.ids import id_text
 from ledger.domain.subscription import Subscription
 from ledger.domain.user import User
 from projections.base import Held, SqlProjection, Writer
@@ -64,13 +65,13 @@ class PendingChangesProjection(SqlProjection):
     @apply.register
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
         rows: Held = w.memo[_HELD]
-        row = rows.rows.get(str(e.originator_id))
+        row = rows.rows.get(id_text(e.originator_id))
         if e.price is not None and row is not None and row["price_id"] == e.price.stripe_price_id:
-            rows.drop(str(e.originator_id))  # the change took effect
+            rows.drop(id_text(e.originator_id))  # the change took effect
 
     @apply.register
     def _(self, e: Subscription.Ended, w: Writer) -> None:
-        w.memo[_HELD].drop(str(e.originator_id))
+        w.memo[_HELD].drop(id_text(e.originator_id))
 
 
 _HELD = "pending_changes:held"  # in `Writer.memo`
@@ -80,8 +81,8 @@ def _subscription(e: Any) -> str:
     """The id of the subscription the event is about (a user's request names it by
     its Stripe id)."""
     if isinstance(e, User.Event):
-        return str(Subscription.create_id(e.stripe_subscription_id))
-    return str(e.originator_id)
+        return id_text(Subscription.create_id(e.stripe_subscription_id))
+    return id_text(e.originator_id)
 
 
 def pending_change_of(c: Cursor, subscription_id: str, now: float) -> dict[str, Any] | None:

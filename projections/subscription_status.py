@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from functools import singledispatchmethod
 from typing import Any
 
+from ledger.domain.ids import id_text
 from ledger.domain.invoice import Invoice
 from ledger.domain.money import Price
 from ledger.domain.status import Status, grants_plan, is_live
@@ -79,7 +80,7 @@ class SubscriptionStatusProjection(SqlProjection):
     def _(self, e: Subscription.Started, w: Writer) -> None:
         w.memo[_HELD].add(
             {
-                "subscription_id": str(e.originator_id),
+                "subscription_id": id_text(e.originator_id),
                 "stripe_subscription_id": e.stripe_subscription_id,
                 "stripe_customer_id": e.stripe_customer_id,
                 "user_id": e.user_id,
@@ -100,7 +101,7 @@ class SubscriptionStatusProjection(SqlProjection):
     @staticmethod
     def _set(w: Writer, e: Any, **values: Any) -> dict[str, Any] | None:
         """The subscription's row (None: none) with `values` and the event's position."""
-        return w.memo[_HELD].change(str(e.originator_id), position=w.position, **values)  # type: ignore[no-any-return]
+        return w.memo[_HELD].change(id_text(e.originator_id), position=w.position, **values)  # type: ignore[no-any-return]
 
     @apply.register
     def _(self, e: Subscription.StatusChanged, w: Writer) -> None:
@@ -150,7 +151,7 @@ class SubscriptionStatusProjection(SqlProjection):
     @apply.register
     def _(self, e: Invoice.PaymentFailed, w: Writer) -> None:
         found = w.memo[_FOUND]
-        sid = failed_subscription(w, "subscription_invoices", str(e.originator_id), found)
+        sid = failed_subscription(w, "subscription_invoices", id_text(e.originator_id), found)
         row = None if sid is None else w.memo[_HELD].change(sid, position=w.position)
         if row is not None:
             row["past_due_since"] = earlier(row["past_due_since"], e.stripe_created)

@@ -13,6 +13,7 @@ from itertools import count
 from typing import Any
 
 from ledger.domain.catalog import Catalog, Metric
+from ledger.domain.ids import id_text
 from ledger.domain.subscription import Subscription
 from ledger.domain.usage import UsageRecord
 from projections.base import SqlProjection, Writer
@@ -162,7 +163,7 @@ class UsageTotalsProjection(SqlProjection):
         """For `_replace`, in `w.memo`: the user of each of the batch's subscriptions
         that has a row (None: no user), and which of their users (and of the users
         the batch names) have usage records; kept true as the batch is applied."""
-        subs = sorted({str(e.originator_id) for _, e in events if isinstance(e, _REPLACING)})
+        subs = sorted({id_text(e.originator_id) for _, e in events if isinstance(e, _REPLACING)})
         if not subs:
             return
         asked = _in_list(subs)
@@ -245,7 +246,7 @@ class UsageTotalsProjection(SqlProjection):
                 )  # fmt: skip
             month_start, month_end, start, end, plan_id = place
             records.append(
-                {"id": str(e.originator_id), "user_id": e.user_id, "metric": e.metric,
+                {"id": id_text(e.originator_id), "user_id": e.user_id, "metric": e.metric,
                  "quantity": e.quantity, "t": e.occurred_at, "month_start": month_start,
                  "month_end": month_end, "start": start, "end": end}
             )  # fmt: skip
@@ -338,15 +339,16 @@ class UsageTotalsProjection(SqlProjection):
         w.execute(
             "INSERT INTO {usage_subscriptions} (subscription_id, user_id, stripe_customer_id, "
             "plan_id) VALUES (:id, :user_id, :cus, :plan_id)",
-            id=str(e.originator_id), user_id=e.user_id, cus=e.stripe_customer_id, plan_id=plan.id,
+            id=id_text(e.originator_id), user_id=e.user_id, cus=e.stripe_customer_id,
+            plan_id=plan.id,
         )  # fmt: skip
         if known := w.memo.get("usage"):
-            known.owners[str(e.originator_id)] = e.user_id
-        self._period(w, str(e.originator_id), e.current_period_start, e.current_period_end)
+            known.owners[id_text(e.originator_id)] = e.user_id
+        self._period(w, id_text(e.originator_id), e.current_period_start, e.current_period_end)
 
     @apply.register
     def _(self, e: Subscription.PeriodChanged, w: Writer) -> None:
-        self._period(w, str(e.originator_id), e.current_period_start, e.current_period_end)
+        self._period(w, id_text(e.originator_id), e.current_period_start, e.current_period_end)
 
     def _period(self, w: Writer, sub: str, start: int | None, end: int | None) -> None:
         if start is None or end is None or end <= start:
@@ -367,7 +369,7 @@ class UsageTotalsProjection(SqlProjection):
     def _(self, e: Subscription.PlanChanged, w: Writer) -> None:
         """The included amounts of a period are those of the plan in force at its end."""
         plan, _, _ = self.catalog.resolve(e.price)
-        params = {"id": str(e.originator_id), "plan_id": plan.id, "t": e.stripe_created}
+        params = {"id": id_text(e.originator_id), "plan_id": plan.id, "t": e.stripe_created}
         w.execute(
             "UPDATE {usage_subscriptions} SET plan_id = :plan_id WHERE subscription_id = :id",
             **params,
@@ -377,13 +379,13 @@ class UsageTotalsProjection(SqlProjection):
             "WHERE subscription_id = :id AND period_end > :t",
             **params,
         )
-        self._replace(w, str(e.originator_id))
+        self._replace(w, id_text(e.originator_id))
 
     @apply.register
     def _(self, e: Subscription.Ended, w: Writer) -> None:
         """Usage after the end lands in calendar months."""
         ended = e.ended_at if e.ended_at is not None else e.stripe_created
-        params = {"id": str(e.originator_id), "t": ended}
+        params = {"id": id_text(e.originator_id), "t": ended}
         w.execute(
             "UPDATE {usage_subscriptions} SET ended_at = :t WHERE subscription_id = :id", **params
         )
@@ -396,11 +398,11 @@ class UsageTotalsProjection(SqlProjection):
             "WHERE subscription_id = :id AND period_end > :t",
             **params,
         )
-        self._replace(w, str(e.originator_id))
+        self._replace(w, id_text(e.originator_id))
 
     @apply.register
     def _(self, e: Subscription.LinkedToUser, w: Writer) -> None:
-        params = {"id": str(e.originator_id), "user_id": e.user_id}
+        params = {"id": id_text(e.originator_id), "user_id": e.user_id}
         for table in ("usage_subscriptions", "usage_periods"):
             w.execute(
                 f"UPDATE {{{table}}} SET user_id = :user_id WHERE subscription_id = :id", **params
@@ -408,7 +410,7 @@ class UsageTotalsProjection(SqlProjection):
         known = w.memo.get("usage")
         if known and params["id"] in known.owners:  # a row to update
             known.owners[params["id"]] = e.user_id
-        self._replace(w, str(e.originator_id))
+        self._replace(w, id_text(e.originator_id))
 
     def _replace(self, w: Writer, sub: str) -> None:
         """Place the records of the subscription's user again, total them again, and

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from functools import singledispatchmethod
 from typing import Any
 
+from ledger.domain.ids import id_text
 from ledger.domain.receipt import Outcome, Receipt
 from projections.base import SqlProjection, Writer
 from projections.store import Cursor
@@ -55,7 +56,7 @@ class WebhookHealthProjection(SqlProjection):
         received: dict[str, dict[str, Any]] = {}
         earlier: dict[str, dict[str, Any]] = {}
         for position, e in events:
-            key = str(e.originator_id)
+            key = id_text(e.originator_id)
             if isinstance(e, Receipt.Received):
                 received[key] = self._received(e, position)
             elif changes := _changes(e):
@@ -84,7 +85,7 @@ class WebhookHealthProjection(SqlProjection):
     @staticmethod
     def _received(e: Receipt.Received, position: int) -> dict[str, Any]:
         return {
-            "receipt_id": str(e.originator_id), "stripe_event_id": e.stripe_event_id,
+            "receipt_id": id_text(e.originator_id), "stripe_event_id": e.stripe_event_id,
             "event_type": e.event_type, "received_at": e.timestamp.timestamp(),
             "outcome": "received", "attempts": 0, "last_error": None, "position": position,
         }  # fmt: skip

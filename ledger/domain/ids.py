@@ -34,3 +34,19 @@ def stripe_uuid(kind: str, stripe_id: str) -> UUID:
 
 def user_uuid(user_id: str) -> UUID:
     return name_uuid(f"user:{user_id}")
+
+
+_TEXTS: dict[int, str] = {}
+_TEXTS_KEPT = 1 << 16  # then forgotten at once: at most a few MiB
+
+
+def id_text(uuid: UUID) -> str:
+    """`str(uuid)`, remembered for the ids seen last: the projections write an
+    aggregate's id as text for each of its events, often in several projections
+    (a rebuild: millions of times). 1 us a call, 0.1 remembered."""
+    text = _TEXTS.get(uuid.int)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_KEPT:
+            _TEXTS.clear()
+        text = _TEXTS[uuid.int] = str(uuid)
+    return text
