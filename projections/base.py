@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import singledispatchmethod
+from operator import itemgetter
 from typing import Any, ClassVar
 
 from eventsourcing.persistence import Tracking
@@ -99,7 +100,9 @@ class Writer:
         """Rows into {table}, each with the same columns, `conflict` after (e.g.
         "ON CONFLICT DO NOTHING"): on PostgreSQL one statement for them all (an
         array a column, of the column's type in `types`, unnested), else one
-        statement run for each (`executemany`)."""
+        statement run for each (`executemany`, each row's values in the columns'
+        order: SQLite binds a `?` at a third less than a `:name`, which it looks
+        up in the row by a string made anew each time)."""
         if not rows:
             return
         columns = tuple(rows[0])
@@ -107,7 +110,9 @@ class Writer:
         if self.postgres:
             self.execute(statement, **self.arrays(table, columns, rows))
         else:
-            self.execute_many(statement, rows)
+            values = itemgetter(*columns)
+            ordered = map(values, rows) if len(columns) > 1 else ((values(r),) for r in rows)
+            self.execute_many(statement, ordered)  # type: ignore[arg-type]
 
     def _insert(self, table: str, columns: tuple[str, ...], conflict: str) -> str:
         key = (table, columns, conflict)
@@ -116,7 +121,7 @@ class Writer:
             if self.postgres:
                 rows = f"SELECT * FROM {self.unnest(table, columns)}"
             else:
-                rows = "VALUES (" + ", ".join(f":{c}" for c in columns) + ")"
+                rows = "VALUES (" + ", ".join("?" * len(columns)) + ")"
             statement = self._inserts[key] = (
                 f"INSERT INTO {{{table}}} ({', '.join(columns)}) {rows} {conflict}"
             )
