@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from functools import partial
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -66,8 +67,13 @@ _LAST = 2**63 - 1  # the largest position PostgreSQL's BIGINT holds
 
 
 def _log_rows(cursor: Any) -> Any:
-    """psycopg's row maker for `LogRow`s (the statement's columns in its order)."""
-    return LogRow._make
+    """psycopg's row maker for `LogRow`s (the statement's columns in its order):
+    the tuple made in C, not by `_make`, a Python call a row that checks a length
+    the statement fixes."""
+    return _new_log_row
+
+
+_new_log_row = partial(tuple.__new__, LogRow)
 
 
 class BinaryProcessRecorder(PostgresProcessRecorder):
