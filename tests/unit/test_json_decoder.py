@@ -50,7 +50,7 @@ scalars = (
     | st.decimals(allow_nan=False)
     | st.builds(Price, texts, st.integers(0, 10**6), texts, texts)
 )
-keys = texts | st.sampled_from(["_type_", "_data_"])
+keys = texts | st.sampled_from(["_type_", "_data_", "timestamp"])
 values = st.recursive(
     scalars,
     lambda inner: (
