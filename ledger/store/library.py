@@ -224,42 +224,21 @@ def json_decoder(transcoder: Any) -> Any:
     if type(transcoder) is not JSONTranscoder:
         return transcoder.decode
     names, loads = transcoder.names, orjson.loads
+    nested = frozenset((dict, list, float))
 
-    def restore(d: dict[str, Any]) -> Any:
-        for key, value in d.items():
-            kind = type(value)
-            if kind is dict:
-                d[key] = restore(value)
-            elif kind is list:
-                restore_all(value)
-            elif kind is float:
-                raise _Float
-        if len(d) == 2 and "_type_" in d and "_data_" in d:
-            return names[d["_type_"]].decode(d["_data_"])  # KeyError: not registered
-        return d
-
-    def restore_all(items: list[Any]) -> None:
-        for i, value in enumerate(items):
-            kind = type(value)
-            if kind is dict:
-                items[i] = restore(value)
-            elif kind is list:
-                restore_all(value)
-            elif kind is float:
-                raise _Float
-
-    def decode(data: bytes) -> Any:
-        value = loads(data)
+    def restore(value: Any) -> Any:
         kind = type(value)
-        if kind is dict:
-            return restore(value)
-        if kind is list:
-            restore_all(value)
-        elif kind is float:
+        if kind is float:
             raise _Float
+        if kind is dict or kind is list:
+            for key, item in value.items() if kind is dict else enumerate(value):
+                if type(item) in nested:
+                    value[key] = restore(item)
+            if kind is dict and len(value) == 2 and "_type_" in value and "_data_" in value:
+                return names[value["_type_"]].decode(value["_data_"])  # KeyError: unknown
         return value
 
-    return decode
+    return lambda data: restore(loads(data))
 
 
 def timestamp_json(timestamp: datetime) -> str:
