@@ -4,10 +4,10 @@ wrote, or raises, and then `LeanMapper` decodes through the library's own."""
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -140,11 +140,43 @@ def test_what_orjson_refuses_is_decoded_by_the_librarys_mapper() -> None:
     assert event.timestamp == datetime(2026, 12, 2, 4, 12, 42, tzinfo=UTC)
 
 
-def test_another_transcoder_decodes_as_itself() -> None:
+def test_the_ledgers_events_are_decoded_without_the_librarys_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The library's parser is the fallback for what orjson reads otherwise, not
+    the common case: with it broken, a receipt (a time, text with an escape, null,
+    the largest 64-bit integer) and a price still decode; a subclassed transcoder
+    keeps its own decode."""
+
+    def refused(self: Any, data: bytes) -> Any:
+        raise AssertionError("the library's parser was used")
+
+    monkeypatch.setattr(JSONTranscoder, "decode", refused)
+    mapper = LeanMapper(transcoder=_transcoder())
+    state = {
+        "timestamp": {"_type_": "datetime_iso", "_data_": "2026-12-02T04:12:42+00:00"},
+        "originator_topic": "ledger.receipt:Receipt", "stripe_event_id": "evt_1",
+        "event_type": "x", "stripe_created": 1767225600, "api_version": None,
+        "livemode": False, "payload": '{"a": "\u00fc"}', "source": "webhook",
+        "signature_time": 2**63 - 1, "class_version": 2,
+    }  # fmt: skip
+    received = StoredEvent(
+        uuid.uuid4(), 1, "ledger.receipt:Receipt.Received", json.dumps(state).encode()
+    )
+    event = mapper.to_domain_event(received)
+    assert (event.stripe_created, event.signature_time) == (1767225600, 2**63 - 1)
+    assert event.payload == '{"a": "\u00fc"}'
+    assert event.timestamp == datetime(2026, 12, 2, 4, 12, 42, tzinfo=UTC)
+    price = {"_type_": "price", "_data_": {
+        "stripe_price_id": "price_1", "unit_amount": 999, "currency": "usd",
+        "interval": "month", "interval_count": 1, "lookup_key": None,
+        "stripe_product_id": None, "nickname": None}}  # fmt: skip
+    assert json_decoder(mapper.transcoder)(json.dumps({"p": [price]}).encode()) == {
+        "p": [Price("price_1", 999, "usd", "month")]
+    }
+
     class Other(JSONTranscoder):
         pass
 
     other = Other()
     assert json_decoder(other) == other.decode
-    assert json_decoder(THEIRS) != THEIRS.decode
-    assert OURS(THEIRS.encode({"d": Decimal("1.5")})) == {"d": Decimal("1.5")}
